@@ -1,0 +1,351 @@
+//! Host <-> guest agent protocol.
+//!
+//! The agent listens on vsock port [`AGENT_PORT`]. Each message is one frame:
+//!
+//! ```text
+//! offset 0  u32 LE  magic  "FVA\0"
+//! offset 4  u16 LE  protocol version (PROTOCOL_VERSION)
+//! offset 6  u16 LE  reserved, zero
+//! offset 8  u32 LE  payload length in bytes (<= MAX_PAYLOAD)
+//! offset 12 ...     payload: one JSON-encoded [`Frame`]
+//! ```
+//!
+//! On connect the agent sends [`Frame::Ready`]. The host may then send
+//! [`Frame::Ping`] (answered by [`Frame::Pong`]) or [`Frame::Exec`] (answered
+//! by [`Frame::ExecResult`], whose fields are exactly the API's
+//! `ExecVMResponse`). Timeouts are enforced by the host: when an exec runs past
+//! its deadline the host closes the connection and the agent kills the command.
+
+use alloc::collections::BTreeMap;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The vsock port the guest agent listens on.
+pub const AGENT_PORT: u32 = 1024;
+/// Version of this frame format; bumped on any incompatible change.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// First four bytes of every frame.
+pub const MAGIC: [u8; 4] = *b"FVA\0";
+/// Length of the fixed frame header.
+pub const HEADER_LEN: usize = 12;
+/// Largest payload either side accepts (64 MiB).
+pub const MAX_PAYLOAD: usize = 64 << 20;
+/// Default cap on captured stdout and stderr (each), when a request gives none.
+pub const DEFAULT_OUTPUT_CAP: u64 = 4 << 20;
+
+/// One message between host and agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Frame {
+    /// Sent by the agent first on every connection.
+    Ready(Ready),
+    /// Liveness probe from the host.
+    Ping { nonce: u64 },
+    /// The agent's answer to [`Frame::Ping`], echoing the nonce.
+    Pong { nonce: u64 },
+    /// Run a command.
+    Exec(ExecRequest),
+    /// The outcome of an [`Frame::Exec`].
+    ExecResult(ExecResult),
+    /// The agent could not act on the last frame (bad frame, unsupported op).
+    Error { message: String },
+}
+
+/// What the agent says about itself when a connection opens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ready {
+    /// Protocol version the agent speaks.
+    pub version: u16,
+    /// Agent name and build, e.g. `guest-agent 0.1.0` or `test-guest 0.1.0`.
+    pub agent: String,
+}
+
+/// A command to run in the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecRequest {
+    /// Program and arguments; never empty.
+    pub argv: Vec<String>,
+    /// Extra environment variables.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory; the agent's own when absent.
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// Deadline in milliseconds, enforced by the host; informative for the agent.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Bytes of stdout to keep; the rest is dropped and `stdoutTruncated` set.
+    #[serde(default = "default_cap")]
+    pub max_stdout: u64,
+    /// Bytes of stderr to keep; the rest is dropped and `stderrTruncated` set.
+    #[serde(default = "default_cap")]
+    pub max_stderr: u64,
+}
+
+fn default_cap() -> u64 {
+    DEFAULT_OUTPUT_CAP
+}
+
+impl ExecRequest {
+    /// A request for `argv` with default caps and no deadline.
+    pub fn new<I, S>(argv: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        ExecRequest {
+            argv: argv.into_iter().map(Into::into).collect(),
+            env: BTreeMap::new(),
+            cwd: None,
+            timeout_ms: None,
+            max_stdout: DEFAULT_OUTPUT_CAP,
+            max_stderr: DEFAULT_OUTPUT_CAP,
+        }
+    }
+}
+
+/// The outcome of a command: exactly the fields of the API's `ExecVMResponse`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecResult {
+    pub exit_code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub timed_out: bool,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    pub duration_ms: u64,
+}
+
+/// Collects output up to a cap and remembers whether anything was dropped.
+#[derive(Debug, Clone, Default)]
+pub struct CappedOutput {
+    pub data: Vec<u8>,
+    pub cap: usize,
+    pub truncated: bool,
+}
+
+impl CappedOutput {
+    /// An empty buffer that keeps at most `cap` bytes.
+    pub fn new(cap: u64) -> Self {
+        CappedOutput {
+            data: Vec::new(),
+            cap: usize::try_from(cap).unwrap_or(usize::MAX),
+            truncated: false,
+        }
+    }
+
+    /// Appends what fits and flags the rest as dropped.
+    pub fn push(&mut self, bytes: &[u8]) {
+        let room = self.cap.saturating_sub(self.data.len());
+        let take = room.min(bytes.len());
+        self.data.extend_from_slice(&bytes[..take]);
+        if take < bytes.len() {
+            self.truncated = true;
+        }
+    }
+
+    /// The kept bytes as text (invalid UTF-8 is replaced).
+    pub fn into_string(self) -> String {
+        match String::from_utf8(self.data) {
+            Ok(s) => s,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        }
+    }
+}
+
+/// Why a frame could not be encoded or decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameError {
+    /// The first four bytes are not [`MAGIC`]: the peer does not speak this protocol.
+    BadMagic,
+    /// The peer speaks another protocol version.
+    Version(u16),
+    /// The announced payload is larger than [`MAX_PAYLOAD`].
+    TooLarge(usize),
+    /// The payload is not a valid JSON [`Frame`].
+    Payload(String),
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrameError::BadMagic => write!(f, "not an agent frame (bad magic)"),
+            FrameError::Version(v) => write!(
+                f,
+                "agent protocol version {v} is not supported (expected {PROTOCOL_VERSION})"
+            ),
+            FrameError::TooLarge(n) => {
+                write!(f, "frame of {n} bytes exceeds the {MAX_PAYLOAD}-byte limit")
+            }
+            FrameError::Payload(e) => write!(f, "malformed frame payload: {e}"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for FrameError {}
+
+/// Encodes one frame, header included.
+pub fn encode(frame: &Frame) -> Result<Vec<u8>, FrameError> {
+    let payload = serde_json::to_vec(frame).map_err(|e| FrameError::Payload(e.to_string()))?;
+    if payload.len() > MAX_PAYLOAD {
+        return Err(FrameError::TooLarge(payload.len()));
+    }
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&payload);
+    Ok(out)
+}
+
+/// Parses a frame header and returns the payload length it announces.
+pub fn parse_header(header: &[u8; HEADER_LEN]) -> Result<usize, FrameError> {
+    if header[0..4] != MAGIC {
+        return Err(FrameError::BadMagic);
+    }
+    let version = u16::from_le_bytes([header[4], header[5]]);
+    if version != PROTOCOL_VERSION {
+        return Err(FrameError::Version(version));
+    }
+    let len = u32::from_le_bytes([header[8], header[9], header[10], header[11]]) as usize;
+    if len > MAX_PAYLOAD {
+        return Err(FrameError::TooLarge(len));
+    }
+    Ok(len)
+}
+
+/// Decodes a payload (the bytes after the header).
+pub fn decode_payload(payload: &[u8]) -> Result<Frame, FrameError> {
+    serde_json::from_slice(payload).map_err(|e| FrameError::Payload(e.to_string()))
+}
+
+/// Incremental decoder for a byte stream that carries frames.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    buf: Vec<u8>,
+}
+
+impl Decoder {
+    /// An empty decoder.
+    pub fn new() -> Self {
+        Decoder::default()
+    }
+
+    /// Adds bytes read from the stream.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes received but not yet consumed by a whole frame.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next whole frame, if one has arrived.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        if self.buf.len() < HEADER_LEN {
+            return Ok(None);
+        }
+        let mut header = [0u8; HEADER_LEN];
+        header.copy_from_slice(&self.buf[..HEADER_LEN]);
+        let len = parse_header(&header)?;
+        if self.buf.len() < HEADER_LEN + len {
+            return Ok(None);
+        }
+        let frame = decode_payload(&self.buf[HEADER_LEN..HEADER_LEN + len]);
+        self.buf.drain(..HEADER_LEN + len);
+        frame.map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    #[test]
+    fn exec_round_trip_through_decoder_in_pieces() {
+        let mut req = ExecRequest::new(["echo", "hi"]);
+        req.env.insert("A".to_string(), "1".to_string());
+        req.timeout_ms = Some(5000);
+        let bytes = encode(&Frame::Exec(req.clone())).unwrap();
+        let mut dec = Decoder::new();
+        for chunk in bytes.chunks(5) {
+            assert_eq!(dec.pending() < bytes.len(), true);
+            dec.push(chunk);
+        }
+        assert_eq!(dec.next_frame().unwrap(), Some(Frame::Exec(req)));
+        assert_eq!(dec.next_frame().unwrap(), None);
+        assert_eq!(dec.pending(), 0);
+    }
+
+    #[test]
+    fn result_uses_the_api_field_names() {
+        let res = ExecResult {
+            exit_code: 3,
+            stdout: "o".into(),
+            stderr: "e".into(),
+            timed_out: false,
+            stdout_truncated: true,
+            stderr_truncated: false,
+            duration_ms: 7,
+        };
+        let json = serde_json::to_value(Frame::ExecResult(res)).unwrap();
+        let mut keys: Vec<&str> = json.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            vec![
+                "durationMs",
+                "exitCode",
+                "stderr",
+                "stderrTruncated",
+                "stdout",
+                "stdoutTruncated",
+                "timedOut",
+                "type"
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_magic_version_and_size_are_refused() {
+        let mut bytes = encode(&Frame::Ping { nonce: 1 }).unwrap();
+        let mut dec = Decoder::new();
+        bytes[0] = b'X';
+        dec.push(&bytes);
+        assert_eq!(dec.next_frame(), Err(FrameError::BadMagic));
+
+        let mut header = [0u8; HEADER_LEN];
+        header[..4].copy_from_slice(&MAGIC);
+        header[4..6].copy_from_slice(&9u16.to_le_bytes());
+        assert_eq!(parse_header(&header), Err(FrameError::Version(9)));
+        header[4..6].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+        header[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(parse_header(&header), Err(FrameError::TooLarge(u32::MAX as usize)));
+    }
+
+    #[test]
+    fn capped_output_keeps_the_prefix_and_flags_the_rest() {
+        let mut out = CappedOutput::new(4);
+        out.push(b"ab");
+        assert!(!out.truncated);
+        out.push(b"cdef");
+        assert!(out.truncated);
+        assert_eq!(out.into_string(), "abcd");
+    }
+
+    #[test]
+    fn missing_optional_fields_take_defaults() {
+        let frame = decode_payload(br#"{"type":"exec","argv":["x"]}"#).unwrap();
+        assert_eq!(frame, Frame::Exec(ExecRequest::new(["x"])));
+    }
+}

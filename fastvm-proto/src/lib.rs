@@ -1,0 +1,11 @@
+//! Types shared by every FastVM crate. No I/O lives here.
+//!
+//! - [`agent`]: frames between the host and the agent inside a guest (also
+//!   spoken by the freestanding test guest, so this crate builds with
+//!   `no_std` + `alloc` when the default `std` feature is off).
+
+#![cfg_attr(not(feature = "std"), no_std)]
+
+extern crate alloc;
+
+pub mod agent;

@@ -1,0 +1,2 @@
+//! fastvm-tui
+fn main() {}

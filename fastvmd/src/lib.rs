@@ -1,0 +1,4 @@
+//! FastVM daemon library: the per-VM monitor (`vmm`) and what the daemon
+//! builds on it.
+
+pub mod vmm;

@@ -1,0 +1,3 @@
+//! `fastvmd`: the FastVM daemon and monitor command line.
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! The monitor: one KVM microVM per process.
+
+pub mod devices;

@@ -1,0 +1,2 @@
+//! guest-agent
+fn main() {}

@@ -1,0 +1,1 @@
+//! Integration tests of the FastVM workspace; see `tests/tests`.
