@@ -1,1 +1,109 @@
-//! Virtio devices over the MMIO transport.
+//! Virtio devices over the virtio-mmio transport (virtio 1.x, "modern").
+//!
+//! The contract between the transport ([`mmio`]) and a device ([`blk`],
+//! [`vsock`]): the transport owns the registers and queue configuration; once
+//! the driver sets DRIVER_OK it hands the ready queues to
+//! [`VirtioDevice::activate`], and forwards every QueueNotify write to
+//! [`VirtioDevice::queue_notify`]. A device signals the guest through its
+//! shared [`Interrupt`].
+
+pub mod blk;
+pub mod mmio;
+pub mod vsock;
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use vmm_sys_util::eventfd::EventFd;
+
+/// Guest memory as every device sees it.
+pub type GuestMemory = vm_memory::GuestMemoryMmap<()>;
+
+/// Size of one virtio-mmio register window.
+pub const MMIO_WINDOW: u64 = 0x1000;
+
+/// Why a device could not start with the queues the driver configured.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivateError {
+    /// The driver enabled a different number of queues than the device has.
+    #[error("expected {expected} queues, driver configured {got}")]
+    QueueCount { expected: usize, got: usize },
+    /// A queue the device needs is not valid in guest memory.
+    #[error("queue {0} is not valid")]
+    InvalidQueue(usize),
+    /// The device's backend (file, socket, thread) failed to start.
+    #[error("backend: {0}")]
+    Backend(#[from] io::Error),
+}
+
+/// The interrupt line of one device: the InterruptStatus bits plus the irqfd
+/// that raises the guest IRQ through the in-kernel irqchip.
+#[derive(Debug)]
+pub struct Interrupt {
+    status: AtomicU32,
+    irqfd: EventFd,
+}
+
+impl Interrupt {
+    /// "Used buffer notification" bit of InterruptStatus.
+    pub const VRING: u32 = 1;
+    /// "Configuration change notification" bit of InterruptStatus.
+    pub const CONFIG: u32 = 2;
+
+    /// An interrupt that signals `irqfd` (registered with KVM by the caller).
+    pub fn new(irqfd: EventFd) -> Self {
+        Interrupt {
+            status: AtomicU32::new(0),
+            irqfd,
+        }
+    }
+
+    /// Sets `bits` in InterruptStatus and raises the IRQ.
+    pub fn trigger(&self, bits: u32) -> io::Result<()> {
+        self.status.fetch_or(bits, Ordering::SeqCst);
+        self.irqfd.write(1)
+    }
+
+    /// Current InterruptStatus.
+    pub fn status(&self) -> u32 {
+        self.status.load(Ordering::SeqCst)
+    }
+
+    /// The driver acknowledged `bits` (InterruptACK).
+    pub fn ack(&self, bits: u32) {
+        self.status.fetch_and(!bits, Ordering::SeqCst);
+    }
+
+    /// The eventfd behind the IRQ.
+    pub fn irqfd(&self) -> &EventFd {
+        &self.irqfd
+    }
+}
+
+/// A virtio device behind the MMIO transport.
+pub trait VirtioDevice: Send {
+    /// Virtio device ID (2 = block, 19 = vsock).
+    fn device_type(&self) -> u32;
+    /// Feature bits offered to the driver, VIRTIO_F_VERSION_1 included.
+    fn features(&self) -> u64;
+    /// Largest size of each queue; the length is the number of queues.
+    fn queue_max_sizes(&self) -> &[u16];
+    /// Reads the device-specific configuration space.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// Writes the device-specific configuration space (ignored by default:
+    /// neither block nor vsock has writable configuration).
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
+    /// The driver set DRIVER_OK: start serving `queues`.
+    fn activate(
+        &mut self,
+        mem: GuestMemory,
+        queues: Vec<virtio_queue::Queue>,
+        interrupt: Arc<Interrupt>,
+        acked_features: u64,
+    ) -> Result<(), ActivateError>;
+    /// The driver wrote `index` to QueueNotify.
+    fn queue_notify(&mut self, index: u16);
+    /// The driver reset the device (status 0): drop queues, keep backend config.
+    fn reset(&mut self);
+}
