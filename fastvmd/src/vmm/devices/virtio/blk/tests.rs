@@ -314,3 +314,92 @@ fn bogus_queue_state_does_not_hang() {
     assert_eq!(mock.used().idx().load(), 0);
     assert_eq!(rig.irq.status(), 0);
 }
+
+#[test]
+fn through_the_mmio_transport() {
+    use crate::vmm::devices::BusDevice;
+    use crate::vmm::devices::virtio::mmio::MmioTransport;
+    use virtio_bindings::virtio_mmio::*;
+
+    let rig = Rig::new(false);
+    rig.header(VIRTIO_BLK_T_IN, 3);
+    let Rig {
+        _dir,
+        mem,
+        block,
+        irq,
+        ..
+    } = rig;
+    let mut t = MmioTransport::new(mem.clone(), Box::new(block), irq);
+    let rd = |t: &mut MmioTransport, off: u32| {
+        let mut b = [0u8; 4];
+        t.read(u64::from(off), &mut b);
+        u32::from_le_bytes(b)
+    };
+    let wr = |t: &mut MmioTransport, off: u32, v: u32| t.write(u64::from(off), &v.to_le_bytes());
+
+    assert_eq!(rd(&mut t, VIRTIO_MMIO_DEVICE_ID), 2);
+    assert_eq!(rd(&mut t, VIRTIO_MMIO_CONFIG), SECTORS as u32);
+    wr(&mut t, VIRTIO_MMIO_STATUS, 1);
+    wr(&mut t, VIRTIO_MMIO_STATUS, 3);
+    for sel in [0, 1] {
+        wr(&mut t, VIRTIO_MMIO_DEVICE_FEATURES_SEL, sel);
+        let f = rd(&mut t, VIRTIO_MMIO_DEVICE_FEATURES);
+        wr(&mut t, VIRTIO_MMIO_DRIVER_FEATURES_SEL, sel);
+        wr(&mut t, VIRTIO_MMIO_DRIVER_FEATURES, f);
+    }
+    wr(&mut t, VIRTIO_MMIO_STATUS, 0xb);
+    assert_eq!(rd(&mut t, VIRTIO_MMIO_STATUS), 0xb);
+
+    let mock = MockSplitQueue::create(&mem, GuestAddress(0), 16);
+    let raw: Vec<RawDescriptor> = [
+        SplitDescriptor::new(HDR, 16, VRING_DESC_F_NEXT as u16, 1),
+        SplitDescriptor::new(
+            DATA,
+            512,
+            (VRING_DESC_F_NEXT | VRING_DESC_F_WRITE) as u16,
+            2,
+        ),
+        SplitDescriptor::new(STATUS, 1, VRING_DESC_F_WRITE as u16, 0),
+    ]
+    .into_iter()
+    .map(RawDescriptor::from)
+    .collect();
+    mock.add_desc_chains(&raw, 0).unwrap();
+    assert_eq!(rd(&mut t, VIRTIO_MMIO_QUEUE_NUM_MAX), 256);
+    wr(&mut t, VIRTIO_MMIO_QUEUE_NUM, 16);
+    wr(
+        &mut t,
+        VIRTIO_MMIO_QUEUE_DESC_LOW,
+        mock.desc_table_addr().0 as u32,
+    );
+    wr(
+        &mut t,
+        VIRTIO_MMIO_QUEUE_AVAIL_LOW,
+        mock.avail_addr().0 as u32,
+    );
+    wr(
+        &mut t,
+        VIRTIO_MMIO_QUEUE_USED_LOW,
+        mock.used_addr().0 as u32,
+    );
+    wr(&mut t, VIRTIO_MMIO_QUEUE_READY, 1);
+    wr(&mut t, VIRTIO_MMIO_STATUS, 0xf);
+    assert_eq!(rd(&mut t, VIRTIO_MMIO_STATUS), 0xf);
+    wr(&mut t, VIRTIO_MMIO_QUEUE_NOTIFY, 0);
+
+    assert_eq!(mock.used().idx().load(), 1);
+    assert_eq!(mock.used().ring().ref_at(0).unwrap().load().len(), 513);
+    assert_eq!(mem.read_obj::<u8>(GuestAddress(STATUS)).unwrap(), 0);
+    let mut data = [0u8; 512];
+    mem.read_slice(&mut data, GuestAddress(DATA)).unwrap();
+    assert!(
+        data.iter()
+            .enumerate()
+            .all(|(i, &b)| b == pattern(3 * 512 + i))
+    );
+    assert_eq!(rd(&mut t, VIRTIO_MMIO_INTERRUPT_STATUS), Interrupt::VRING);
+    wr(&mut t, VIRTIO_MMIO_INTERRUPT_ACK, Interrupt::VRING);
+    assert_eq!(rd(&mut t, VIRTIO_MMIO_INTERRUPT_STATUS), 0);
+    assert_eq!(t.interrupt().irqfd().read().unwrap(), 1);
+}
