@@ -1,3 +1,19 @@
 //! `fastvmd`: the FastVM daemon and monitor command line.
 
-fn main() {}
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    cli::init_tracing();
+    match args.command {
+        cli::Command::Vmm(vmm) => cli::run_vmm(vmm),
+        cli::Command::Host => {
+            println!("{}", fastvmd::vmm::host::detect().describe());
+            ExitCode::SUCCESS
+        }
+    }
+}

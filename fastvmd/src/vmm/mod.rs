@@ -1,3 +1,54 @@
-//! The monitor: one KVM microVM per process.
+//! The monitor: one KVM microVM per process (`fastvmd vmm`).
+//!
+//! [`machine::run`] builds the VM from a [`config::VmConfig`] and runs it
+//! until the guest powers off, reboots or crashes, or the host stops it.
 
+pub mod boot;
+pub mod bus;
+pub mod config;
+pub mod console;
+pub mod control;
 pub mod devices;
+pub mod exit;
+pub mod host;
+pub mod layout;
+pub mod lockdir;
+pub mod machine;
+pub mod memory;
+pub mod signals;
+pub mod vcpu;
+
+/// Why a monitor could not start or keep running.
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    /// The configuration was refused before anything was created.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The VM directory cannot be used.
+    #[error("--dir {path}: {reason}")]
+    Dir { path: String, reason: String },
+    /// KVM refused an operation (or `/dev/kvm` is unusable).
+    #[error("KVM: {0}")]
+    Kvm(String),
+    /// Guest memory could not be mapped or registered.
+    #[error("guest memory: {0}")]
+    Memory(String),
+    /// The kernel, initrd or boot data could not be set up.
+    #[error(transparent)]
+    Boot(#[from] boot::BootError),
+    /// A vCPU's boot registers could not be set.
+    #[error(transparent)]
+    Regs(#[from] boot::regs::RegsError),
+    /// A device could not be created or placed.
+    #[error("device: {0}")]
+    Device(String),
+    /// A socket in the VM directory could not be bound.
+    #[error("cannot listen on {path}: {source}")]
+    Socket {
+        path: String,
+        source: std::io::Error,
+    },
+    /// Another OS error (threads, eventfds, signals).
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}

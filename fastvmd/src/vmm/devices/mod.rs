@@ -3,6 +3,8 @@
 //! A device sees accesses relative to its own base address: the bus in
 //! [`crate::vmm::bus`] finds the device for an address and passes the offset.
 
+pub mod serial;
+pub mod system;
 pub mod virtio;
 
 /// A device on the port-I/O or MMIO bus.

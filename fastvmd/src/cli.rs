@@ -1,0 +1,94 @@
+//! Command-line definitions and the `vmm` entry point.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use fastvmd::vmm::config::{DEFAULT_CMDLINE, VmConfig};
+use fastvmd::vmm::exit::EXIT_ERROR;
+use fastvmd::vmm::machine;
+
+/// FastVM: KVM microVMs, fast.
+#[derive(Debug, Parser)]
+#[command(name = "fastvmd", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to run.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one VM in this process (the monitor). Normally started by `fastvmd serve`.
+    ///
+    /// Creates control.sock, console.sock and (with --vsock-cid) vsock.sock in
+    /// DIR. Exit status: 0 stopped by the host (control `stop`, SIGTERM),
+    /// 10 guest powered off, 11 guest rebooted, 12 guest crashed, 1 error.
+    Vmm(VmmArgs),
+    /// Say what kind of KVM host this is and which guests it can run.
+    Host,
+}
+
+/// Arguments of `fastvmd vmm`.
+#[derive(Debug, Args)]
+pub struct VmmArgs {
+    /// Directory for the VM's sockets and lock (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Guest kernel: ELF vmlinux or bzImage (or the test guest ELF).
+    #[arg(long, value_name = "PATH")]
+    pub kernel: PathBuf,
+    /// Initial ramdisk loaded next to the kernel.
+    #[arg(long, value_name = "PATH")]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line; virtio-mmio device entries are appended.
+    #[arg(long, value_name = "STR", default_value = DEFAULT_CMDLINE)]
+    pub cmdline: String,
+    /// Number of vCPUs (1-32).
+    #[arg(long, value_name = "N")]
+    pub vcpus: u8,
+    /// Guest memory in MiB (at least 16, at most the host's RAM).
+    #[arg(long, value_name = "M")]
+    pub memory_mib: u64,
+    /// Raw disk image served as virtio-blk (read-write).
+    #[arg(long, value_name = "PATH")]
+    pub disk: Option<PathBuf>,
+    /// Guest vsock CID (3 or more); enables virtio-vsock and DIR/vsock.sock.
+    #[arg(long, value_name = "CID")]
+    pub vsock_cid: Option<u64>,
+}
+
+/// Logs to stderr; `RUST_LOG` sets the level (default: warnings).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Runs the monitor and turns its ending into an exit status.
+pub fn run_vmm(args: VmmArgs) -> ExitCode {
+    let config = VmConfig {
+        dir: args.dir,
+        kernel: args.kernel,
+        initrd: args.initrd,
+        cmdline: args.cmdline,
+        vcpus: args.vcpus,
+        memory_mib: args.memory_mib,
+        disk: args.disk,
+        vsock_cid: args.vsock_cid,
+    };
+    match machine::run(&config) {
+        Ok(event) => {
+            eprintln!("fastvmd vmm: {}", event.describe());
+            ExitCode::from(event.exit_code() as u8)
+        }
+        Err(e) => {
+            eprintln!("fastvmd vmm: error: {e}");
+            ExitCode::from(EXIT_ERROR as u8)
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! The console: guest serial output is kept in a ring buffer and sent to
+//! every client of `console.sock`; what clients write goes to the UART.
+//! A new client first receives the recent output.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use super::bus::lock;
+use super::devices::serial::SerialDevice;
+
+/// Bytes of recent output replayed to a new client.
+pub const RING_CAPACITY: usize = 256 << 10;
+/// A client that cannot take output for this long is disconnected.
+const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// Recent output plus the connected clients.
+#[derive(Default)]
+pub struct ConsoleHub {
+    inner: Mutex<HubInner>,
+}
+
+#[derive(Default)]
+struct HubInner {
+    ring: VecDeque<u8>,
+    clients: Vec<UnixStream>,
+}
+
+impl ConsoleHub {
+    /// An empty hub.
+    pub fn new() -> Arc<Self> {
+        Arc::new(ConsoleHub::default())
+    }
+
+    /// Records guest output and forwards it to every client; drops clients
+    /// that are gone or too slow.
+    pub fn output(&self, bytes: &[u8]) {
+        let mut inner = lock(&self.inner);
+        if bytes.len() >= RING_CAPACITY {
+            inner.ring.clear();
+            inner
+                .ring
+                .extend(&bytes[bytes.len() - RING_CAPACITY..]);
+        } else {
+            let overflow = (inner.ring.len() + bytes.len()).saturating_sub(RING_CAPACITY);
+            inner.ring.drain(..overflow);
+            inner.ring.extend(bytes);
+        }
+        inner.clients.retain_mut(|c| c.write_all(bytes).is_ok());
+    }
+
+    /// The recent output, oldest first.
+    pub fn recent(&self) -> Vec<u8> {
+        let inner = lock(&self.inner);
+        inner.ring.iter().copied().collect()
+    }
+
+    /// Sends the recent output to `client`, then adds it to the broadcast list.
+    pub fn attach(&self, mut client: UnixStream) -> io::Result<()> {
+        client.set_write_timeout(Some(CLIENT_WRITE_TIMEOUT))?;
+        let mut inner = lock(&self.inner);
+        let (a, b) = inner.ring.as_slices();
+        client.write_all(a)?;
+        client.write_all(b)?;
+        inner.clients.push(client);
+        Ok(())
+    }
+
+    /// Number of connected clients.
+    pub fn client_count(&self) -> usize {
+        lock(&self.inner).clients.len()
+    }
+}
+
+/// `Write` end handed to the UART.
+pub struct ConsoleOut(pub Arc<ConsoleHub>);
+
+impl Write for ConsoleOut {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.output(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The UART as the console input side sees it.
+pub type ConsoleSerial = Arc<Mutex<SerialDevice<ConsoleOut>>>;
+
+/// Accepts console clients on `listener` until the process ends.
+pub fn serve(listener: UnixListener, hub: Arc<ConsoleHub>, serial: ConsoleSerial) {
+    let spawned = thread::Builder::new()
+        .name("console".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let reader = match conn.try_clone() {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!("console client: {e}");
+                        continue;
+                    }
+                };
+                if let Err(e) = hub.attach(conn) {
+                    tracing::warn!("console client: {e}");
+                    continue;
+                }
+                let serial = serial.clone();
+                let _ = thread::Builder::new()
+                    .name("console-in".into())
+                    .spawn(move || pump_input(reader, serial));
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start console thread: {e}");
+    }
+}
+
+/// Copies one client's input into the UART FIFO, waiting while it is full.
+fn pump_input(mut reader: UnixStream, serial: ConsoleSerial) {
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let mut rest = &buf[..n];
+        while !rest.is_empty() {
+            let taken = lock(&serial).push_input(rest);
+            rest = &rest[taken..];
+            if !rest.is_empty() {
+                thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn ring_keeps_the_newest_bytes() {
+        let hub = ConsoleHub::new();
+        hub.output(&vec![b'a'; RING_CAPACITY]);
+        hub.output(b"xyz");
+        let recent = hub.recent();
+        assert_eq!(recent.len(), RING_CAPACITY);
+        assert_eq!(&recent[recent.len() - 3..], b"xyz");
+        hub.output(&vec![b'b'; RING_CAPACITY + 5]);
+        assert!(hub.recent().iter().all(|b| *b == b'b'));
+    }
+
+    #[test]
+    fn new_client_gets_history_then_live_output() {
+        let hub = ConsoleHub::new();
+        hub.output(b"before ");
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        hub.attach(ours).unwrap();
+        hub.output(b"after");
+        let mut got = vec![0u8; 12];
+        theirs.read_exact(&mut got).unwrap();
+        assert_eq!(got, b"before after");
+        drop(theirs);
+        hub.output(b"x");
+        hub.output(b"y");
+        assert_eq!(hub.client_count(), 0, "closed client is dropped");
+    }
+}

@@ -1,0 +1,85 @@
+//! The monitor's control socket: one JSON request per line, one JSON answer
+//! per line. Requests: `{"op":"status"}`, `{"op":"pause"}`,
+//! `{"op":"resume"}`, `{"op":"stop"}`.
+
+pub mod client;
+pub mod server;
+
+use serde::{Deserialize, Serialize};
+
+/// A request on the control socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase")]
+pub enum Request {
+    /// Report state, vCPUs, memory and uptime.
+    Status,
+    /// Stop running guest code; devices keep their state.
+    Pause,
+    /// Continue after a pause.
+    Resume,
+    /// Stop the VM and end the monitor.
+    Stop,
+}
+
+/// The run state of the VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RunState {
+    Running,
+    Paused,
+    Stopping,
+}
+
+/// What `status` reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub state: RunState,
+    pub vcpus: u8,
+    pub memory_mib: u64,
+    pub uptime_ms: u64,
+    pub pid: u32,
+}
+
+/// The answer to one request: `{"ok":true,...}` or `{"ok":false,"error":"..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", flatten)]
+    pub status: Option<Status>,
+}
+
+impl Response {
+    /// Success carrying the current status.
+    pub fn ok(status: Status) -> Self {
+        Response {
+            ok: true,
+            error: None,
+            status: Some(status),
+        }
+    }
+
+    /// Failure with a message.
+    pub fn error(message: impl Into<String>) -> Self {
+        Response {
+            ok: false,
+            error: Some(message.into()),
+            status: None,
+        }
+    }
+}
+
+/// What the control server acts on.
+pub trait ControlTarget: Send + Sync {
+    /// Current status.
+    fn status(&self) -> Status;
+    /// Pauses every vCPU; returns once none runs guest code.
+    fn pause(&self) -> Result<(), String>;
+    /// Lets the vCPUs run again.
+    fn resume(&self) -> Result<(), String>;
+    /// Asks the monitor to stop the VM and exit.
+    fn stop(&self);
+}

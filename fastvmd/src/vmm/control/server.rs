@@ -1,0 +1,134 @@
+//! Serves the control socket: a thread accepts clients, one thread per client
+//! reads requests line by line.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::Arc;
+use std::thread;
+
+use super::{ControlTarget, Request, Response};
+
+/// Longest request line accepted.
+const MAX_LINE: usize = 64 << 10;
+
+/// Answers one request line.
+pub fn handle_line(target: &dyn ControlTarget, line: &str) -> Response {
+    let request: Request = match serde_json::from_str(line) {
+        Ok(r) => r,
+        Err(e) => {
+            return Response::error(format!(
+                "bad request ({e}); expected {{\"op\":\"status|pause|resume|stop\"}}"
+            ));
+        }
+    };
+    let result = match request {
+        Request::Status => Ok(()),
+        Request::Pause => target.pause(),
+        Request::Resume => target.resume(),
+        Request::Stop => {
+            target.stop();
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => Response::ok(target.status()),
+        Err(e) => Response::error(e),
+    }
+}
+
+fn serve_client(stream: UnixStream, target: Arc<dyn ControlTarget>) {
+    let Ok(mut writer) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = match (&mut reader).take(MAX_LINE as u64).read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let response = if n == MAX_LINE && !line.ends_with('\n') {
+            Response::error(format!("request longer than {MAX_LINE} bytes"))
+        } else if line.trim().is_empty() {
+            continue;
+        } else {
+            handle_line(target.as_ref(), line.trim())
+        };
+        let Ok(mut out) = serde_json::to_vec(&response) else {
+            return;
+        };
+        out.push(b'\n');
+        if writer.write_all(&out).is_err() {
+            return;
+        }
+    }
+}
+
+/// Serves `listener` on a background thread until the process ends.
+pub fn serve(listener: UnixListener, target: Arc<dyn ControlTarget>) -> std::io::Result<()> {
+    thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let target = target.clone();
+                let _ = thread::Builder::new()
+                    .name("control-client".into())
+                    .spawn(move || serve_client(conn, target));
+            }
+        })
+        .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{RunState, Status};
+    use super::*;
+    use std::sync::Mutex;
+
+    struct Fake(Mutex<RunState>);
+    impl ControlTarget for Fake {
+        fn status(&self) -> Status {
+            Status {
+                state: *self.0.lock().unwrap(),
+                vcpus: 2,
+                memory_mib: 128,
+                uptime_ms: 5,
+                pid: 1,
+            }
+        }
+        fn pause(&self) -> Result<(), String> {
+            let mut s = self.0.lock().unwrap();
+            if *s == RunState::Paused {
+                return Err("already paused".into());
+            }
+            *s = RunState::Paused;
+            Ok(())
+        }
+        fn resume(&self) -> Result<(), String> {
+            *self.0.lock().unwrap() = RunState::Running;
+            Ok(())
+        }
+        fn stop(&self) {
+            *self.0.lock().unwrap() = RunState::Stopping;
+        }
+    }
+
+    #[test]
+    fn ops_and_errors_over_a_real_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        serve(listener, Arc::new(Fake(Mutex::new(RunState::Running)))).unwrap();
+        let mut c = super::super::client::ControlClient::connect(&path).unwrap();
+        let s = c.call(&Request::Status).unwrap();
+        assert_eq!((s.state, s.vcpus, s.memory_mib), (RunState::Running, 2, 128));
+        assert_eq!(c.call(&Request::Pause).unwrap().state, RunState::Paused);
+        let err = c.call(&Request::Pause).unwrap_err().to_string();
+        assert!(err.contains("already paused"), "{err}");
+        assert_eq!(c.call(&Request::Resume).unwrap().state, RunState::Running);
+        let raw = c.raw("{\"op\":\"dance\"}").unwrap();
+        assert!(!raw.ok && raw.error.unwrap().contains("bad request"));
+        assert_eq!(c.call(&Request::Stop).unwrap().state, RunState::Stopping);
+    }
+}

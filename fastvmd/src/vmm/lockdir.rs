@@ -1,0 +1,90 @@
+//! Exclusive ownership of a VM directory: a `flock`ed `monitor.lock` holding
+//! the monitor's pid. A second monitor on the same directory is refused while
+//! the first lives; the lock goes away with the process, even on SIGKILL.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use super::VmmError;
+
+/// Name of the lock file inside the VM directory.
+pub const LOCK_FILE: &str = "monitor.lock";
+
+/// Held for the life of the monitor.
+pub struct DirLock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl DirLock {
+    /// Creates `dir` if needed and takes its lock.
+    pub fn acquire(dir: &Path) -> Result<DirLock, VmmError> {
+        let shown = dir.display().to_string();
+        fs::create_dir_all(dir).map_err(|e| VmmError::Dir {
+            path: shown.clone(),
+            reason: format!("cannot create: {e}"),
+        })?;
+        let path = dir.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| VmmError::Dir {
+                path: shown.clone(),
+                reason: format!("not writable: {e}"),
+            })?;
+        // SAFETY: flock on a file descriptor we own; no memory is involved.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            return Err(VmmError::Dir {
+                path: shown,
+                reason: format!(
+                    "already used by a live monitor (pid {})",
+                    pid.trim().parse::<u32>().map_or("unknown".into(), |p| p.to_string())
+                ),
+            });
+        }
+        let write_pid = |file: &mut File| -> std::io::Result<()> {
+            file.set_len(0)?;
+            file.seek(SeekFrom::Start(0))?;
+            write!(file, "{}", std::process::id())?;
+            file.flush()
+        };
+        write_pid(&mut file).map_err(|e| VmmError::Dir {
+            path: shown,
+            reason: format!("not writable: {e}"),
+        })?;
+        Ok(DirLock { _file: file, path })
+    }
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_lock_is_refused_with_the_owner_pid() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("vm");
+        let first = DirLock::acquire(&dir).unwrap();
+        let err = DirLock::acquire(&dir).err().unwrap().to_string();
+        assert!(
+            err.contains(&format!("live monitor (pid {})", std::process::id())),
+            "{err}"
+        );
+        drop(first);
+        DirLock::acquire(&dir).unwrap();
+    }
+}

@@ -1,0 +1,35 @@
+//! Guest memory: anonymous private mappings (touched lazily, so an idle
+//! guest costs little host RAM), registered with KVM slot by slot.
+
+use kvm_bindings::kvm_userspace_memory_region;
+use kvm_ioctls::VmFd;
+use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+use super::{VmmError, layout};
+
+/// Maps `size` bytes of guest RAM and registers it with the VM.
+pub fn create(vm: &VmFd, size: u64) -> Result<GuestMemoryMmap, VmmError> {
+    let ranges: Vec<(GuestAddress, usize)> = layout::ram_ranges(size)
+        .into_iter()
+        .map(|(start, len)| (GuestAddress(start), len as usize))
+        .collect();
+    let mem = GuestMemoryMmap::<()>::from_ranges(&ranges)
+        .map_err(|e| VmmError::Memory(format!("cannot map {} MiB: {e}", size >> 20)))?;
+    for (slot, region) in mem.iter().enumerate() {
+        let host = mem
+            .get_host_address(region.start_addr())
+            .map_err(|e| VmmError::Memory(e.to_string()))?;
+        let region = kvm_userspace_memory_region {
+            slot: slot as u32,
+            guest_phys_addr: region.start_addr().raw_value(),
+            memory_size: region.len(),
+            userspace_addr: host as u64,
+            flags: 0,
+        };
+        // SAFETY: the region describes a mapping owned by `mem`, which the
+        // caller keeps alive for as long as the VM exists.
+        unsafe { vm.set_user_memory_region(region) }
+            .map_err(|e| VmmError::Kvm(format!("register guest memory: {e}")))?;
+    }
+    Ok(mem)
+}

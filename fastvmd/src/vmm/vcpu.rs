@@ -1,0 +1,245 @@
+//! vCPU threads: each runs KVM_RUN in a loop, routing port I/O and MMIO
+//! exits to the buses. Pause, resume and stop are coordinated through
+//! [`VcpuControl`]; a real-time signal kicks a vCPU out of KVM_RUN.
+
+use std::cell::Cell;
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use kvm_bindings::{KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN, kvm_run};
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use vmm_sys_util::signal::{Killable, SIGRTMIN, register_signal_handler};
+
+use super::bus::{Bus, lock};
+use super::control::RunState;
+use super::exit::{ExitEvent, GuestRequest};
+
+thread_local! {
+    static KVM_RUN: Cell<*mut kvm_run> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+/// Signal that kicks a vCPU thread out of KVM_RUN.
+pub fn kick_signal() -> i32 {
+    SIGRTMIN()
+}
+
+extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    let ptr = KVM_RUN.with(|p| p.get());
+    if !ptr.is_null() {
+        // SAFETY: the pointer is this thread's own kvm_run mapping, set by the
+        // vCPU loop before entering KVM_RUN and valid for the thread's life;
+        // writing a u8 field is async-signal-safe.
+        unsafe { (*ptr).immediate_exit = 1 };
+    }
+}
+
+/// Installs the kick handler; call once before starting vCPUs.
+pub fn install_kick_handler() -> Result<(), String> {
+    register_signal_handler(kick_signal(), on_kick).map_err(|e| format!("signal handler: {e}"))
+}
+
+/// Shared run state of all vCPUs.
+pub struct VcpuControl {
+    state: Mutex<(RunState, usize)>,
+    changed: Condvar,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    count: usize,
+}
+
+impl VcpuControl {
+    /// Control for `count` vCPUs, initially running.
+    pub fn new(count: usize) -> Arc<Self> {
+        Arc::new(VcpuControl {
+            state: Mutex::new((RunState::Running, 0)),
+            changed: Condvar::new(),
+            threads: Mutex::new(Vec::new()),
+            count,
+        })
+    }
+
+    /// The current state.
+    pub fn state(&self) -> RunState {
+        lock(&self.state).0
+    }
+
+    fn kick_all(&self) {
+        for t in lock(&self.threads).iter() {
+            let _ = t.kill(kick_signal());
+        }
+    }
+
+    /// Moves to `target` and waits until every vCPU is parked (for Paused)
+    /// or has left its loop (for Stopping).
+    fn transition(&self, target: RunState, timeout: Duration) -> Result<(), String> {
+        {
+            let mut st = lock(&self.state);
+            st.0 = target;
+        }
+        self.changed.notify_all();
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.kick_all();
+            let st = lock(&self.state);
+            let (st, _) = self
+                .changed
+                .wait_timeout(st, Duration::from_millis(5))
+                .unwrap_or_else(|p| p.into_inner());
+            if st.0 != target {
+                return Err(format!("state changed to {:?} meanwhile", st.0));
+            }
+            let settled = match target {
+                RunState::Paused => st.1 == self.count,
+                RunState::Stopping => lock(&self.threads).iter().all(|t| t.is_finished()),
+                RunState::Running => true,
+            };
+            if settled {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("vCPUs did not reach {target:?} within {timeout:?}"));
+            }
+        }
+    }
+
+    /// Parks every vCPU.
+    pub fn pause(&self) -> Result<(), String> {
+        match self.state() {
+            RunState::Paused => Err("the VM is already paused".into()),
+            RunState::Stopping => Err("the VM is stopping".into()),
+            RunState::Running => self.transition(RunState::Paused, Duration::from_secs(2)),
+        }
+    }
+
+    /// Releases parked vCPUs.
+    pub fn resume(&self) -> Result<(), String> {
+        let mut st = lock(&self.state);
+        match st.0 {
+            RunState::Running => Err("the VM is not paused".into()),
+            RunState::Stopping => Err("the VM is stopping".into()),
+            RunState::Paused => {
+                st.0 = RunState::Running;
+                self.changed.notify_all();
+                Ok(())
+            }
+        }
+    }
+
+    /// Stops every vCPU and joins their threads.
+    pub fn stop(&self) {
+        if let Err(e) = self.transition(RunState::Stopping, Duration::from_secs(5)) {
+            tracing::warn!("stopping vCPUs: {e}");
+        }
+        for t in lock(&self.threads).drain(..) {
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    /// Blocks while paused; false once the vCPU should leave its loop.
+    fn wait_runnable(&self) -> bool {
+        let mut st = lock(&self.state);
+        loop {
+            match st.0 {
+                RunState::Running => return true,
+                RunState::Stopping => return false,
+                RunState::Paused => {
+                    st.1 += 1;
+                    self.changed.notify_all();
+                    while st.0 == RunState::Paused {
+                        st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+                    }
+                    st.1 -= 1;
+                }
+            }
+        }
+    }
+}
+
+/// What a vCPU thread needs.
+pub struct VcpuContext {
+    pub index: u8,
+    pub fd: VcpuFd,
+    pub io_bus: Arc<Bus>,
+    pub mmio_bus: Arc<Bus>,
+    pub control: Arc<VcpuControl>,
+    pub events: Sender<ExitEvent>,
+}
+
+/// Starts the vCPU's thread.
+pub fn spawn(ctx: VcpuContext) -> std::io::Result<()> {
+    let control = ctx.control.clone();
+    let handle = thread::Builder::new()
+        .name(format!("vcpu{}", ctx.index))
+        .stack_size(256 << 10)
+        .spawn(move || run_loop(ctx))?;
+    lock(&control.threads).push(handle);
+    Ok(())
+}
+
+fn run_loop(mut ctx: VcpuContext) {
+    let run_ptr: *mut kvm_run = ctx.fd.get_kvm_run();
+    KVM_RUN.with(|p| p.set(run_ptr));
+    while ctx.control.wait_runnable() {
+        let event = match ctx.fd.run() {
+            Ok(VcpuExit::IoIn(port, data)) => {
+                ctx.io_bus.read(u64::from(port), data);
+                None
+            }
+            Ok(VcpuExit::IoOut(port, data)) => {
+                ctx.io_bus.write(u64::from(port), data);
+                None
+            }
+            Ok(VcpuExit::MmioRead(addr, data)) => {
+                if !ctx.mmio_bus.read(addr, data) {
+                    tracing::debug!("vcpu{}: MMIO read at unmapped {addr:#x}", ctx.index);
+                }
+                None
+            }
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                if !ctx.mmio_bus.write(addr, data) {
+                    tracing::debug!("vcpu{}: MMIO write at unmapped {addr:#x}", ctx.index);
+                }
+                None
+            }
+            Ok(VcpuExit::Hlt) => Some(ExitEvent::Guest(GuestRequest::PowerOff)),
+            Ok(VcpuExit::Shutdown) => Some(ExitEvent::Crashed(
+                "triple fault (KVM_EXIT_SHUTDOWN)".into(),
+            )),
+            Ok(VcpuExit::SystemEvent(kind, _)) => match kind {
+                KVM_SYSTEM_EVENT_SHUTDOWN => Some(ExitEvent::Guest(GuestRequest::PowerOff)),
+                KVM_SYSTEM_EVENT_RESET => Some(ExitEvent::Guest(GuestRequest::Reboot)),
+                other => Some(ExitEvent::Crashed(format!("system event {other}"))),
+            },
+            Ok(VcpuExit::FailEntry(reason, cpu)) => Some(ExitEvent::Crashed(format!(
+                "KVM entry failed on cpu {cpu}: reason {reason:#x}"
+            ))),
+            Ok(VcpuExit::InternalError) => Some(ExitEvent::Crashed("KVM internal error".into())),
+            Ok(other) => {
+                tracing::debug!("vcpu{}: unhandled exit {other:?}", ctx.index);
+                None
+            }
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                ctx.fd.set_kvm_immediate_exit(0);
+                None
+            }
+            Err(e) => Some(ExitEvent::Crashed(format!("KVM_RUN: {e}"))),
+        };
+        if let Some(event) = event {
+            let _ = ctx.events.send(event);
+            // Park until the monitor stops the VM.
+            let mut st = lock(&ctx.control.state);
+            while st.0 != RunState::Stopping {
+                st = ctx
+                    .control
+                    .changed
+                    .wait(st)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+            break;
+        }
+    }
+    KVM_RUN.with(|p| p.set(std::ptr::null_mut()));
+}
