@@ -27,7 +27,8 @@ const CREDIT_UPDATE_THRESHOLD: u32 = BUF_ALLOC / 4;
 
 /// How long the guest has to answer a REQUEST.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long the guest has to answer our SHUTDOWN with an RST.
+/// How long the guest has to answer our SHUTDOWN with an RST, and how long
+/// the host stream has to drain after the guest shut down.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where a connection is in its life.
@@ -232,6 +233,10 @@ impl Connection {
     pub fn peer_shutdown(&mut self, flags: u32) -> Verdict {
         self.peer_shut_send |= flags & SHUTDOWN_SEND != 0;
         self.peer_shut_rcv |= flags & SHUTDOWN_RCV != 0;
+        if self.peer_shut_send && self.peer_shut_rcv && self.deadline.is_none() {
+            // Give the host stream a bounded time to take the rest.
+            self.deadline = Some(Instant::now() + SHUTDOWN_TIMEOUT);
+        }
         self.after_peer_shutdown()
     }
 

@@ -36,6 +36,9 @@ const FIRST_LOCAL_PORT: u32 = 1 << 30;
 /// Bound of queued stand-alone packets (RSTs); TX processing pauses beyond it.
 pub const MAX_CTRL_RX: usize = 1024;
 
+/// Most connections (plus host clients handshaking) at a time.
+const MAX_CONNS: usize = 1024;
+
 /// Connection key: (host port, guest port).
 pub type Key = (u32, u32);
 
@@ -122,6 +125,10 @@ impl Muxer {
         loop {
             match self.listener.accept() {
                 Ok((stream, _)) => {
+                    if self.conns.len() + self.handshakes.len() >= MAX_CONNS {
+                        tracing::warn!("vsock: too many connections, host client refused");
+                        continue;
+                    }
                     if let Err(e) = stream.set_nonblocking(true) {
                         tracing::warn!("vsock: host client: {e}");
                         continue;
@@ -358,7 +365,7 @@ impl Muxer {
             return;
         }
         let Some(conn) = self.conns.get_mut(&key) else {
-            if hdr.op == OP_REQUEST {
+            if hdr.op == OP_REQUEST && self.conns.len() < MAX_CONNS {
                 self.guest_connect(hdr, jobs);
             } else if hdr.op != OP_RST {
                 self.ctrl_rx.push_back(hdr.rst_reply());
