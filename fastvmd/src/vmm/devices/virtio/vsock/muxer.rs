@@ -271,7 +271,7 @@ impl Muxer {
                 EpollEvent::default(),
             );
         }
-        let guest_knows = !(conn.state == State::LocalInit && !conn.request_sent);
+        let guest_knows = conn.state != State::LocalInit || conn.request_sent;
         if rst && guest_knows {
             let hdr = conn.header(OP_RST);
             self.ctrl_rx.push_back(hdr);

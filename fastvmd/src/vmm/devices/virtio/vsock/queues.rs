@@ -71,7 +71,6 @@ fn put_rx(
         };
         let room = pkt.data_slice().map_or(0, |s| s.len());
         let Some(mut hdr) = produce(room, buf) else {
-            drop(pkt);
             q.rx.go_to_previous_position();
             return RxPut::Nothing;
         };
