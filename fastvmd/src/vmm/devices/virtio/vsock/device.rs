@@ -26,31 +26,33 @@ use crate::vmm::devices::virtio::{ActivateError, GuestMemory, Interrupt, VirtioD
 
 /// Virtio device ID of vsock.
 const DEVICE_TYPE_VSOCK: u32 = 19;
-/// Queue indices.
-const RXQ: u16 = 0;
-const TXQ: u16 = 1;
-const EVQ: u16 = 2;
 /// Largest size of each of the three queues.
 const QUEUE_SIZES: [u16; 3] = [256; 3];
-/// Backend wake-up period (deadlines are checked this often).
+/// Backend wake-up period while deadlines are pending.
 const POLL_MS: i32 = 100;
+/// Backend wake-up period otherwise (a safety net; events drive it).
+const IDLE_POLL_MS: i32 = 1000;
 
 /// State shared by the device and its backend thread.
 #[derive(Debug)]
 struct Inner {
     muxer: Muxer,
     queues: Option<Queues>,
+    /// Guest-initiated connects for the backend thread to run unlocked.
+    jobs: Vec<ConnectJob>,
 }
 
 impl Inner {
-    /// Processes everything that can be processed now.
-    fn service(&mut self, jobs: &mut Vec<ConnectJob>) {
+    /// Processes everything that can be processed now. Returns whether the
+    /// backend thread has connects to run.
+    fn service(&mut self) -> bool {
         if let Some(q) = self.queues.as_mut() {
-            self.muxer.process_tx(q, jobs);
+            self.muxer.process_tx(q, &mut self.jobs);
             self.muxer.process_rx(q);
             self.muxer.process_evq(q);
         }
         self.muxer.sync_interest();
+        !self.jobs.is_empty()
     }
 }
 
@@ -73,11 +75,16 @@ impl Shared {
         }
     }
 
-    /// Connects guest-initiated connections (unlocked), then completes them.
-    fn run_jobs(&self, mut jobs: Vec<ConnectJob>) {
-        while !jobs.is_empty() {
+    /// Backend thread: connects guest-initiated connections (unlocked: a
+    /// Unix connect can block), then completes them.
+    fn run_jobs(&self) {
+        loop {
+            let jobs = std::mem::take(&mut self.lock().jobs);
+            if jobs.is_empty() {
+                return;
+            }
             let done: Vec<_> = jobs
-                .drain(..)
+                .into_iter()
                 .map(|job| {
                     let res = UnixStream::connect(&job.path);
                     (job, res)
@@ -87,7 +94,14 @@ impl Shared {
             for (job, res) in done {
                 inner.muxer.finish_connect(job, res);
             }
-            inner.service(&mut jobs);
+            inner.service();
+        }
+    }
+
+    /// Processes everything now; wakes the backend if it has work.
+    fn service(&self) {
+        if self.lock().service() {
+            self.kick();
         }
     }
 }
@@ -154,6 +168,7 @@ impl Vsock {
             inner: Mutex::new(Inner {
                 muxer,
                 queues: None,
+                jobs: Vec::new(),
             }),
             epoll,
             kick,
@@ -189,10 +204,8 @@ impl Vsock {
         let mut inner = self.shared.lock();
         inner.muxer.drop_all_conns();
         inner.muxer.pending_reset_event = true;
-        let mut jobs = Vec::new();
-        inner.service(&mut jobs);
         drop(inner);
-        self.shared.run_jobs(jobs);
+        self.shared.service();
     }
 }
 
@@ -209,8 +222,9 @@ impl Drop for Vsock {
 
 fn backend_loop(shared: &Shared) {
     let mut events = vec![EpollEvent::default(); 64];
+    let mut timeout = POLL_MS;
     while !shared.stop.load(Ordering::SeqCst) {
-        let n = match shared.epoll.wait(POLL_MS, &mut events) {
+        let n = match shared.epoll.wait(timeout, &mut events) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
@@ -222,7 +236,6 @@ fn backend_loop(shared: &Shared) {
         if shared.stop.load(Ordering::SeqCst) {
             break;
         }
-        let mut jobs = Vec::new();
         let mut inner = shared.lock();
         for ev in &events[..n] {
             match ev.data() {
@@ -234,9 +247,14 @@ fn backend_loop(shared: &Shared) {
             }
         }
         inner.muxer.check_timeouts(Instant::now());
-        inner.service(&mut jobs);
+        inner.service();
+        timeout = if inner.muxer.has_timers() {
+            POLL_MS
+        } else {
+            IDLE_POLL_MS
+        };
         drop(inner);
-        shared.run_jobs(jobs);
+        shared.run_jobs();
     }
 }
 
@@ -295,35 +313,20 @@ impl VirtioDevice for Vsock {
             evq,
             interrupt,
         });
-        let mut jobs = Vec::new();
-        inner.service(&mut jobs);
         drop(inner);
-        self.shared.run_jobs(jobs);
+        self.shared.service();
         Ok(())
     }
 
     fn queue_notify(&mut self, index: u16) {
-        let mut jobs = Vec::new();
-        let mut inner = self.shared.lock();
-        let Inner { muxer, queues } = &mut *inner;
-        let Some(q) = queues.as_mut() else {
+        if usize::from(index) >= QUEUE_SIZES.len() {
+            tracing::warn!(index, "vsock: notify for a queue that does not exist");
             return;
-        };
-        match index {
-            RXQ => muxer.process_rx(q),
-            TXQ => {
-                muxer.process_tx(q, &mut jobs);
-                muxer.process_rx(q);
-            }
-            EVQ => muxer.process_evq(q),
-            _ => tracing::warn!(index, "vsock: notify for a queue that does not exist"),
         }
-        muxer.sync_interest();
-        drop(inner);
-        self.shared.run_jobs(jobs);
-        if index == TXQ {
-            self.shared.kick();
-        }
+        // Whatever the queue, everything is looked at: new RX buffers let
+        // host data and stalled TX replies through, TX brings packets and
+        // credit, EVQ buffers take a pending event.
+        self.shared.service();
     }
 
     fn reset(&mut self) {

@@ -313,6 +313,11 @@ impl Muxer {
         }
     }
 
+    /// Whether something expires with time (handshakes, deadlines).
+    pub fn has_timers(&self) -> bool {
+        !self.handshakes.is_empty() || self.conns.values().any(|c| c.deadline.is_some())
+    }
+
     /// Brings every connection's epoll registration up to date.
     pub fn sync_interest(&mut self) {
         for conn in self.conns.values_mut() {
