@@ -25,7 +25,8 @@ pub const RX_BUF_MAX: usize = 64 * 1024;
 /// `fwd_cnt`.
 const CREDIT_UPDATE_THRESHOLD: u32 = BUF_ALLOC / 4;
 
-/// How long the guest has to answer a REQUEST.
+/// How long the guest has to answer a REQUEST (counted from the moment the
+/// REQUEST is placed in the RX queue, so a slow-booting driver is waited for).
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the guest has to answer our SHUTDOWN with an RST, and how long
 /// the host stream has to drain after the guest shut down.

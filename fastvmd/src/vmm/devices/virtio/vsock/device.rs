@@ -2,10 +2,12 @@
 //!
 //! Shared state ([`Muxer`] plus the queues once active) sits behind one
 //! mutex. `queue_notify` runs on a vCPU thread and processes the queues
-//! directly; the backend thread waits on epoll (listener, host streams, and a
-//! kick eventfd) and moves host data to the guest. Neither holds the lock
-//! across a blocking call: epoll waits and guest-initiated Unix connects run
-//! unlocked.
+//! directly (host streams are non-blocking; data the host cannot take yet is
+//! buffered). The backend thread, started by [`Vsock::new`], waits on epoll
+//! (listener, host streams, and a kick eventfd), moves host data to the guest,
+//! expires deadlines, and runs guest-initiated Unix connects; the vCPU kicks
+//! it when there are connects to run. Nobody holds the lock across a blocking
+//! call: epoll waits and connects run unlocked.
 
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
