@@ -7,10 +7,10 @@
 //! - a guest connecting to host CID 2, port `P`, is connected to the Unix
 //!   socket `{uds_path}_{P}`.
 //!
-//! Layout: [`packet`] holds the wire constants and an owned header,
-//! [`connection`] one connection's state machine and flow control, [`muxer`]
-//! the set of connections plus the listener, [`queues`] the virtqueue side, and
-//! [`device`] the [`Vsock`] device, its [`VirtioDevice`](super::VirtioDevice)
+//! Layout: `packet` holds the wire constants and an owned header,
+//! `connection` one connection's state machine and flow control, `muxer`
+//! the set of connections plus the listener, `queues` the virtqueue side, and
+//! `device` the [`Vsock`] device, its [`VirtioDevice`](super::VirtioDevice)
 //! implementation and its backend thread.
 
 mod connection;
