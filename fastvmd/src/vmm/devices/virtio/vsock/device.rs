@@ -1,0 +1,340 @@
+//! The [`Vsock`] device: virtio glue and the backend thread.
+//!
+//! Shared state ([`Muxer`] plus the queues once active) sits behind one
+//! mutex. `queue_notify` runs on a vCPU thread and processes the queues
+//! directly (host streams are non-blocking; data the host cannot take yet is
+//! buffered). The backend thread, started by [`Vsock::new`], waits on epoll
+//! (listener, host streams, and a kick eventfd), moves host data to the guest,
+//! expires deadlines, and runs guest-initiated Unix connects; the vCPU kicks
+//! it when there are connects to run. Nobody holds the lock across a blocking
+//! call: epoll waits and connects run unlocked.
+
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use virtio_queue::{Queue, QueueT};
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+
+use super::VsockError;
+use super::muxer::{ConnectJob, Muxer, TOKEN_KICK, TOKEN_LISTENER};
+use super::queues::Queues;
+use crate::vmm::devices::virtio::{ActivateError, GuestMemory, Interrupt, VirtioDevice};
+
+/// Virtio device ID of vsock.
+const DEVICE_TYPE_VSOCK: u32 = 19;
+/// Largest size of each of the three queues.
+const QUEUE_SIZES: [u16; 3] = [256; 3];
+/// Backend wake-up period while deadlines are pending.
+const POLL_MS: i32 = 100;
+/// Backend wake-up period otherwise (a safety net; events drive it).
+const IDLE_POLL_MS: i32 = 1000;
+
+/// State shared by the device and its backend thread.
+#[derive(Debug)]
+struct Inner {
+    muxer: Muxer,
+    queues: Option<Queues>,
+    /// Guest-initiated connects for the backend thread to run unlocked.
+    jobs: Vec<ConnectJob>,
+}
+
+impl Inner {
+    /// Processes everything that can be processed now. Returns whether the
+    /// backend thread has connects to run.
+    fn service(&mut self) -> bool {
+        if let Some(q) = self.queues.as_mut() {
+            self.muxer.process_tx(q, &mut self.jobs);
+            self.muxer.process_rx(q);
+            self.muxer.process_evq(q);
+        }
+        self.muxer.sync_interest();
+        !self.jobs.is_empty()
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    inner: Mutex<Inner>,
+    epoll: Arc<Epoll>,
+    kick: EventFd,
+    stop: AtomicBool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn kick(&self) {
+        if let Err(e) = self.kick.write(1) {
+            tracing::warn!("vsock: kick: {e}");
+        }
+    }
+
+    /// Backend thread: connects guest-initiated connections (unlocked: a
+    /// Unix connect can block), then completes them.
+    fn run_jobs(&self) {
+        loop {
+            let jobs = std::mem::take(&mut self.lock().jobs);
+            if jobs.is_empty() {
+                return;
+            }
+            let done: Vec<_> = jobs
+                .into_iter()
+                .map(|job| {
+                    let res = UnixStream::connect(&job.path);
+                    (job, res)
+                })
+                .collect();
+            let mut inner = self.lock();
+            for (job, res) in done {
+                inner.muxer.finish_connect(job, res);
+            }
+            inner.service();
+        }
+    }
+
+    /// Processes everything now; wakes the backend if it has work.
+    fn service(&self) {
+        if self.lock().service() {
+            self.kick();
+        }
+    }
+}
+
+/// A virtio-vsock device whose host side is a Unix socket (Firecracker's
+/// hybrid vsock protocol, see the module docs).
+#[derive(Debug)]
+pub struct Vsock {
+    guest_cid: u64,
+    uds_path: PathBuf,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Vsock {
+    /// Creates the device for `guest_cid`, binds the host listener at
+    /// `uds_path` and starts the backend thread. Host clients may connect
+    /// right away; their connections wait until the driver is up.
+    pub fn new(guest_cid: u64, uds_path: PathBuf) -> Result<Vsock, VsockError> {
+        if guest_cid <= 2 || guest_cid >= u64::from(u32::MAX) {
+            return Err(VsockError::InvalidCid(guest_cid));
+        }
+        let listener = UnixListener::bind(&uds_path).map_err(|source| VsockError::Bind {
+            path: uds_path.clone(),
+            source,
+        })?;
+        match Self::start(guest_cid, &uds_path, listener) {
+            Ok(dev) => Ok(dev),
+            Err(e) => {
+                let _ = std::fs::remove_file(&uds_path);
+                Err(e)
+            }
+        }
+    }
+
+    fn start(guest_cid: u64, uds_path: &Path, listener: UnixListener) -> Result<Vsock, VsockError> {
+        listener
+            .set_nonblocking(true)
+            .map_err(VsockError::EventSetup)?;
+        let epoll = Epoll::new().map_err(VsockError::EventSetup)?;
+        let kick = EventFd::new(EFD_NONBLOCK).map_err(VsockError::EventSetup)?;
+        epoll
+            .ctl(
+                ControlOperation::Add,
+                kick.as_raw_fd(),
+                EpollEvent::new(EventSet::IN, TOKEN_KICK),
+            )
+            .map_err(VsockError::EventSetup)?;
+        epoll
+            .ctl(
+                ControlOperation::Add,
+                listener.as_raw_fd(),
+                EpollEvent::new(EventSet::IN, TOKEN_LISTENER),
+            )
+            .map_err(VsockError::EventSetup)?;
+        let epoll = Arc::new(epoll);
+        let muxer = Muxer::new(
+            guest_cid,
+            uds_path.to_path_buf(),
+            Arc::clone(&epoll),
+            listener,
+        );
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                muxer,
+                queues: None,
+                jobs: Vec::new(),
+            }),
+            epoll,
+            kick,
+            stop: AtomicBool::new(false),
+        });
+        let backend = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("vsock-backend".into())
+            .spawn(move || backend_loop(&backend))
+            .map_err(VsockError::Thread)?;
+        Ok(Vsock {
+            guest_cid,
+            uds_path: uds_path.to_path_buf(),
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// The guest's CID.
+    pub fn guest_cid(&self) -> u64 {
+        self.guest_cid
+    }
+
+    /// Path of the host Unix listener.
+    pub fn uds_path(&self) -> &Path {
+        &self.uds_path
+    }
+
+    /// Drops every connection and queues a VIRTIO_VSOCK_EVENT_TRANSPORT_RESET
+    /// event for the driver (delivered as soon as it has an event buffer).
+    /// Used after restoring a snapshot.
+    pub fn send_transport_reset(&self) {
+        let mut inner = self.shared.lock();
+        inner.muxer.drop_all_conns();
+        inner.muxer.pending_reset_event = true;
+        drop(inner);
+        self.shared.service();
+    }
+}
+
+impl Drop for Vsock {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.kick();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.uds_path);
+    }
+}
+
+fn backend_loop(shared: &Shared) {
+    let mut events = vec![EpollEvent::default(); 64];
+    let mut timeout = POLL_MS;
+    while !shared.stop.load(Ordering::SeqCst) {
+        let n = match shared.epoll.wait(timeout, &mut events) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::warn!("vsock: epoll wait: {e}");
+                std::thread::sleep(Duration::from_millis(POLL_MS as u64));
+                continue;
+            }
+        };
+        if shared.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let mut inner = shared.lock();
+        for ev in &events[..n] {
+            match ev.data() {
+                TOKEN_KICK => {
+                    let _ = shared.kick.read();
+                }
+                TOKEN_LISTENER => inner.muxer.accept(),
+                token => inner.muxer.handle_event(token, ev.event_set()),
+            }
+        }
+        inner.muxer.check_timeouts(Instant::now());
+        inner.service();
+        timeout = if inner.muxer.has_timers() {
+            POLL_MS
+        } else {
+            IDLE_POLL_MS
+        };
+        drop(inner);
+        shared.run_jobs();
+    }
+}
+
+impl VirtioDevice for Vsock {
+    fn device_type(&self) -> u32 {
+        DEVICE_TYPE_VSOCK
+    }
+
+    fn features(&self) -> u64 {
+        1 << virtio_bindings::virtio_config::VIRTIO_F_VERSION_1
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &QUEUE_SIZES
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        let config = self.guest_cid.to_le_bytes();
+        for (i, b) in data.iter_mut().enumerate() {
+            let at = offset.checked_add(i as u64);
+            *b = at
+                .and_then(|a| usize::try_from(a).ok())
+                .and_then(|a| config.get(a).copied())
+                .unwrap_or(0);
+        }
+    }
+
+    fn activate(
+        &mut self,
+        mem: GuestMemory,
+        queues: Vec<Queue>,
+        interrupt: Arc<Interrupt>,
+        _acked_features: u64,
+    ) -> Result<(), ActivateError> {
+        if queues.len() != QUEUE_SIZES.len() {
+            return Err(ActivateError::QueueCount {
+                expected: QUEUE_SIZES.len(),
+                got: queues.len(),
+            });
+        }
+        if let Some(i) = queues.iter().position(|q| !q.is_valid(&mem)) {
+            return Err(ActivateError::InvalidQueue(i));
+        }
+        let mut it = queues.into_iter();
+        let (Some(rx), Some(tx), Some(evq)) = (it.next(), it.next(), it.next()) else {
+            return Err(ActivateError::QueueCount {
+                expected: 3,
+                got: 0,
+            });
+        };
+        let mut inner = self.shared.lock();
+        inner.queues = Some(Queues {
+            mem,
+            rx,
+            tx,
+            evq,
+            interrupt,
+        });
+        drop(inner);
+        self.shared.service();
+        Ok(())
+    }
+
+    fn queue_notify(&mut self, index: u16) {
+        if usize::from(index) >= QUEUE_SIZES.len() {
+            tracing::warn!(index, "vsock: notify for a queue that does not exist");
+            return;
+        }
+        // Whatever the queue, everything is looked at: new RX buffers let
+        // host data and stalled TX replies through, TX brings packets and
+        // credit, EVQ buffers take a pending event.
+        self.shared.service();
+    }
+
+    fn reset(&mut self) {
+        let mut inner = self.shared.lock();
+        inner.queues = None;
+        inner.muxer.drop_all_conns();
+        inner.muxer.pending_reset_event = false;
+    }
+}
