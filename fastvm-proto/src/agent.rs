@@ -299,7 +299,12 @@ mod tests {
             duration_ms: 7,
         };
         let json = serde_json::to_value(Frame::ExecResult(res)).unwrap();
-        let mut keys: Vec<&str> = json.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        let mut keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
         keys.sort_unstable();
         assert_eq!(
             keys,
@@ -330,7 +335,10 @@ mod tests {
         assert_eq!(parse_header(&header), Err(FrameError::Version(9)));
         header[4..6].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
         header[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert_eq!(parse_header(&header), Err(FrameError::TooLarge(u32::MAX as usize)));
+        assert_eq!(
+            parse_header(&header),
+            Err(FrameError::TooLarge(u32::MAX as usize))
+        );
     }
 
     #[test]

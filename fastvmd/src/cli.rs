@@ -25,6 +25,8 @@ pub enum Command {
     /// DIR. Exit status: 0 stopped by the host (control `stop`, SIGTERM),
     /// 10 guest powered off, 11 guest rebooted, 12 guest crashed, 1 error.
     Vmm(VmmArgs),
+    /// Measure the monitor with the test guest and print a Markdown table.
+    Bench(crate::bench::BenchArgs),
     /// Say what kind of KVM host this is and which guests it can run.
     Host,
 }

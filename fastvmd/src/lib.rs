@@ -1,4 +1,8 @@
-//! FastVM daemon library: the per-VM monitor (`vmm`) and what the daemon
-//! builds on it.
+//! FastVM daemon library: the per-VM monitor (`vmm`), the host side of the
+//! guest agent protocol (`agent`), and what the daemon builds on them.
 
+pub mod agent;
 pub mod vmm;
+
+/// Path of the test guest ELF built alongside this crate.
+pub const TEST_GUEST_PATH: &str = env!("FASTVM_TEST_GUEST");

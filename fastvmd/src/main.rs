@@ -1,5 +1,6 @@
 //! `fastvmd`: the FastVM daemon and monitor command line.
 
+mod bench;
 mod cli;
 
 use std::process::ExitCode;
@@ -11,6 +12,13 @@ fn main() -> ExitCode {
     cli::init_tracing();
     match args.command {
         cli::Command::Vmm(vmm) => cli::run_vmm(vmm),
+        cli::Command::Bench(bench) => match bench::run(bench) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("fastvmd bench: error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         cli::Command::Host => {
             println!("{}", fastvmd::vmm::host::detect().describe());
             ExitCode::SUCCESS

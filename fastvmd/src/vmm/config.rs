@@ -64,8 +64,8 @@ pub fn host_memory_mib() -> Option<u64> {
 
 fn check_kernel(path: &Path) -> Result<(), ConfigError> {
     let shown = path.display();
-    let mut file = File::open(path)
-        .map_err(|e| ConfigError::Kernel(format!("--kernel {shown}: {e}")))?;
+    let mut file =
+        File::open(path).map_err(|e| ConfigError::Kernel(format!("--kernel {shown}: {e}")))?;
     if !file.metadata().map(|m| m.is_file()).unwrap_or(false) {
         return Err(ConfigError::Kernel(format!(
             "--kernel {shown}: not a regular file"
@@ -163,22 +163,43 @@ mod tests {
         let good = config(tmp.path());
         good.validate().unwrap();
         let cases: Vec<(Box<dyn Fn(&mut VmConfig)>, &str)> = vec![
-            (Box::new(|c| c.vcpus = 0), "--vcpus must be between 1 and 32, got 0"),
+            (
+                Box::new(|c| c.vcpus = 0),
+                "--vcpus must be between 1 and 32, got 0",
+            ),
             (Box::new(|c| c.vcpus = 33), "got 33"),
-            (Box::new(|c| c.memory_mib = 0), "--memory-mib must be at least"),
+            (
+                Box::new(|c| c.memory_mib = 0),
+                "--memory-mib must be at least",
+            ),
             (Box::new(|c| c.memory_mib = 1 << 40), "more than the host"),
             (Box::new(|c| c.vsock_cid = Some(2)), "--vsock-cid"),
-            (Box::new(|c| c.kernel = "/nonexistent/k".into()), "No such file"),
-            (Box::new(|c| c.kernel = "/etc/hostname".into()), "neither an ELF"),
+            (
+                Box::new(|c| c.kernel = "/nonexistent/k".into()),
+                "No such file",
+            ),
+            (
+                Box::new(|c| c.kernel = "/etc/hostname".into()),
+                "neither an ELF",
+            ),
             (Box::new(|c| c.kernel = "/".into()), "--kernel /"),
-            (Box::new(|c| c.disk = Some("/nonexistent/d".into())), "--disk /nonexistent/d"),
-            (Box::new(|c| c.initrd = Some("/nonexistent/i".into())), "--initrd"),
+            (
+                Box::new(|c| c.disk = Some("/nonexistent/d".into())),
+                "--disk /nonexistent/d",
+            ),
+            (
+                Box::new(|c| c.initrd = Some("/nonexistent/i".into())),
+                "--initrd",
+            ),
         ];
         for (change, expected) in cases {
             let mut c = good.clone();
             change(&mut c);
             let msg = c.validate().unwrap_err().to_string();
-            assert!(msg.contains(expected), "{msg:?} should contain {expected:?}");
+            assert!(
+                msg.contains(expected),
+                "{msg:?} should contain {expected:?}"
+            );
             assert!(!msg.contains('\n'));
         }
     }

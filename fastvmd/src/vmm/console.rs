@@ -41,9 +41,7 @@ impl ConsoleHub {
         let mut inner = lock(&self.inner);
         if bytes.len() >= RING_CAPACITY {
             inner.ring.clear();
-            inner
-                .ring
-                .extend(&bytes[bytes.len() - RING_CAPACITY..]);
+            inner.ring.extend(&bytes[bytes.len() - RING_CAPACITY..]);
         } else {
             let overflow = (inner.ring.len() + bytes.len()).saturating_sub(RING_CAPACITY);
             inner.ring.drain(..overflow);

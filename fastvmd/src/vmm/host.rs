@@ -74,7 +74,10 @@ mod tests {
 
     #[test]
     fn classifies_by_module_and_flags() {
-        assert_eq!(classify(false, "flags\t: fpu vmx sse\n"), HostKind::Hardware);
+        assert_eq!(
+            classify(false, "flags\t: fpu vmx sse\n"),
+            HostKind::Hardware
+        );
         assert_eq!(classify(false, "flags\t: fpu svm\n"), HostKind::Hardware);
         assert_eq!(classify(true, "flags\t: fpu vmx\n"), HostKind::Pvm);
         assert_eq!(classify(false, "flags\t: fpu hypervisor\n"), HostKind::Pvm);

@@ -46,7 +46,9 @@ impl DirLock {
                 path: shown,
                 reason: format!(
                     "already used by a live monitor (pid {})",
-                    pid.trim().parse::<u32>().map_or("unknown".into(), |p| p.to_string())
+                    pid.trim()
+                        .parse::<u32>()
+                        .map_or("unknown".into(), |p| p.to_string())
                 ),
             });
         }

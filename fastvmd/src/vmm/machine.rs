@@ -189,7 +189,7 @@ pub fn run(cfg: &VmConfig) -> Result<ExitEvent, VmmError> {
         let vsock = Vsock::new(cid, cfg.dir.join(VSOCK_SOCKET))
             .map_err(|e| VmmError::Device(e.to_string()))?;
         virtio.push(PendingVirtio {
-            device: vsock,
+            device: Box::new(vsock),
         });
     }
     let mut cmdline = build_cmdline(cfg)?;
@@ -205,7 +205,7 @@ pub fn run(cfg: &VmConfig) -> Result<ExitEvent, VmmError> {
         .map_err(|e| VmmError::Boot(boot::BootError::Cmdline(e.to_string())))?;
     let cmdline_len = cmdline
         .as_cstring()
-        .map(|c| c.as_bytes().len())
+        .map(|c| c.as_bytes_with_nul().len())
         .unwrap_or(0);
     params::write_boot_params(
         &mem,

@@ -116,9 +116,15 @@ mod tests {
         assert_eq!((l1.ebx >> 16) & 0xff, 4, "logical CPUs");
         assert_eq!(l1.ebx & 0xff, 0xaa, "brand index kept");
         assert_ne!(l1.ecx & ECX_HYPERVISOR, 0);
-        let b1 = entries.iter().find(|e| e.function == 0xb && e.index == 1).unwrap();
+        let b1 = entries
+            .iter()
+            .find(|e| e.function == 0xb && e.index == 1)
+            .unwrap();
         assert_eq!((b1.eax, b1.ebx, b1.edx), (2, 4, 3));
-        let base = entries.iter().find(|e| e.function == HYPERVISOR_BASE_LEAF).unwrap();
+        let base = entries
+            .iter()
+            .find(|e| e.function == HYPERVISOR_BASE_LEAF)
+            .unwrap();
         assert!(base.eax >= TIMING_LEAF);
         let timing = entries.iter().find(|e| e.function == TIMING_LEAF).unwrap();
         assert_eq!((timing.eax, timing.ebx), (2_000_000, APIC_BUS_KHZ));

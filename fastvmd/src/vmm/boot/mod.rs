@@ -137,11 +137,7 @@ pub fn load_initrd(
     };
     let mut file = File::open(path).map_err(|e| err(e.to_string()))?;
     let size = file.metadata().map_err(|e| err(e.to_string()))?.len() as usize;
-    let low_end = mem
-        .last_addr()
-        .raw_value()
-        .min(layout::MMIO_GAP_START - 1)
-        + 1;
+    let low_end = mem.last_addr().raw_value().min(layout::MMIO_GAP_START - 1) + 1;
     let addr = low_end
         .checked_sub(size as u64)
         .map(|a| a & !0xfff)

@@ -98,7 +98,14 @@ mod tests {
     fn e820_covers_ram_and_skips_gap() {
         let map = e820_map(128 << 20);
         assert_eq!(map[0], (0, layout::EBDA_START, E820_RAM));
-        assert_eq!(map[2], (layout::HIMEM_START, (128 << 20) - layout::HIMEM_START, E820_RAM));
+        assert_eq!(
+            map[2],
+            (
+                layout::HIMEM_START,
+                (128 << 20) - layout::HIMEM_START,
+                E820_RAM
+            )
+        );
         let big = e820_map(6 << 30);
         assert_eq!(big[3], (4 << 30, 3 << 30, E820_RAM));
         for pair in big.windows(2) {

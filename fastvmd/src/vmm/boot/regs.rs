@@ -245,7 +245,9 @@ mod tests {
         write_boot_tables(&mem).unwrap();
         let pml4: u64 = mem.read_obj(GuestAddress(layout::PML4_START)).unwrap();
         assert_eq!(pml4, layout::PDPTE_START | 3);
-        let pde511: u64 = mem.read_obj(GuestAddress(layout::PDE_START + 511 * 8)).unwrap();
+        let pde511: u64 = mem
+            .read_obj(GuestAddress(layout::PDE_START + 511 * 8))
+            .unwrap();
         assert_eq!(pde511, (511 << 21) | 0x83);
     }
 

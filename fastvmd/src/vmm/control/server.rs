@@ -122,7 +122,10 @@ mod tests {
         serve(listener, Arc::new(Fake(Mutex::new(RunState::Running)))).unwrap();
         let mut c = super::super::client::ControlClient::connect(&path).unwrap();
         let s = c.call(&Request::Status).unwrap();
-        assert_eq!((s.state, s.vcpus, s.memory_mib), (RunState::Running, 2, 128));
+        assert_eq!(
+            (s.state, s.vcpus, s.memory_mib),
+            (RunState::Running, 2, 128)
+        );
         assert_eq!(c.call(&Request::Pause).unwrap().state, RunState::Paused);
         let err = c.call(&Request::Pause).unwrap_err().to_string();
         assert!(err.contains("already paused"), "{err}");

@@ -53,7 +53,9 @@ impl BusDevice for PowerPort {
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
-        if offset == 0 && data.len() == 2 && u16::from_le_bytes([data[0], data[1]]) == POWER_OFF_VALUE
+        if offset == 0
+            && data.len() == 2
+            && u16::from_le_bytes([data[0], data[1]]) == POWER_OFF_VALUE
         {
             let _ = self.events.send(ExitEvent::Guest(GuestRequest::PowerOff));
         }

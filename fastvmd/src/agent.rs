@@ -1,0 +1,212 @@
+//! Host side of the guest agent protocol: reach the agent through a
+//! monitor's `vsock.sock` (Firecracker's `CONNECT <port>` handshake), then
+//! ping it or run commands.
+
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use fastvm_proto::agent::{
+    self, AGENT_PORT, Decoder, ExecRequest, ExecResult, Frame, HEADER_LEN, Ready,
+};
+
+/// Exit code reported for a command the host stopped waiting for.
+pub const TIMEOUT_EXIT_CODE: i32 = 124;
+
+/// Why talking to the agent failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The vsock socket could not be reached or the stream broke.
+    #[error("vsock: {0}")]
+    Io(#[from] io::Error),
+    /// The monitor closed the connection: nothing listens on the port yet.
+    #[error("no agent listening on vsock port {0}")]
+    NoListener(u32),
+    /// The monitor answered the handshake with something other than `OK`.
+    #[error("vsock handshake refused: {0:?}")]
+    Handshake(String),
+    /// The agent sent a malformed frame or one out of turn.
+    #[error("agent protocol: {0}")]
+    Protocol(String),
+    /// No answer within the deadline.
+    #[error("agent did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+impl From<agent::FrameError> for AgentError {
+    fn from(e: agent::FrameError) -> Self {
+        AgentError::Protocol(e.to_string())
+    }
+}
+
+/// One connection to the agent.
+pub struct AgentConn {
+    stream: UnixStream,
+    decoder: Decoder,
+    ready: Ready,
+    nonce: u64,
+}
+
+/// Does the `CONNECT <port>` handshake on a fresh `vsock.sock` connection.
+pub fn vsock_connect(
+    vsock_path: &Path,
+    port: u32,
+    timeout: Duration,
+) -> Result<UnixStream, AgentError> {
+    let mut stream = UnixStream::connect(vsock_path)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.write_all(format!("CONNECT {port}\n").as_bytes())?;
+    let mut line = Vec::with_capacity(32);
+    let mut byte = [0u8; 1];
+    while line.last() != Some(&b'\n') {
+        match stream.read(&mut byte) {
+            Ok(0) => return Err(AgentError::NoListener(port)),
+            Ok(_) => line.push(byte[0]),
+            Err(e) if is_timeout(&e) => return Err(AgentError::Timeout(timeout)),
+            Err(e) => return Err(e.into()),
+        }
+        if line.len() > 64 {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&line).trim_end().to_string();
+    if !text.starts_with("OK ") {
+        return Err(AgentError::Handshake(text));
+    }
+    Ok(stream)
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+impl AgentConn {
+    /// Connects to the agent and waits for its `ready` frame.
+    pub fn connect(vsock_path: &Path, timeout: Duration) -> Result<AgentConn, AgentError> {
+        let stream = vsock_connect(vsock_path, AGENT_PORT, timeout)?;
+        let mut conn = AgentConn {
+            stream,
+            decoder: Decoder::new(),
+            ready: Ready {
+                version: 0,
+                agent: String::new(),
+            },
+            nonce: 0,
+        };
+        match conn.read_frame(Instant::now() + timeout)? {
+            Frame::Ready(ready) => conn.ready = ready,
+            other => {
+                return Err(AgentError::Protocol(format!(
+                    "expected ready, got {other:?}"
+                )));
+            }
+        }
+        Ok(conn)
+    }
+
+    /// Retries [`AgentConn::connect`] until the agent listens or `deadline` passes.
+    pub fn connect_when_ready(
+        vsock_path: &Path,
+        deadline: Instant,
+    ) -> Result<AgentConn, AgentError> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match AgentConn::connect(vsock_path, left.max(Duration::from_millis(50))) {
+                Ok(conn) => return Ok(conn),
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_micros(500)),
+            }
+        }
+    }
+
+    /// What the agent said about itself.
+    pub fn ready(&self) -> &Ready {
+        &self.ready
+    }
+
+    fn send(&mut self, frame: &Frame) -> Result<(), AgentError> {
+        let bytes = agent::encode(frame)?;
+        self.stream.write_all(&bytes)?;
+        Ok(())
+    }
+
+    fn read_frame(&mut self, deadline: Instant) -> Result<Frame, AgentError> {
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            if let Some(frame) = self.decoder.next_frame()? {
+                return Ok(frame);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(AgentError::Timeout(Duration::ZERO));
+            }
+            self.stream.set_read_timeout(Some(left))?;
+            match self.stream.read(&mut buf) {
+                Ok(0) => {
+                    return Err(AgentError::Io(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "agent closed the connection ({} of a frame pending)",
+                            self.decoder.pending().min(HEADER_LEN)
+                        ),
+                    )));
+                }
+                Ok(n) => self.decoder.push(&buf[..n]),
+                Err(e) if is_timeout(&e) => return Err(AgentError::Timeout(left)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Sends a ping and waits for the matching pong.
+    pub fn ping(&mut self, timeout: Duration) -> Result<Duration, AgentError> {
+        let start = Instant::now();
+        self.nonce += 1;
+        let nonce = self.nonce;
+        self.send(&Frame::Ping { nonce })?;
+        match self.read_frame(start + timeout)? {
+            Frame::Pong { nonce: n } if n == nonce => Ok(start.elapsed()),
+            other => Err(AgentError::Protocol(format!(
+                "expected pong {nonce}, got {other:?}"
+            ))),
+        }
+    }
+
+    /// Runs a command. When `timeout` passes first, the connection is closed
+    /// (the agent then kills the command) and a result with `timed_out` set
+    /// is returned.
+    pub fn exec(
+        mut self,
+        request: &ExecRequest,
+        timeout: Duration,
+    ) -> Result<(ExecResult, Option<AgentConn>), AgentError> {
+        let start = Instant::now();
+        let mut request = request.clone();
+        request.timeout_ms = Some(timeout.as_millis() as u64);
+        self.send(&Frame::Exec(request))?;
+        match self.read_frame(start + timeout) {
+            Ok(Frame::ExecResult(result)) => Ok((result, Some(self))),
+            Ok(Frame::Error { message }) => Err(AgentError::Protocol(message)),
+            Ok(other) => Err(AgentError::Protocol(format!(
+                "expected an exec result, got {other:?}"
+            ))),
+            Err(AgentError::Timeout(_)) => {
+                let _ = self.stream.shutdown(std::net::Shutdown::Both);
+                Ok((
+                    ExecResult {
+                        exit_code: TIMEOUT_EXIT_CODE,
+                        timed_out: true,
+                        duration_ms: start.elapsed().as_millis() as u64,
+                        ..ExecResult::default()
+                    },
+                    None,
+                ))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! Helpers shared by the integration tests: find the built binaries, decide
+//! whether this host can run VMs, and drive a `fastvmd vmm` process.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use fastvm_proto::agent::{ExecRequest, ExecResult};
+use fastvmd::agent::AgentConn;
+use fastvmd::vmm::control::client::ControlClient;
+use fastvmd::vmm::control::{Request, Status};
+use fastvmd::vmm::host;
+
+/// The `fastvmd` binary next to this test's executable.
+pub fn fastvmd_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile dir");
+    let bin = dir.join("fastvmd");
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` so the binary is built",
+        bin.display()
+    );
+    bin
+}
+
+/// The test guest ELF built by fastvmd's build script.
+pub fn test_guest() -> PathBuf {
+    PathBuf::from(fastvmd::TEST_GUEST_PATH)
+}
+
+/// True when VMs can run here; otherwise prints why the test is skipped.
+pub fn can_run_vms(test: &str) -> bool {
+    let kind = host::detect();
+    if kind.can_run_test_guest() {
+        true
+    } else {
+        println!("SKIP {test}: {}", kind.describe());
+        false
+    }
+}
+
+/// A monitor process with the test guest, in a temporary directory.
+pub struct TestVm {
+    pub child: Child,
+    pub tmp: tempfile::TempDir,
+    pub dir: PathBuf,
+    pub disk: PathBuf,
+    pub vcpus: u8,
+    pub memory_mib: u64,
+}
+
+/// Options for [`TestVm::start`].
+#[derive(Clone)]
+pub struct VmOpts {
+    pub vcpus: u8,
+    pub memory_mib: u64,
+    pub disk_mib: u64,
+    pub cid: u64,
+}
+
+impl Default for VmOpts {
+    fn default() -> Self {
+        VmOpts {
+            vcpus: 2,
+            memory_mib: 128,
+            disk_mib: 64,
+            cid: 3,
+        }
+    }
+}
+
+impl TestVm {
+    /// Starts a monitor and waits until its sockets exist.
+    pub fn start(opts: VmOpts) -> TestVm {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("vm");
+        let disk = tmp.path().join("disk.img");
+        std::fs::File::create(&disk)
+            .and_then(|f| f.set_len(opts.disk_mib << 20))
+            .expect("disk image");
+        let child = Command::new(fastvmd_bin())
+            .arg("vmm")
+            .arg("--dir")
+            .arg(&dir)
+            .arg("--kernel")
+            .arg(test_guest())
+            .args(["--vcpus", &opts.vcpus.to_string()])
+            .args(["--memory-mib", &opts.memory_mib.to_string()])
+            .arg("--disk")
+            .arg(&disk)
+            .args(["--vsock-cid", &opts.cid.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn fastvmd vmm");
+        let mut vm = TestVm {
+            child,
+            tmp,
+            dir,
+            disk,
+            vcpus: opts.vcpus,
+            memory_mib: opts.memory_mib,
+        };
+        vm.wait_for_socket("console.sock");
+        vm.wait_for_socket("control.sock");
+        vm
+    }
+
+    fn wait_for_socket(&mut self, name: &str) {
+        let path = self.dir.join(name);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while UnixStream::connect(&path).is_err() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let mut err = String::new();
+                if let Some(mut e) = self.child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                panic!("monitor exited ({status}) before {name} appeared: {err}");
+            }
+            assert!(Instant::now() < deadline, "{name} did not appear");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// A new console connection.
+    pub fn console(&self) -> UnixStream {
+        let s = UnixStream::connect(self.dir.join("console.sock")).expect("console.sock");
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        s
+    }
+
+    /// Reads the console until `needle` appears; returns everything read.
+    pub fn read_until(stream: &mut UnixStream, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+            if String::from_utf8_lossy(&seen).contains(needle) {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    }
+
+    /// Waits for the test guest's ready line and returns the console text.
+    pub fn wait_ready(&self) -> String {
+        let mut console = self.console();
+        let text = Self::read_until(
+            &mut console,
+            "fastvm-test-guest ready",
+            Duration::from_secs(20),
+        );
+        assert!(
+            text.contains("fastvm-test-guest ready"),
+            "no ready line; console said:\n{text}"
+        );
+        text
+    }
+
+    /// Sends a control request.
+    pub fn control(&self, request: Request) -> Result<Status, String> {
+        let mut client =
+            ControlClient::connect(&self.dir.join("control.sock")).map_err(|e| e.to_string())?;
+        client.call(&request).map_err(|e| e.to_string())
+    }
+
+    /// Connects to the agent, waiting for it to listen.
+    pub fn agent(&self) -> AgentConn {
+        AgentConn::connect_when_ready(
+            &self.dir.join("vsock.sock"),
+            Instant::now() + Duration::from_secs(20),
+        )
+        .expect("agent connection")
+    }
+
+    /// Runs a built-in command with a generous timeout.
+    pub fn exec(&self, argv: &[&str]) -> ExecResult {
+        self.exec_timeout(argv, Duration::from_secs(20))
+    }
+
+    /// Runs a built-in command with `timeout`.
+    pub fn exec_timeout(&self, argv: &[&str], timeout: Duration) -> ExecResult {
+        let conn = self.agent();
+        let (result, _) = conn
+            .exec(&ExecRequest::new(argv.iter().copied()), timeout)
+            .expect("exec");
+        result
+    }
+
+    /// Waits for the monitor to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> (ExitStatus, String) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                let mut err = String::new();
+                if let Some(mut e) = self.child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                return (status, err);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "monitor did not exit within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        // SAFETY: sends a signal to our own child process by pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+    }
+}
+
+impl Drop for TestVm {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs `fastvmd ARGS` to completion.
+pub fn run_fastvmd(args: &[&str]) -> (ExitStatus, String, Duration) {
+    let start = Instant::now();
+    let out = Command::new(fastvmd_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run fastvmd");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        start.elapsed(),
+    )
+}
+
+/// Writes `text` to a console stream.
+pub fn type_into(stream: &mut UnixStream, text: &str) {
+    stream.write_all(text.as_bytes()).expect("console write");
+}

@@ -1,0 +1,104 @@
+//! Pause, resume, stop, SIGTERM, guest power-off, and twenty VMs at once.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestVm, VmOpts, can_run_vms, type_into};
+use fastvmd::vmm::control::{Request, RunState};
+use fastvmd::vmm::exit::{EXIT_POWER_OFF, EXIT_STOPPED};
+
+#[test]
+fn pause_stops_guest_progress_and_resume_continues() {
+    if !can_run_vms("pause_stops_guest_progress_and_resume_continues") {
+        return;
+    }
+    let vm = TestVm::start(VmOpts::default());
+    vm.wait_ready();
+    let mut console = vm.console();
+    TestVm::read_until(&mut console, "ready", Duration::from_secs(5));
+    let status = vm.control(Request::Pause).expect("pause");
+    assert_eq!(status.state, RunState::Paused);
+    assert_eq!(vm.control(Request::Status).unwrap().state, RunState::Paused);
+    assert!(
+        vm.control(Request::Pause)
+            .unwrap_err()
+            .contains("already paused")
+    );
+    type_into(&mut console, "while-paused");
+    let during = TestVm::read_until(&mut console, "while-paused", Duration::from_millis(400));
+    assert!(
+        !during.contains("while-paused"),
+        "guest ran while paused: {during:?}"
+    );
+    assert_eq!(
+        vm.control(Request::Resume).unwrap().state,
+        RunState::Running
+    );
+    let after = TestVm::read_until(&mut console, "while-paused", Duration::from_secs(5));
+    assert!(
+        after.contains("while-paused"),
+        "no echo after resume: {after:?}"
+    );
+    let status = vm.control(Request::Status).unwrap();
+    assert_eq!((status.vcpus, status.memory_mib), (2, 128));
+}
+
+#[test]
+fn stop_request_and_sigterm_end_the_monitor_cleanly() {
+    if !can_run_vms("stop_request_and_sigterm_end_the_monitor_cleanly") {
+        return;
+    }
+    let mut vm = TestVm::start(VmOpts::default());
+    vm.wait_ready();
+    let status = vm.control(Request::Stop).expect("stop");
+    assert_eq!(status.state, RunState::Stopping);
+    let (code, stderr) = vm.wait_exit(Duration::from_secs(10));
+    assert_eq!(code.code(), Some(EXIT_STOPPED), "{stderr}");
+    assert!(stderr.contains("stopped by control request"), "{stderr}");
+    assert!(!vm.dir.join("control.sock").exists());
+
+    let mut vm = TestVm::start(VmOpts::default());
+    vm.wait_ready();
+    vm.terminate();
+    let (code, stderr) = vm.wait_exit(Duration::from_secs(10));
+    assert_eq!(code.code(), Some(EXIT_STOPPED), "{stderr}");
+    assert!(stderr.contains("SIGTERM"), "{stderr}");
+}
+
+#[test]
+fn guest_poweroff_ends_the_monitor_with_that_status() {
+    if !can_run_vms("guest_poweroff_ends_the_monitor_with_that_status") {
+        return;
+    }
+    let mut vm = TestVm::start(VmOpts::default());
+    let r = vm.exec(&["poweroff"]);
+    assert_eq!(r.exit_code, 0);
+    let (code, stderr) = vm.wait_exit(Duration::from_secs(10));
+    assert_eq!(code.code(), Some(EXIT_POWER_OFF), "{stderr}");
+    assert!(stderr.contains("guest powered off"), "{stderr}");
+}
+
+#[test]
+fn twenty_vms_at_once() {
+    if !can_run_vms("twenty_vms_at_once") {
+        return;
+    }
+    let vms: Vec<TestVm> = (0..20)
+        .map(|i| {
+            TestVm::start(VmOpts {
+                vcpus: 1,
+                memory_mib: 64,
+                disk_mib: 16,
+                cid: 3 + i,
+            })
+        })
+        .collect();
+    for (i, vm) in vms.iter().enumerate() {
+        let r = vm.exec(&["echo", &format!("vm-{i}")]);
+        assert_eq!(r.stdout, format!("vm-{i}\n"));
+    }
+    for vm in &vms {
+        vm.control(Request::Stop).expect("stop");
+    }
+}
