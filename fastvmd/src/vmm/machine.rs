@@ -139,6 +139,9 @@ pub fn run(cfg: &VmConfig) -> Result<ExitEvent, VmmError> {
 
     let kvm = Kvm::new().map_err(|e| VmmError::Kvm(format!("cannot open /dev/kvm: {e}")))?;
     let vm = kvm.create_vm().map_err(kvm_err("create VM"))?;
+    // Memory slots go in before the irqchip exists: registering them
+    // afterwards costs milliseconds per slot.
+    let mem = memory::create(&vm, cfg.memory_bytes())?;
     vm.set_tss_address(layout::KVM_TSS_ADDRESS as usize)
         .map_err(kvm_err("set TSS address"))?;
     vm.create_irq_chip().map_err(kvm_err("create irqchip"))?;
@@ -147,7 +150,7 @@ pub fn run(cfg: &VmConfig) -> Result<ExitEvent, VmmError> {
         ..Default::default()
     })
     .map_err(kvm_err("create PIT"))?;
-    let mem = memory::create(&vm, cfg.memory_bytes())?;
+    tracing::debug!("kvm vm ready at {:?}", started.elapsed());
 
     let (events_tx, events_rx) = channel::<ExitEvent>();
     let hub = ConsoleHub::new();
@@ -193,6 +196,7 @@ pub fn run(cfg: &VmConfig) -> Result<ExitEvent, VmmError> {
         });
     }
     let mut cmdline = build_cmdline(cfg)?;
+    tracing::debug!("devices ready at {:?}", started.elapsed());
     let mut mmio_bus = Bus::new();
     attach_virtio(&vm, &mem, &mut mmio_bus, &mut cmdline, virtio)?;
 
@@ -218,6 +222,7 @@ pub fn run(cfg: &VmConfig) -> Result<ExitEvent, VmmError> {
     )?;
     mptable::setup(&mem, cfg.vcpus).map_err(boot::BootError::from)?;
     regs::write_boot_tables(&mem)?;
+    tracing::debug!("boot data ready at {:?}", started.elapsed());
 
     let vcpus = VcpuControl::new(usize::from(cfg.vcpus));
     let target = Arc::new(MonitorControl {
@@ -231,11 +236,13 @@ pub fn run(cfg: &VmConfig) -> Result<ExitEvent, VmmError> {
     control::server::serve(bind(&cfg.dir, CONTROL_SOCKET)?, target.clone())
         .map_err(VmmError::Io)?;
     console::serve(bind(&cfg.dir, CONSOLE_SOCKET)?, hub, serial);
+    tracing::debug!("sockets ready at {:?}", started.elapsed());
 
     let supported = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(kvm_err("get supported CPUID"))?;
     vcpu::install_kick_handler().map_err(VmmError::Kvm)?;
+    tracing::debug!("cpuid ready at {:?}", started.elapsed());
     let io_bus = Arc::new(io_bus);
     let mmio_bus = Arc::new(mmio_bus);
     for index in 0..cfg.vcpus {

@@ -1,0 +1,154 @@
+//! Host tests of the built-in commands against an in-memory disk.
+
+use std::string::String;
+use std::vec;
+use std::vec::Vec;
+
+use fastvm_proto::agent::{ExecRequest, ExecResult};
+
+use crate::commands::{Action, Disk, Memory, SECTOR, run};
+
+struct RamDisk(Vec<u8>);
+
+impl Disk for RamDisk {
+    fn size_bytes(&self) -> u64 {
+        self.0.len() as u64
+    }
+    fn read_sectors(&mut self, first: u64, buf: &mut [u8]) -> Result<(), String> {
+        assert_eq!(buf.len() % SECTOR, 0);
+        let at = first as usize * SECTOR;
+        buf.copy_from_slice(&self.0[at..at + buf.len()]);
+        Ok(())
+    }
+    fn write_sectors(&mut self, first: u64, buf: &[u8]) -> Result<(), String> {
+        assert_eq!(buf.len() % SECTOR, 0);
+        let at = first as usize * SECTOR;
+        self.0[at..at + buf.len()].copy_from_slice(buf);
+        Ok(())
+    }
+}
+
+fn exec(argv: &[&str], mem: &mut Memory, disk: Option<&mut dyn Disk>) -> ExecResult {
+    match run(&ExecRequest::new(argv.iter().copied()), mem, disk) {
+        Action::Done(out) => out.finish(0),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn simple(argv: &[&str]) -> ExecResult {
+    exec(argv, &mut Memory::new(), None)
+}
+
+#[test]
+fn echo_exit_stderr_unknown() {
+    let r = simple(&["echo", "hello", "world"]);
+    assert_eq!(
+        (r.exit_code, r.stdout.as_str(), r.stderr.as_str()),
+        (0, "hello world\n", "")
+    );
+    assert_eq!(simple(&["echo"]).stdout, "\n");
+    assert_eq!(simple(&["exit", "42"]).exit_code, 42);
+    assert_eq!(simple(&["exit"]).exit_code, 0);
+    assert_eq!(simple(&["exit", "x"]).exit_code, 2);
+    let r = simple(&["stderr", "oops", "here"]);
+    assert_eq!(
+        (r.exit_code, r.stdout.as_str(), r.stderr.as_str()),
+        (0, "", "oops here\n")
+    );
+    let r = simple(&["frobnicate", "x"]);
+    assert_eq!(r.exit_code, 127);
+    assert_eq!(r.stderr, "test-guest: unknown command: frobnicate\n");
+    assert_eq!(simple(&[]).exit_code, 127);
+}
+
+#[test]
+fn yes_is_exact_and_capped() {
+    let r = simple(&["yes", "1048576"]);
+    assert_eq!(r.stdout.len(), 1 << 20);
+    assert!(r.stdout.starts_with("y\ny\n"));
+    assert!(!r.stdout_truncated);
+    assert_eq!(simple(&["yes", "5"]).stdout, "y\ny\ny");
+    assert_eq!(simple(&["yes", "0"]).stdout, "");
+    let mut req = ExecRequest::new(["yes", "100000000000"]);
+    req.max_stdout = 10;
+    let Action::Done(out) = run(&req, &mut Memory::new(), None) else {
+        panic!()
+    };
+    let r = out.finish(1);
+    assert_eq!(
+        (r.stdout.as_str(), r.stdout_truncated),
+        ("y\ny\ny\ny\ny\n", true)
+    );
+}
+
+#[test]
+fn sleep_and_poweroff_are_deferred() {
+    let mut mem = Memory::new();
+    assert!(matches!(
+        run(&ExecRequest::new(["sleep", "250"]), &mut mem, None),
+        Action::Sleep { ms: 250, .. }
+    ));
+    assert!(matches!(
+        run(&ExecRequest::new(["poweroff"]), &mut mem, None),
+        Action::PowerOff(_)
+    ));
+    assert_eq!(simple(&["sleep", "soon"]).exit_code, 2);
+    assert!(matches!(
+        run(&ExecRequest::new(["crash"]), &mut mem, None),
+        Action::Crash
+    ));
+}
+
+#[test]
+fn memory_map() {
+    let mut mem = Memory::new();
+    assert_eq!(
+        exec(&["mem-set", "k", "v", "w"], &mut mem, None).exit_code,
+        0
+    );
+    assert_eq!(exec(&["mem-get", "k"], &mut mem, None).stdout, "v w\n");
+    let r = exec(&["mem-get", "nope"], &mut mem, None);
+    assert_eq!(r.exit_code, 1);
+    assert!(r.stderr.contains("nope"));
+}
+
+#[test]
+fn disk_round_trip_across_sectors() {
+    let mut disk = RamDisk(vec![b'.'; 4 * SECTOR]);
+    let mut mem = Memory::new();
+    let r = exec(
+        &["disk-write", "510", "hello", "disk"],
+        &mut mem,
+        Some(&mut disk),
+    );
+    assert_eq!((r.exit_code, r.stderr.as_str()), (0, ""));
+    assert_eq!(&disk.0[508..522], b"..hello disk..");
+    let r = exec(&["disk-read", "510", "10"], &mut mem, Some(&mut disk));
+    assert_eq!((r.exit_code, r.stdout.as_str()), (0, "hello disk"));
+    let r = exec(&["disk-read", "0", "2048"], &mut mem, Some(&mut disk));
+    assert_eq!(r.stdout.len(), 2048);
+}
+
+#[test]
+fn disk_errors() {
+    let mut disk = RamDisk(vec![0; 2 * SECTOR]);
+    let mut mem = Memory::new();
+    assert_eq!(
+        exec(&["disk-write", "1020", "abcdef"], &mut mem, Some(&mut disk)).exit_code,
+        1
+    );
+    assert_eq!(
+        exec(&["disk-read", "1000", "100"], &mut mem, Some(&mut disk)).exit_code,
+        1
+    );
+    assert_eq!(
+        exec(&["disk-read", "x", "1"], &mut mem, Some(&mut disk)).exit_code,
+        2
+    );
+    let r = exec(&["disk-write", "0", "x"], &mut mem, None);
+    assert_eq!(
+        (r.exit_code, r.stderr.as_str()),
+        (1, "test-guest: disk-write: no disk\n")
+    );
+    assert_eq!(exec(&["disk-read", "0", "1"], &mut mem, None).exit_code, 1);
+}

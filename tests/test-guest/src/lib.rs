@@ -1,0 +1,17 @@
+//! Pure logic of the FastVM test guest: everything that can be checked on the
+//! host with `cargo test` (boot-data parsing, MP table checksums, the built-in
+//! commands). The hardware side (entry, port I/O, virtio) lives in the binary.
+
+#![no_std]
+
+#[cfg(test)]
+extern crate std;
+
+extern crate alloc;
+
+pub mod cmdline;
+pub mod commands;
+pub mod credit;
+pub mod e820;
+pub mod mptable;
+pub mod wire;

@@ -1,0 +1,96 @@
+//! FastVM test guest: a freestanding ELF the monitor boots with the Linux
+//! 64-bit boot path. A few instructions at CPL 0 ([`entry`]) switch to CPL 3;
+//! from there it checks the boot data, echoes the serial console and serves
+//! the guest agent protocol on vsock, all by polling on one thread.
+
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+mod agent;
+mod boot;
+mod cpu;
+mod devices;
+mod entry;
+mod hal;
+mod io;
+mod rt;
+
+use alloc::string::String;
+
+use test_guest::cmdline;
+use test_guest::commands::{Disk, Memory};
+use virtio_drivers::transport::DeviceType;
+
+use crate::agent::{Agent, Context};
+use crate::devices::BlkDisk;
+use crate::io::Serial;
+
+/// The line the host waits for before talking to the guest.
+const READY_LINE: &str = "fastvm-test-guest ready";
+
+/// Rust entry at CPL 3, called from [`entry`] with the boot_params address.
+pub extern "C" fn rust_main(zero_page: u64) -> ! {
+    Serial::init();
+    // SAFETY: the monitor passes the 4 KiB boot_params page in RSI; nothing writes it.
+    let zp = unsafe { core::slice::from_raw_parts(zero_page as *const u8, 4096) };
+    rt::init_heap(zp);
+    let line = boot::run(zp);
+    let (mut disk, mut agent) = open_devices(&line);
+    println!("{READY_LINE}");
+
+    let mut memory = Memory::new();
+    loop {
+        for _ in 0..64 {
+            match Serial::try_get() {
+                Some(b) => Serial::put(b),
+                None => break,
+            }
+        }
+        if let Some(agent) = agent.as_mut() {
+            let mut ctx = Context {
+                memory: &mut memory,
+                disk: disk.as_mut().map(|d| d as &mut dyn Disk),
+            };
+            agent.poll(&mut ctx);
+            if agent.power_off_at.is_some_and(|t| cpu::now() >= t) {
+                io::power_off();
+            }
+        }
+        core::hint::spin_loop();
+    }
+}
+
+/// Opens every announced virtio-mmio device the guest drives and prints a
+/// `boot-check virtio` line.
+fn open_devices(line: &str) -> (Option<BlkDisk>, Option<Agent>) {
+    let mut disk = None;
+    let mut agent = None;
+    let mut problems = String::new();
+    let announced = cmdline::virtio_mmio_devices(line);
+    for dev in &announced {
+        let opened = devices::transport(dev).and_then(|t| match devices::kind(&t) {
+            DeviceType::Block if disk.is_none() => BlkDisk::open(t).map(|d| disk = Some(d)),
+            DeviceType::Socket if agent.is_none() => {
+                devices::open_vsock(t).map(|v| agent = Some(Agent::new(dev.base, v)))
+            }
+            _ => Ok(()),
+        });
+        if let Err(e) = opened {
+            problems.push_str(&alloc::format!(" {:#x}: {e};", dev.base));
+        }
+    }
+    let summary = alloc::format!(
+        "devices={} block={} vsock={}",
+        announced.len(),
+        disk.as_ref().map_or(0, |d: &BlkDisk| d.size_bytes() >> 20),
+        agent.as_ref().map_or(0, |a: &Agent| a.cid()),
+    );
+    if problems.is_empty() {
+        println!("boot-check virtio ok {summary}");
+    } else {
+        println!("boot-check virtio FAIL{problems} {summary}");
+    }
+    (disk, agent)
+}
