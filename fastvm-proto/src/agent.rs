@@ -279,7 +279,7 @@ mod tests {
         let bytes = encode(&Frame::Exec(req.clone())).unwrap();
         let mut dec = Decoder::new();
         for chunk in bytes.chunks(5) {
-            assert_eq!(dec.pending() < bytes.len(), true);
+            assert!(dec.pending() < bytes.len());
             dec.push(chunk);
         }
         assert_eq!(dec.next_frame().unwrap(), Some(Frame::Exec(req)));

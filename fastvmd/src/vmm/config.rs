@@ -157,12 +157,14 @@ mod tests {
         }
     }
 
+    type Change = Box<dyn Fn(&mut VmConfig)>;
+
     #[test]
     fn each_bad_input_has_its_message() {
         let tmp = tempfile::tempdir().unwrap();
         let good = config(tmp.path());
         good.validate().unwrap();
-        let cases: Vec<(Box<dyn Fn(&mut VmConfig)>, &str)> = vec![
+        let cases: Vec<(Change, &str)> = vec![
             (
                 Box::new(|c| c.vcpus = 0),
                 "--vcpus must be between 1 and 32, got 0",
