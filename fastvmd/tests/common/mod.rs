@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,20 +15,9 @@ use fastvmd::vmm::control::client::ControlClient;
 use fastvmd::vmm::control::{Request, Status};
 use fastvmd::vmm::host;
 
-/// The `fastvmd` binary next to this test's executable.
+/// The `fastvmd` binary cargo built for these tests.
 pub fn fastvmd_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target profile dir");
-    let bin = dir.join("fastvmd");
-    assert!(
-        bin.exists(),
-        "{} is missing: run the tests with `cargo test --workspace` so the binary is built",
-        bin.display()
-    );
-    bin
+    PathBuf::from(env!("CARGO_BIN_EXE_fastvmd"))
 }
 
 /// The test guest ELF built by fastvmd's build script.
