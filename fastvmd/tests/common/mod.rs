@@ -25,13 +25,14 @@ pub fn test_guest() -> PathBuf {
     PathBuf::from(fastvmd::TEST_GUEST_PATH)
 }
 
-/// True when VMs can run here; otherwise prints why the test is skipped.
+/// True when VMs can run here; otherwise says why the test is skipped, on
+/// stderr directly so the harness does not capture it.
 pub fn can_run_vms(test: &str) -> bool {
     let kind = host::detect();
     if kind.can_run_test_guest() {
         true
     } else {
-        println!("SKIP {test}: {}", kind.describe());
+        let _ = writeln!(std::io::stderr(), "SKIP {test}: {}", kind.describe());
         false
     }
 }
