@@ -147,3 +147,84 @@ pub fn load_initrd(
         .map_err(|e| err(e.to_string()))?;
     Ok((GuestAddress(addr), size))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A minimal image in the bzImage layout: 4 setup sectors after the boot
+    /// sector, then the protected-mode payload.
+    fn fake_bzimage(payload: &[u8]) -> Vec<u8> {
+        let mut image = vec![0u8; 5 * 512];
+        image[0x1f1] = 4; // setup_sects
+        image[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes());
+        image[0x202..0x206].copy_from_slice(b"HdrS");
+        image[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+        image[0x211] = 1; // loadflags: LOADED_HIGH
+        image[0x214..0x218].copy_from_slice(&0x10_0000u32.to_le_bytes());
+        image.extend_from_slice(payload);
+        image
+    }
+
+    fn memory() -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 64 << 20)]).unwrap()
+    }
+
+    #[test]
+    fn bzimage_loads_at_1mib_and_enters_at_startup_64() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("bzImage");
+        let payload: Vec<u8> = (0..8192u32).map(|i| (i % 251) as u8).collect();
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(&fake_bzimage(&payload))
+            .unwrap();
+        let mem = memory();
+        let (entry, res) = load_kernel(&mem, &path).unwrap();
+        assert_eq!(entry.entry, GuestAddress(0x10_0200));
+        let hdr = res.setup_header.expect("setup header");
+        assert_eq!({ hdr.boot_flag }, 0xaa55);
+        let mut loaded = vec![0u8; payload.len()];
+        mem.read_slice(&mut loaded, GuestAddress(0x10_0000)).unwrap();
+        assert_eq!(loaded, payload);
+    }
+
+    #[test]
+    fn elf_enters_at_its_entry_point() {
+        let path = Path::new(crate::TEST_GUEST_PATH);
+        let mut head = [0u8; 32];
+        File::open(path).unwrap().read_exact(&mut head).unwrap();
+        let e_entry = u64::from_le_bytes(head[24..32].try_into().unwrap());
+        let (entry, res) = load_kernel(&memory(), path).unwrap();
+        assert_eq!(entry.entry, GuestAddress(e_entry));
+        assert!(res.kernel_end > layout::HIMEM_START);
+    }
+
+    #[test]
+    fn unknown_format_and_missing_file_are_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("notes");
+        std::fs::write(&path, b"hello").unwrap();
+        let err = load_kernel(&memory(), &path).unwrap_err().to_string();
+        assert!(err.contains("neither an ELF vmlinux nor a bzImage"), "{err}");
+        let err = load_kernel(&memory(), &tmp.path().join("none"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot read kernel"), "{err}");
+    }
+
+    #[test]
+    fn initrd_goes_high_and_page_aligned() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("initrd");
+        std::fs::write(&path, vec![7u8; 10_000]).unwrap();
+        let mem = memory();
+        let (addr, size) = load_initrd(&mem, &path, 0x20_0000).unwrap();
+        assert_eq!(size, 10_000);
+        assert_eq!(addr.0 % 4096, 0);
+        assert!(addr.0 + size as u64 <= 64 << 20 && addr.0 > (60 << 20));
+        let err = load_initrd(&mem, &path, 64 << 20).unwrap_err().to_string();
+        assert!(err.contains("do not fit"), "{err}");
+    }
+}
