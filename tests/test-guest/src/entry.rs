@@ -33,15 +33,25 @@ _start:
     cli
     mov r15, rsi
 
-    /* Guest RAM starts zeroed, so only the used entries are written
-       (present, writable, user): PML4[0] -> PDPT; PDPT[0] -> PD0 mapping
-       the first GiB of RAM, PDPT[3] -> PD3 for the virtio-mmio windows.
-       Every instruction here is emulated, so the fewer the better
-       (1 GiB pages would be fewer still, but PVM's shadow paging refuses them). */
-    mov qword ptr [{pt}], {pt} + 0x1007
+    /* Page tables. Every instruction here is emulated, so the fewer the
+       better. FastVM's monitor sets the user bit in its boot identity map
+       (first GiB, 2 MiB pages): then those tables are kept and only the
+       virtio-mmio windows are added (PDPT[3] -> PD3, entry 128 = the 2 MiB
+       at 0xd0000000). A monitor that does not (Firecracker) gets our own
+       map of the first GiB, built below. Guest RAM starts zeroed, so only
+       the used entries are written. (1 GiB pages would be fewer stores, but
+       PVM's shadow paging refuses them.) */
+    mov rax, cr3
+    and rax, -4096
+    mov rbx, qword ptr [rax]
+    test ebx, 4
+    jz 3f
+    and rbx, -4096
+    mov qword ptr [rbx + 0x18], {pt} + 0x3007
+    jmp 5f
+3:  mov qword ptr [{pt}], {pt} + 0x1007
     mov qword ptr [{pt} + 0x1000], {pt} + 0x2007
     mov qword ptr [{pt} + 0x1018], {pt} + 0x3007
-    /* PD0: 0-1 GiB in 2 MiB pages. */
     mov edi, {pt} + 0x2000
     mov eax, 0x87
     mov ecx, 512
@@ -50,8 +60,9 @@ _start:
     add eax, 0x200000
     dec ecx
     jnz 4b
-    /* PD3 entry 128: the 2 MiB at 0xd0000000 holding the virtio-mmio windows. */
-    mov eax, 0xd0000087
+    mov eax, {pt}
+    mov cr3, rax
+5:  mov eax, 0xd0000087
     mov qword ptr [{pt} + 0x3000 + 128 * 8], rax
 
     /* CPUID as the monitor configured it. At CPL 3 under PVM the CPUID
@@ -69,33 +80,13 @@ _start:
     add r14, 16
     .endr
 
-    mov eax, {pt}
-    mov cr3, rax
     lgdt [rip + gdt_ptr_label]
 
-    /* TSS.RSP0 = exception stack; IDT gates for vectors 0-31 -> exc_stubs. */
+    /* TSS.RSP0 = exception stack. The IDT's gates are written at CPL 3
+       by install_idt() before anything can fault; loading it here costs
+       one instruction instead of a loop. */
     lea rax, [rip + exc_stack_top]
     mov qword ptr [{tss} + 4], rax
-    lea rsi, [rip + exc_stubs]
-    mov edi, {idt}
-    mov ecx, 32
-5:  mov eax, esi
-    and eax, 0xffff
-    or eax, 0x80000
-    mov rdx, 0x8E0000000000
-    or rax, rdx
-    mov rdx, rsi
-    shr rdx, 16
-    shl rdx, 48
-    or rax, rdx
-    mov qword ptr [rdi], rax
-    mov rdx, rsi
-    shr rdx, 32
-    mov qword ptr [rdi + 8], rdx
-    add rdi, 16
-    add rsi, 16
-    dec ecx
-    jnz 5b
     lidt [rip + idt_ptr_label]
 
     /* CR4.OSFXSR | CR4.OSXMMEXCPT; CR0.MP set, CR0.EM and CR0.TS clear. */
@@ -134,6 +125,7 @@ user_entry:
        vector pushes a zero error code where the CPU pushes none, then the vector. */
     .section .text.exceptions, "ax", @progbits
     .balign 16
+    .global exc_stubs
 exc_stubs:
     .irp v, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
     .balign 16
@@ -247,3 +239,26 @@ stack_top_label:
     idt = const IDT,
     main = sym crate::rust_main,
 );
+
+unsafe extern "C" {
+    /// First of the 32 exception stubs, 16 bytes apart (in the asm above).
+    static exc_stubs: u8;
+}
+
+/// Writes the 32 exception gates of the IDT the entry code loaded. Runs at
+/// CPL 3 (native speed): the IDT is ordinary RAM mapped writable.
+pub fn install_idt() {
+    let stubs = core::ptr::addr_of!(exc_stubs) as u64;
+    for vector in 0..32u64 {
+        let handler = stubs + 16 * vector;
+        let low =
+            (handler & 0xffff) | (0x08 << 16) | (0x8e << 40) | (((handler >> 16) & 0xffff) << 48);
+        let gate = (IDT + 16 * vector) as *mut u64;
+        // SAFETY: 0x36000..0x36200 is RAM set aside for the IDT, identity-mapped
+        // and writable at CPL 3; nothing else uses it.
+        unsafe {
+            gate.write_volatile(low);
+            gate.add(1).write_volatile(handler >> 32);
+        }
+    }
+}

@@ -31,6 +31,21 @@ pub fn outb(port: u16, v: u8) {
     };
 }
 
+/// Writes `bytes` to `port` with one `rep outsb`.
+pub fn outsb(port: u16, bytes: &[u8]) {
+    // SAFETY: reads `bytes.len()` bytes from a live slice and writes them to
+    // the port; the direction flag is clear (the ABI guarantees it).
+    unsafe {
+        asm!(
+            "rep outsb",
+            in("dx") port,
+            inout("rsi") bytes.as_ptr() => _,
+            inout("rcx") bytes.len() => _,
+            options(nostack, preserves_flags, readonly)
+        )
+    };
+}
+
 /// Writes one 16-bit word to `port`.
 pub fn outw(port: u16, v: u16) {
     // SAFETY: port I/O at IOPL 3 has no memory effects; the monitor handles the exit.
@@ -59,19 +74,37 @@ impl Serial {
         outb(COM1 + FCR, 0x07);
     }
 
-    /// Sends one byte. As a 16550 driver does, it waits for an empty
-    /// transmitter once per 16 bytes (every port access is a VM exit).
-    pub fn put(b: u8) {
-        if TX_ROOM.load(Ordering::Relaxed) == 0 {
-            for _ in 0..100_000 {
-                if inb(COM1 + LSR) & 0x20 != 0 {
-                    break;
-                }
+    /// Waits until the transmitter is empty (bounded), so a FIFO's worth
+    /// of bytes may follow.
+    fn wait_transmitter() {
+        for _ in 0..100_000 {
+            if inb(COM1 + LSR) & 0x20 != 0 {
+                break;
             }
-            TX_ROOM.store(TX_FIFO, Ordering::Relaxed);
         }
-        TX_ROOM.fetch_sub(1, Ordering::Relaxed);
-        outb(COM1, b);
+    }
+
+    /// Sends one byte, waiting for an empty transmitter once per FIFO's worth.
+    pub fn put(b: u8) {
+        Self::write_bytes(&[b]);
+    }
+
+    /// Sends bytes, a FIFO's worth at a time with one string I/O
+    /// instruction (`rep outsb`): every port access is a VM exit, and a string
+    /// write is a single one.
+    pub fn write_bytes(bytes: &[u8]) {
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let mut room = TX_ROOM.load(Ordering::Relaxed);
+            if room == 0 {
+                Self::wait_transmitter();
+                room = TX_FIFO;
+            }
+            let n = rest.len().min(usize::from(room));
+            outsb(COM1, &rest[..n]);
+            TX_ROOM.store(room - n as u8, Ordering::Relaxed);
+            rest = &rest[n..];
+        }
     }
 
     /// A received byte, if one is waiting.
@@ -82,7 +115,7 @@ impl Serial {
 
 impl fmt::Write for Serial {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        s.bytes().for_each(Serial::put);
+        Serial::write_bytes(s.as_bytes());
         Ok(())
     }
 }

@@ -32,6 +32,7 @@ const READY_LINE: &str = "fastvm-test-guest ready";
 
 /// Rust entry at CPL 3, called from [`entry`] with the boot_params address.
 pub extern "C" fn rust_main(zero_page: u64) -> ! {
+    entry::install_idt();
     Serial::init();
     // SAFETY: the monitor passes the 4 KiB boot_params page in RSI; nothing writes it.
     let zp = unsafe { core::slice::from_raw_parts(zero_page as *const u8, 4096) };

@@ -186,7 +186,8 @@ mod tests {
         let hdr = res.setup_header.expect("setup header");
         assert_eq!({ hdr.boot_flag }, 0xaa55);
         let mut loaded = vec![0u8; payload.len()];
-        mem.read_slice(&mut loaded, GuestAddress(0x10_0000)).unwrap();
+        mem.read_slice(&mut loaded, GuestAddress(0x10_0000))
+            .unwrap();
         assert_eq!(loaded, payload);
     }
 
@@ -207,7 +208,10 @@ mod tests {
         let path = tmp.path().join("notes");
         std::fs::write(&path, b"hello").unwrap();
         let err = load_kernel(&memory(), &path).unwrap_err().to_string();
-        assert!(err.contains("neither an ELF vmlinux nor a bzImage"), "{err}");
+        assert!(
+            err.contains("neither an ELF vmlinux nor a bzImage"),
+            "{err}"
+        );
         let err = load_kernel(&memory(), &tmp.path().join("none"))
             .unwrap_err()
             .to_string();

@@ -76,7 +76,17 @@ fn segment_from_gdt(entry: u64, index: u8) -> kvm_segment {
     }
 }
 
+/// Page-table entry flags: present, writable, user.
+const PTE_TABLE: u64 = 0x07;
+/// 2 MiB page: present, writable, user, page size.
+const PTE_2M_PAGE: u64 = 0x87;
+
 /// Writes the GDT and identity page tables (first 1 GiB, 2 MiB pages).
+///
+/// The entries carry the user bit: Linux replaces these tables within its
+/// first instructions and never runs user code on them, while a payload that
+/// drops to CPL 3 (the test guest) can keep them instead of rebuilding a
+/// map with hundreds of instructions that PVM hosts must emulate.
 pub fn write_boot_tables(mem: &GuestMemoryMmap) -> Result<(), RegsError> {
     let err = |e: vm_memory::GuestMemoryError| RegsError::Memory(e.to_string());
     for (i, entry) in GDT.iter().enumerate() {
@@ -85,13 +95,19 @@ pub fn write_boot_tables(mem: &GuestMemoryMmap) -> Result<(), RegsError> {
     }
     mem.write_obj(0u64, GuestAddress(layout::BOOT_IDT_START))
         .map_err(err)?;
-    mem.write_obj(layout::PDPTE_START | 0x03, GuestAddress(layout::PML4_START))
-        .map_err(err)?;
-    mem.write_obj(layout::PDE_START | 0x03, GuestAddress(layout::PDPTE_START))
-        .map_err(err)?;
+    mem.write_obj(
+        layout::PDPTE_START | PTE_TABLE,
+        GuestAddress(layout::PML4_START),
+    )
+    .map_err(err)?;
+    mem.write_obj(
+        layout::PDE_START | PTE_TABLE,
+        GuestAddress(layout::PDPTE_START),
+    )
+    .map_err(err)?;
     let mut pd = [0u8; 4096];
     for (i, chunk) in pd.chunks_exact_mut(8).enumerate() {
-        chunk.copy_from_slice(&(((i as u64) << 21) | 0x83).to_le_bytes());
+        chunk.copy_from_slice(&(((i as u64) << 21) | PTE_2M_PAGE).to_le_bytes());
     }
     mem.write_slice(&pd, GuestAddress(layout::PDE_START))
         .map_err(err)
@@ -244,11 +260,12 @@ mod tests {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 2 << 20)]).unwrap();
         write_boot_tables(&mem).unwrap();
         let pml4: u64 = mem.read_obj(GuestAddress(layout::PML4_START)).unwrap();
-        assert_eq!(pml4, layout::PDPTE_START | 3);
+        assert_eq!(pml4, layout::PDPTE_START | PTE_TABLE);
         let pde511: u64 = mem
             .read_obj(GuestAddress(layout::PDE_START + 511 * 8))
             .unwrap();
-        assert_eq!(pde511, (511 << 21) | 0x83);
+        assert_eq!(pde511, (511 << 21) | PTE_2M_PAGE);
+        assert_ne!(pde511 & 4, 0, "user bit set");
     }
 
     #[test]
