@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::{TestVm, VmOpts, can_run_vms, type_into};
 use fastvmd::vmm::control::{Request, RunState};
-use fastvmd::vmm::exit::{EXIT_POWER_OFF, EXIT_STOPPED};
+use fastvmd::vmm::exit::{EXIT_CRASHED, EXIT_POWER_OFF, EXIT_STOPPED};
 
 #[test]
 fn pause_stops_guest_progress_and_resume_continues() {
@@ -101,4 +101,22 @@ fn twenty_vms_at_once() {
     for vm in &vms {
         vm.control(Request::Stop).expect("stop");
     }
+}
+
+#[test]
+fn guest_crash_ends_the_monitor_with_the_crash_status() {
+    if !can_run_vms("guest_crash_ends_the_monitor_with_the_crash_status") {
+        return;
+    }
+    let mut vm = TestVm::start(VmOpts::default());
+    vm.wait_ready();
+    let conn = vm.agent();
+    // `crash` faults at once and never answers.
+    let _ = conn.exec(
+        &fastvm_proto::agent::ExecRequest::new(["crash"]),
+        Duration::from_secs(2),
+    );
+    let (code, stderr) = vm.wait_exit(Duration::from_secs(10));
+    assert_eq!(code.code(), Some(EXIT_CRASHED), "{stderr}");
+    assert!(stderr.contains("guest crashed"), "{stderr}");
 }
