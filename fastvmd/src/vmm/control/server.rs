@@ -6,19 +6,21 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
 use std::thread;
 
-use super::{ControlTarget, Request, Response};
+use super::{ControlTarget, Request, Response, RunState, Status};
 
 /// Longest request line accepted.
 const MAX_LINE: usize = 64 << 10;
 
-/// Answers one request line.
-pub fn handle_line(target: &dyn ControlTarget, line: &str) -> Response {
+/// Answers one request line. A `stop` is answered first and carried out by
+/// the caller once the answer is sent (the process ends soon after), so the
+/// second value says whether to call [`ControlTarget::stop`].
+pub fn handle_line(target: &dyn ControlTarget, line: &str) -> (Response, bool) {
     let request: Request = match serde_json::from_str(line) {
         Ok(r) => r,
         Err(e) => {
-            return Response::error(format!(
-                "bad request ({e}); expected {{\"op\":\"status|pause|resume|stop\"}}"
-            ));
+            let message =
+                format!("bad request ({e}); expected {{\"op\":\"status|pause|resume|stop\"}}");
+            return (Response::error(message), false);
         }
     };
     let result = match request {
@@ -26,13 +28,16 @@ pub fn handle_line(target: &dyn ControlTarget, line: &str) -> Response {
         Request::Pause => target.pause(),
         Request::Resume => target.resume(),
         Request::Stop => {
-            target.stop();
-            Ok(())
+            let status = Status {
+                state: RunState::Stopping,
+                ..target.status()
+            };
+            return (Response::ok(status), true);
         }
     };
     match result {
-        Ok(()) => Response::ok(target.status()),
-        Err(e) => Response::error(e),
+        Ok(()) => (Response::ok(target.status()), false),
+        Err(e) => (Response::error(e), false),
     }
 }
 
@@ -48,8 +53,9 @@ fn serve_client(stream: UnixStream, target: Arc<dyn ControlTarget>) {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        let response = if n == MAX_LINE && !line.ends_with('\n') {
-            Response::error(format!("request longer than {MAX_LINE} bytes"))
+        let (response, stop) = if n == MAX_LINE && !line.ends_with('\n') {
+            let message = format!("request longer than {MAX_LINE} bytes");
+            (Response::error(message), false)
         } else if line.trim().is_empty() {
             continue;
         } else {
@@ -59,7 +65,11 @@ fn serve_client(stream: UnixStream, target: Arc<dyn ControlTarget>) {
             return;
         };
         out.push(b'\n');
-        if writer.write_all(&out).is_err() {
+        let sent = writer.write_all(&out);
+        if stop {
+            target.stop();
+        }
+        if sent.is_err() {
             return;
         }
     }
@@ -82,7 +92,6 @@ pub fn serve(listener: UnixListener, target: Arc<dyn ControlTarget>) -> std::io:
 
 #[cfg(test)]
 mod tests {
-    use super::super::{RunState, Status};
     use super::*;
     use std::sync::Mutex;
 
@@ -133,5 +142,7 @@ mod tests {
         let raw = c.raw("{\"op\":\"dance\"}").unwrap();
         assert!(!raw.ok && raw.error.unwrap().contains("bad request"));
         assert_eq!(c.call(&Request::Stop).unwrap().state, RunState::Stopping);
+        // The stop itself happened once the answer was sent.
+        assert_eq!(c.call(&Request::Status).unwrap().state, RunState::Stopping);
     }
 }
