@@ -83,7 +83,7 @@ pub fn run_vmm(args: VmmArgs) -> ExitCode {
         disk: args.disk,
         vsock_cid: args.vsock_cid,
     };
-    match machine::run(&config) {
+    match machine::boot_and_run(&config) {
         Ok(event) => {
             eprintln!("fastvmd vmm: {}", event.describe());
             ExitCode::from(event.exit_code() as u8)

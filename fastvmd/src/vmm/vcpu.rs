@@ -161,7 +161,9 @@ impl VcpuControl {
 /// What a vCPU thread needs.
 pub struct VcpuContext {
     pub index: u8,
-    pub fd: VcpuFd,
+    /// Locked by the vCPU thread around each KVM_RUN; snapshots lock it
+    /// while the vCPU is parked.
+    pub fd: Arc<Mutex<VcpuFd>>,
     pub io_bus: Arc<Bus>,
     pub mmio_bus: Arc<Bus>,
     pub control: Arc<VcpuControl>,
@@ -179,11 +181,13 @@ pub fn spawn(ctx: VcpuContext) -> std::io::Result<()> {
     Ok(())
 }
 
-fn run_loop(mut ctx: VcpuContext) {
-    let run_ptr: *mut kvm_run = ctx.fd.get_kvm_run();
+fn run_loop(ctx: VcpuContext) {
+    let fd = ctx.fd.clone();
+    let run_ptr: *mut kvm_run = lock(&fd).get_kvm_run();
     KVM_RUN.with(|p| p.set(run_ptr));
     while ctx.control.wait_runnable() {
-        let event = match ctx.fd.run() {
+        let mut vcpu = lock(&fd);
+        let event = match vcpu.run() {
             Ok(VcpuExit::IoIn(port, data)) => {
                 ctx.io_bus.read(u64::from(port), data);
                 None
@@ -222,11 +226,12 @@ fn run_loop(mut ctx: VcpuContext) {
                 None
             }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
-                ctx.fd.set_kvm_immediate_exit(0);
+                vcpu.set_kvm_immediate_exit(0);
                 None
             }
             Err(e) => Some(ExitEvent::Crashed(format!("KVM_RUN: {e}"))),
         };
+        drop(vcpu);
         if let Some(event) = event {
             let _ = ctx.events.send(event);
             // Park until the monitor stops the VM.

@@ -1,0 +1,227 @@
+//! Builds a [`Machine`] from a configuration and boots the kernel: KVM VM,
+//! guest memory, devices, boot data and vCPUs at the kernel entry.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY, kvm_pit_config};
+use kvm_ioctls::{Kvm, VmFd};
+use linux_loader::cmdline::Cmdline;
+use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+
+use super::{Machine, VSOCK_SOCKET, VirtioSlot};
+use crate::vmm::boot::{self, cpuid, mptable, params, regs};
+use crate::vmm::bus::{Bus, BusError, SharedDevice};
+use crate::vmm::config::VmConfig;
+use crate::vmm::console::{ConsoleHub, ConsoleOut, ConsoleSerial};
+use crate::vmm::devices::serial::SerialDevice;
+use crate::vmm::devices::system::{I8042, PowerPort};
+use crate::vmm::devices::virtio::blk::Block;
+use crate::vmm::devices::virtio::mmio::MmioTransport;
+use crate::vmm::devices::virtio::vsock::Vsock;
+use crate::vmm::devices::virtio::{Interrupt, MMIO_WINDOW, VirtioDevice};
+use crate::vmm::exit::ExitEvent;
+use crate::vmm::lockdir::DirLock;
+use crate::vmm::vcpu::VcpuControl;
+use crate::vmm::{VmmError, layout, memory, signals};
+
+pub(super) fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmmError {
+    move |e| VmmError::Kvm(format!("{what}: {e}"))
+}
+
+fn device_err(e: BusError) -> VmmError {
+    VmmError::Device(e.to_string())
+}
+
+fn cmdline_err(e: impl std::fmt::Display) -> VmmError {
+    VmmError::Boot(boot::BootError::Cmdline(e.to_string()))
+}
+
+/// A KVM VM with guest memory, irqchip and PIT. Memory slots go in before
+/// the irqchip exists: registering them afterwards costs milliseconds each.
+pub(super) fn create_vm(
+    kvm: &Kvm,
+    make_memory: impl FnOnce(&VmFd) -> Result<GuestMemoryMmap, VmmError>,
+) -> Result<(VmFd, GuestMemoryMmap), VmmError> {
+    let vm = kvm.create_vm().map_err(kvm_err("create VM"))?;
+    let mem = make_memory(&vm)?;
+    vm.set_tss_address(layout::KVM_TSS_ADDRESS as usize)
+        .map_err(kvm_err("set TSS address"))?;
+    vm.create_irq_chip().map_err(kvm_err("create irqchip"))?;
+    vm.create_pit2(kvm_pit_config {
+        flags: KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    })
+    .map_err(kvm_err("create PIT"))?;
+    Ok((vm, mem))
+}
+
+/// The serial console and the machine-control ports on a new port-I/O bus.
+pub(super) fn legacy_devices(
+    vm: &VmFd,
+    events: &Sender<ExitEvent>,
+    make_serial: impl FnOnce(EventFd, ConsoleOut) -> Result<SerialDevice<ConsoleOut>, VmmError>,
+) -> Result<(Bus, ConsoleSerial, Arc<ConsoleHub>), VmmError> {
+    let hub = ConsoleHub::new();
+    let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(VmmError::Io)?;
+    vm.register_irqfd(&serial_irq, layout::SERIAL_IRQ)
+        .map_err(kvm_err("register serial irqfd"))?;
+    let serial = Arc::new(Mutex::new(make_serial(
+        serial_irq,
+        ConsoleOut(hub.clone()),
+    )?));
+    let mut io_bus = Bus::new();
+    io_bus
+        .insert(u64::from(layout::SERIAL_PORT), 8, serial.clone())
+        .map_err(device_err)?;
+    let i8042: SharedDevice = Arc::new(Mutex::new(I8042::new(events.clone())));
+    io_bus
+        .insert(u64::from(layout::I8042_PORT), 5, i8042)
+        .map_err(device_err)?;
+    let power: SharedDevice = Arc::new(Mutex::new(PowerPort::new(events.clone())));
+    io_bus
+        .insert(u64::from(layout::POWER_PORT), 2, power)
+        .map_err(device_err)?;
+    Ok((io_bus, serial, hub))
+}
+
+/// Registers the irqfd of virtio slot `index` and returns its interrupt.
+pub(super) fn virtio_interrupt(
+    vm: &VmFd,
+    index: usize,
+) -> Result<(u64, u32, Arc<Interrupt>), VmmError> {
+    let base = layout::VIRTIO_MMIO_BASE + index as u64 * MMIO_WINDOW;
+    let irq = layout::VIRTIO_IRQ_BASE + index as u32;
+    let irqfd = EventFd::new(EFD_NONBLOCK).map_err(VmmError::Io)?;
+    vm.register_irqfd(&irqfd, irq)
+        .map_err(kvm_err("register virtio irqfd"))?;
+    Ok((base, irq, Arc::new(Interrupt::new(irqfd))))
+}
+
+/// Puts each transport on the MMIO bus.
+pub(super) fn mmio_bus(slots: &[VirtioSlot]) -> Result<Bus, VmmError> {
+    let mut bus = Bus::new();
+    for slot in slots {
+        let shared: SharedDevice = slot.transport.clone();
+        bus.insert(slot.base, MMIO_WINDOW, shared)
+            .map_err(device_err)?;
+    }
+    Ok(bus)
+}
+
+fn virtio_devices(cfg: &VmConfig) -> Result<Vec<Box<dyn VirtioDevice>>, VmmError> {
+    let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
+    if let Some(disk) = &cfg.disk {
+        let block = Block::new(disk, false).map_err(|e| VmmError::Device(e.to_string()))?;
+        devices.push(Box::new(block));
+    }
+    if let Some(cid) = cfg.vsock_cid {
+        let vsock = Vsock::new(cid, cfg.dir.join(VSOCK_SOCKET))
+            .map_err(|e| VmmError::Device(e.to_string()))?;
+        devices.push(Box::new(vsock));
+    }
+    Ok(devices)
+}
+
+/// Builds the VM described by `cfg` with its vCPUs at the kernel entry.
+pub fn build(cfg: &VmConfig) -> Result<(Machine, Receiver<ExitEvent>), VmmError> {
+    cfg.validate()?;
+    let dir_lock = DirLock::acquire(&cfg.dir)?;
+    signals::block_termination()?;
+    let started = Instant::now();
+
+    let kvm = Kvm::new().map_err(|e| VmmError::Kvm(format!("cannot open /dev/kvm: {e}")))?;
+    let (vm, mem) = create_vm(&kvm, |vm| memory::create(vm, cfg.memory_bytes()))?;
+    tracing::debug!("kvm vm ready at {:?}", started.elapsed());
+
+    let (events_tx, events_rx) = channel::<ExitEvent>();
+    let (io_bus, serial, hub) =
+        legacy_devices(&vm, &events_tx, |irq, out| Ok(SerialDevice::new(irq, out)))?;
+    let mut cmdline = Cmdline::new(layout::CMDLINE_MAX_SIZE).map_err(cmdline_err)?;
+    cmdline.insert_str(&cfg.cmdline).map_err(cmdline_err)?;
+    let mut virtio = Vec::new();
+    for (index, device) in virtio_devices(cfg)?.into_iter().enumerate() {
+        let (base, irq, interrupt) = virtio_interrupt(&vm, index)?;
+        let transport = MmioTransport::new(mem.clone(), device, interrupt);
+        cmdline
+            .add_virtio_mmio_device(MMIO_WINDOW, GuestAddress(base), irq, None)
+            .map_err(cmdline_err)?;
+        virtio.push(VirtioSlot {
+            base,
+            irq,
+            transport: Arc::new(Mutex::new(transport)),
+        });
+    }
+    let mmio_bus = mmio_bus(&virtio)?;
+    tracing::debug!("devices ready at {:?}", started.elapsed());
+
+    let (entry, loaded) = boot::load_kernel(&mem, &cfg.kernel)?;
+    let initrd = match &cfg.initrd {
+        Some(path) => Some(boot::load_initrd(&mem, path, loaded.kernel_end)?),
+        None => None,
+    };
+    linux_loader::loader::load_cmdline(&mem, GuestAddress(layout::CMDLINE_START), &cmdline)
+        .map_err(cmdline_err)?;
+    let cmdline_text = cmdline.as_cstring().map_err(cmdline_err)?;
+    params::write_boot_params(
+        &mem,
+        &params::BootParamsInput {
+            mem_size: cfg.memory_bytes(),
+            cmdline_len: cmdline_text.as_bytes_with_nul().len(),
+            initrd,
+            setup_header: loaded.setup_header,
+        },
+    )?;
+    mptable::setup(&mem, cfg.vcpus).map_err(boot::BootError::from)?;
+    regs::write_boot_tables(&mem)?;
+    tracing::debug!("boot data ready at {:?}", started.elapsed());
+
+    let supported = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(kvm_err("get supported CPUID"))?;
+    let mut vcpu_fds = Vec::with_capacity(usize::from(cfg.vcpus));
+    for index in 0..cfg.vcpus {
+        let fd = vm
+            .create_vcpu(u64::from(index))
+            .map_err(kvm_err("create vCPU"))?;
+        let topology = cpuid::Topology {
+            cpu_index: index,
+            cpu_count: cfg.vcpus,
+            tsc_khz: fd.get_tsc_khz().unwrap_or(0),
+        };
+        let table = cpuid::for_vcpu(&supported, topology).map_err(VmmError::Kvm)?;
+        fd.set_cpuid2(&table).map_err(kvm_err("set CPUID"))?;
+        regs::setup_msrs(&fd)?;
+        regs::setup_regs(&fd, entry.entry.0)?;
+        regs::setup_sregs(&fd)?;
+        regs::setup_fpu(&fd)?;
+        regs::setup_lapic(&fd)?;
+        vcpu_fds.push(Arc::new(Mutex::new(fd)));
+    }
+    tracing::debug!("vCPUs ready at {:?}", started.elapsed());
+
+    let machine = Machine {
+        kvm,
+        vm,
+        mem,
+        vcpus: VcpuControl::new(vcpu_fds.len()),
+        vcpu_fds,
+        io_bus: Arc::new(io_bus),
+        mmio_bus: Arc::new(mmio_bus),
+        serial,
+        hub,
+        virtio,
+        vcpu_count: cfg.vcpus,
+        memory_mib: cfg.memory_mib,
+        cmdline: cmdline_text.to_string_lossy().into_owned(),
+        started,
+        stopping: AtomicBool::new(false),
+        events: Mutex::new(events_tx),
+        snapshot_lock: Mutex::new(()),
+        dir_lock,
+    };
+    Ok((machine, events_rx))
+}
