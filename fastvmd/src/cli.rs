@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use fastvmd::vmm::config::{DEFAULT_CMDLINE, VmConfig};
+use fastvmd::vmm::config::{DEFAULT_CMDLINE, RestoreConfig, VmConfig};
 use fastvmd::vmm::exit::EXIT_ERROR;
 use fastvmd::vmm::machine;
 
@@ -38,8 +38,8 @@ pub struct VmmArgs {
     #[arg(long, value_name = "DIR")]
     pub dir: PathBuf,
     /// Guest kernel: ELF vmlinux or bzImage (or the test guest ELF).
-    #[arg(long, value_name = "PATH")]
-    pub kernel: PathBuf,
+    #[arg(long, value_name = "PATH", required_unless_present = "restore")]
+    pub kernel: Option<PathBuf>,
     /// Initial ramdisk loaded next to the kernel.
     #[arg(long, value_name = "PATH")]
     pub initrd: Option<PathBuf>,
@@ -47,15 +47,28 @@ pub struct VmmArgs {
     #[arg(long, value_name = "STR", default_value = DEFAULT_CMDLINE)]
     pub cmdline: String,
     /// Number of vCPUs (1-32).
-    #[arg(long, value_name = "N")]
-    pub vcpus: u8,
+    #[arg(long, value_name = "N", required_unless_present = "restore")]
+    pub vcpus: Option<u8>,
     /// Guest memory in MiB (at least 16, at most the host's RAM).
-    #[arg(long, value_name = "M")]
-    pub memory_mib: u64,
+    #[arg(long, value_name = "M", required_unless_present = "restore")]
+    pub memory_mib: Option<u64>,
+    /// Start from this snapshot directory instead of booting (vCPUs, memory
+    /// and command line come from the snapshot; the clone gets its own
+    /// copy-on-write disk in DIR).
+    #[arg(
+        long,
+        value_name = "SNAPDIR",
+        conflicts_with_all = ["kernel", "initrd", "vcpus", "memory_mib", "disk"]
+    )]
+    pub restore: Option<PathBuf>,
+    /// With --restore: grow the clone's disk to N GiB (never shrinks).
+    #[arg(long, value_name = "N", requires = "restore")]
+    pub disk_gib: Option<u64>,
     /// Raw disk image served as virtio-blk (read-write).
     #[arg(long, value_name = "PATH")]
     pub disk: Option<PathBuf>,
     /// Guest vsock CID (3 or more); enables virtio-vsock and DIR/vsock.sock.
+    /// With --restore: the clone's new CID (default: the snapshot's).
     #[arg(long, value_name = "CID")]
     pub vsock_cid: Option<u64>,
 }
@@ -73,17 +86,26 @@ pub fn init_tracing() {
 
 /// Runs the monitor and turns its ending into an exit status.
 pub fn run_vmm(args: VmmArgs) -> ExitCode {
-    let config = VmConfig {
-        dir: args.dir,
-        kernel: args.kernel,
-        initrd: args.initrd,
-        cmdline: args.cmdline,
-        vcpus: args.vcpus,
-        memory_mib: args.memory_mib,
-        disk: args.disk,
-        vsock_cid: args.vsock_cid,
+    let outcome = match args.restore {
+        Some(snapshot) => machine::restore_and_run(&RestoreConfig {
+            snapshot,
+            dir: args.dir,
+            disk_gib: args.disk_gib,
+            vsock_cid: args.vsock_cid,
+        }),
+        None => machine::boot_and_run(&VmConfig {
+            dir: args.dir,
+            // clap makes these present when --restore is absent.
+            kernel: args.kernel.unwrap_or_default(),
+            initrd: args.initrd,
+            cmdline: args.cmdline,
+            vcpus: args.vcpus.unwrap_or_default(),
+            memory_mib: args.memory_mib.unwrap_or_default(),
+            disk: args.disk,
+            vsock_cid: args.vsock_cid,
+        }),
     };
-    match machine::boot_and_run(&config) {
+    match outcome {
         Ok(event) => {
             eprintln!("fastvmd vmm: {}", event.describe());
             ExitCode::from(event.exit_code() as u8)

@@ -25,6 +25,37 @@ pub struct VmConfig {
     pub vsock_cid: Option<u64>,
 }
 
+/// How to start a VM from a snapshot.
+#[derive(Debug, Clone)]
+pub struct RestoreConfig {
+    /// The snapshot directory.
+    pub snapshot: PathBuf,
+    /// The clone's own VM directory.
+    pub dir: PathBuf,
+    /// Grow the clone's disk to this many GiB (never shrinks).
+    pub disk_gib: Option<u64>,
+    /// The clone's vsock CID; the snapshot's when absent.
+    pub vsock_cid: Option<u64>,
+}
+
+impl RestoreConfig {
+    /// Checks what can be checked before reading the snapshot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_cid(self.vsock_cid)?;
+        if self.disk_gib == Some(0) {
+            return Err(ConfigError::DiskGib);
+        }
+        Ok(())
+    }
+}
+
+fn check_cid(cid: Option<u64>) -> Result<(), ConfigError> {
+    match cid {
+        Some(cid) if !(3..u64::from(u32::MAX)).contains(&cid) => Err(ConfigError::VsockCid(cid)),
+        _ => Ok(()),
+    }
+}
+
 /// A configuration the monitor refuses.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -49,6 +80,9 @@ pub enum ConfigError {
     /// A vsock CID that is reserved (0, 1, 2) or too large.
     #[error("--vsock-cid must be between 3 and {max}, got {0}", max = u32::MAX - 1)]
     VsockCid(u64),
+    /// `--disk-gib 0`.
+    #[error("--disk-gib must be at least 1")]
+    DiskGib,
     /// The command line has a NUL byte or is too long.
     #[error("--cmdline: {0}")]
     Cmdline(String),
@@ -97,11 +131,7 @@ impl VmConfig {
                 host,
             });
         }
-        if let Some(cid) = self.vsock_cid
-            && !(3..u64::from(u32::MAX)).contains(&cid)
-        {
-            return Err(ConfigError::VsockCid(cid));
-        }
+        check_cid(self.vsock_cid)?;
         if self.cmdline.contains('\0') {
             return Err(ConfigError::Cmdline("contains a NUL byte".into()));
         }

@@ -5,7 +5,9 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use super::{Request, Response, Status};
+use std::path::PathBuf;
+
+use super::{Request, Response, SnapshotInfo, Status};
 
 /// Why a control call failed.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +52,18 @@ impl ControlClient {
             )));
         }
         serde_json::from_str(&answer).map_err(|e| ControlError::Malformed(e.to_string()))
+    }
+
+    /// Takes a snapshot into `dir`; what was written, or the monitor's message.
+    pub fn snapshot(&mut self, dir: PathBuf, resume: bool) -> Result<SnapshotInfo, ControlError> {
+        let line = serde_json::to_string(&Request::Snapshot { dir, resume })
+            .map_err(|e| ControlError::Malformed(e.to_string()))?;
+        let response = self.raw(&line)?;
+        match (response.ok, response.snapshot, response.error) {
+            (true, Some(info), _) => Ok(info),
+            (_, _, Some(error)) => Err(ControlError::Refused(error)),
+            _ => Err(ControlError::Malformed("response without snapshot".into())),
+        }
     }
 
     /// Sends a request; the status on success, the monitor's message on refusal.

@@ -1,9 +1,12 @@
 //! The monitor's control socket: one JSON request per line, one JSON answer
 //! per line. Requests: `{"op":"status"}`, `{"op":"pause"}`,
-//! `{"op":"resume"}`, `{"op":"stop"}`.
+//! `{"op":"resume"}`, `{"op":"stop"}`,
+//! `{"op":"snapshot","dir":"/path","resume":true}`.
 
 pub mod client;
 pub mod server;
+
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +22,34 @@ pub enum Request {
     Resume,
     /// Stop the VM and end the monitor.
     Stop,
+    /// Write a snapshot to `dir` (which must not exist), then resume unless
+    /// `resume` is false (a VM paused before stays paused).
+    Snapshot {
+        dir: PathBuf,
+        #[serde(default = "resume_default")]
+        resume: bool,
+    },
+}
+
+fn resume_default() -> bool {
+    true
+}
+
+/// What a snapshot wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotInfo {
+    pub dir: PathBuf,
+    /// Wall time from pause to the directory in place.
+    pub duration_ms: u64,
+    /// Time the vCPUs were paused for.
+    pub paused_ms: u64,
+    /// Guest memory bytes written (zero pages are holes).
+    pub memory_bytes: u64,
+    /// Disk bytes allocated in the snapshot.
+    pub disk_bytes: u64,
+    /// "reflink" or "sparse copy".
+    pub disk_copy: String,
 }
 
 /// The run state of the VM.
@@ -50,6 +81,8 @@ pub struct Response {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none", flatten)]
     pub status: Option<Status>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotInfo>,
 }
 
 impl Response {
@@ -59,6 +92,7 @@ impl Response {
             ok: true,
             error: None,
             status: Some(status),
+            snapshot: None,
         }
     }
 
@@ -68,6 +102,7 @@ impl Response {
             ok: false,
             error: Some(message.into()),
             status: None,
+            snapshot: None,
         }
     }
 }
@@ -82,4 +117,6 @@ pub trait ControlTarget: Send + Sync {
     fn resume(&self) -> Result<(), String>;
     /// Asks the monitor to stop the VM and exit.
     fn stop(&self);
+    /// Writes a snapshot of the VM to `dir`.
+    fn snapshot(&self, dir: &Path, resume: bool) -> Result<SnapshotInfo, String>;
 }

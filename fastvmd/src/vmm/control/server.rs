@@ -24,6 +24,16 @@ pub fn handle_line(target: &dyn ControlTarget, line: &str) -> (Response, bool) {
         }
     };
     let result = match request {
+        Request::Snapshot { dir, resume } => {
+            return match target.snapshot(&dir, resume) {
+                Ok(info) => {
+                    let mut response = Response::ok(target.status());
+                    response.snapshot = Some(info);
+                    (response, false)
+                }
+                Err(e) => (Response::error(e), false),
+            };
+        }
         Request::Status => Ok(()),
         Request::Pause => target.pause(),
         Request::Resume => target.resume(),
@@ -92,6 +102,7 @@ pub fn serve(listener: UnixListener, target: Arc<dyn ControlTarget>) -> std::io:
 
 #[cfg(test)]
 mod tests {
+    use super::super::SnapshotInfo;
     use super::*;
     use std::sync::Mutex;
 
@@ -121,6 +132,19 @@ mod tests {
         fn stop(&self) {
             *self.0.lock().unwrap() = RunState::Stopping;
         }
+        fn snapshot(&self, dir: &std::path::Path, _resume: bool) -> Result<SnapshotInfo, String> {
+            if dir.exists() {
+                return Err(format!("{} exists", dir.display()));
+            }
+            Ok(SnapshotInfo {
+                dir: dir.to_path_buf(),
+                duration_ms: 1,
+                paused_ms: 1,
+                memory_bytes: 4096,
+                disk_bytes: 0,
+                disk_copy: "reflink".into(),
+            })
+        }
     }
 
     #[test]
@@ -139,6 +163,18 @@ mod tests {
         let err = c.call(&Request::Pause).unwrap_err().to_string();
         assert!(err.contains("already paused"), "{err}");
         assert_eq!(c.call(&Request::Resume).unwrap().state, RunState::Running);
+        let snap = c
+            .raw(&format!(
+                "{{\"op\":\"snapshot\",\"dir\":{:?}}}",
+                dir.path().join("s1")
+            ))
+            .unwrap();
+        assert!(snap.ok, "{snap:?}");
+        assert_eq!(snap.snapshot.unwrap().memory_bytes, 4096);
+        let refused = c
+            .raw(&format!("{{\"op\":\"snapshot\",\"dir\":{:?}}}", dir.path()))
+            .unwrap();
+        assert!(!refused.ok && refused.error.unwrap().contains("exists"));
         let raw = c.raw("{\"op\":\"dance\"}").unwrap();
         assert!(!raw.ok && raw.error.unwrap().contains("bad request"));
         assert_eq!(c.call(&Request::Stop).unwrap().state, RunState::Stopping);

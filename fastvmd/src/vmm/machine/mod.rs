@@ -15,7 +15,7 @@ use vm_memory::GuestMemoryMmap;
 
 use super::bus::{Bus, lock};
 use super::console::{self, ConsoleHub, ConsoleSerial};
-use super::control::{self, ControlTarget, RunState, Status};
+use super::control::{self, ControlTarget, RunState, SnapshotInfo, Status};
 use super::devices::virtio::mmio::MmioTransport;
 use super::exit::ExitEvent;
 use super::lockdir::DirLock;
@@ -86,6 +86,10 @@ impl ControlTarget for Machine {
         self.stopping.store(true, Ordering::SeqCst);
         let _ = lock(&self.events).send(ExitEvent::Stop("control request"));
     }
+
+    fn snapshot(&self, _dir: &Path, _resume: bool) -> Result<SnapshotInfo, String> {
+        Err("snapshots are not supported by this monitor yet".into())
+    }
 }
 
 /// Binds a socket in the VM directory, replacing a stale one.
@@ -102,6 +106,15 @@ pub fn bind(dir: &Path, name: &str) -> Result<UnixListener, VmmError> {
 pub fn boot_and_run(cfg: &super::config::VmConfig) -> Result<ExitEvent, VmmError> {
     let (machine, events) = boot::build(cfg)?;
     run(machine, &cfg.dir, events)
+}
+
+/// Starts the VM from a snapshot and runs it until something ends it.
+pub fn restore_and_run(cfg: &super::config::RestoreConfig) -> Result<ExitEvent, VmmError> {
+    cfg.validate()?;
+    Err(VmmError::Device(format!(
+        "cannot restore {}: snapshots are not supported by this monitor yet",
+        cfg.snapshot.display()
+    )))
 }
 
 /// Serves the sockets, starts the vCPUs and waits for what ends the VM.
