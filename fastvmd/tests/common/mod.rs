@@ -5,14 +5,14 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use fastvm_proto::agent::{ExecRequest, ExecResult};
 use fastvmd::agent::AgentConn;
 use fastvmd::vmm::control::client::ControlClient;
-use fastvmd::vmm::control::{Request, Status};
+use fastvmd::vmm::control::{Request, SnapshotInfo, Status};
 use fastvmd::vmm::host;
 
 /// The `fastvmd` binary cargo built for these tests.
@@ -103,6 +103,44 @@ impl TestVm {
         vm.wait_for_socket("console.sock");
         vm.wait_for_socket("control.sock");
         vm
+    }
+
+    /// Starts a clone from `snapshot` with extra `vmm` arguments.
+    pub fn restore(snapshot: &Path, extra: &[&str]) -> TestVm {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("vm");
+        let child = Command::new(fastvmd_bin())
+            .arg("vmm")
+            .arg("--restore")
+            .arg(snapshot)
+            .arg("--dir")
+            .arg(&dir)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn fastvmd vmm --restore");
+        let mut vm = TestVm {
+            child,
+            disk: dir.join("disk"),
+            dir,
+            tmp,
+            vcpus: 0,
+            memory_mib: 0,
+        };
+        vm.wait_for_socket("console.sock");
+        vm.wait_for_socket("control.sock");
+        vm
+    }
+
+    /// Takes a snapshot into `dir`.
+    pub fn snapshot(&self, dir: &Path, resume: bool) -> Result<SnapshotInfo, String> {
+        let mut client =
+            ControlClient::connect(&self.dir.join("control.sock")).map_err(|e| e.to_string())?;
+        client
+            .snapshot(dir.to_path_buf(), resume)
+            .map_err(|e| e.to_string())
     }
 
     fn wait_for_socket(&mut self, name: &str) {
