@@ -1,5 +1,6 @@
 //! The 8250 UART at COM1 (vm-superio), wired to the console hub for output
-//! and to an irqfd for its interrupt. Snapshot support is in [`persist`].
+//! and to an irqfd for its interrupt. Snapshot support is in `persist`
+//! ([`SerialDeviceState`], [`SerialDevice::save`], [`SerialDevice::restore`]).
 
 mod persist;
 

@@ -1,5 +1,5 @@
 //! Machine-control ports: the i8042 controller (its reset command reboots
-//! the guest) and the power-off port. Neither has state; [`persist`] makes
+//! the guest) and the power-off port. Neither has state; `persist` makes
 //! that explicit for snapshots.
 
 mod persist;

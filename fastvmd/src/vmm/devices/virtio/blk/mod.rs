@@ -2,7 +2,7 @@
 //!
 //! [`Block`] serves one request queue synchronously: every QueueNotify pops
 //! the available chains, executes them with positioned reads and writes on
-//! the backing file ([`request`]), completes them in the used ring and raises
+//! the backing file (`request`), completes them in the used ring and raises
 //! the VRING interrupt. Bad requests complete with an error status; nothing
 //! the guest puts in a queue can make the monitor panic. Snapshot support
 //! ([`BlockState`], [`Block::restore`]) is in `persist`.
