@@ -1,5 +1,8 @@
 //! The 8250 UART at COM1 (vm-superio), wired to the console hub for output
-//! and to an irqfd for its interrupt.
+//! and to an irqfd for its interrupt. Snapshot support is in `persist`
+//! ([`SerialDeviceState`], [`SerialDevice::save`], [`SerialDevice::restore`]).
+
+mod persist;
 
 use std::io::Write;
 
@@ -7,6 +10,8 @@ use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::BusDevice;
+
+pub use persist::SerialDeviceState;
 
 /// Raises the serial IRQ through an irqfd.
 pub struct IrqTrigger(pub EventFd);

@@ -1,11 +1,16 @@
 //! Machine-control ports: the i8042 controller (its reset command reboots
-//! the guest) and the power-off port.
+//! the guest) and the power-off port. Neither has state; `persist` makes
+//! that explicit for snapshots.
+
+mod persist;
 
 use std::sync::mpsc::Sender;
 
 use super::BusDevice;
 use crate::vmm::exit::{ExitEvent, GuestRequest};
 use crate::vmm::layout::POWER_OFF_VALUE;
+
+pub use persist::{I8042State, PowerPortState};
 
 /// Minimal i8042 at ports 0x60-0x64: no keyboard, status always idle, and
 /// command 0xfe (pulse reset line) reboots.

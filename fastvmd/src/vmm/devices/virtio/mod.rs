@@ -6,10 +6,21 @@
 //! [`VirtioDevice::activate`], and forwards every QueueNotify write to
 //! [`VirtioDevice::queue_notify`]. A device signals the guest through its
 //! shared [`Interrupt`].
+//!
+//! Snapshots: [`VirtioDevice::pause`] quiesces a device (no guest memory or
+//! queue access until [`VirtioDevice::resume`]), [`VirtioDevice::save`]
+//! returns its [`VirtioDeviceState`], and the transport saves the ring state
+//! of the queues the device holds ([`VirtioDevice::queue_states`]). Restore
+//! builds the device from its state first (`Block::restore`,
+//! `Vsock::restore`), then the transport re-activates it with its saved
+//! queues ([`mmio::MmioTransport::restore`]).
 
 pub mod blk;
 pub mod mmio;
+mod persist;
 pub mod vsock;
+
+pub use persist::{SavedQueueState, VirtioDeviceState};
 
 use std::io;
 use std::sync::Arc;
@@ -75,6 +86,12 @@ impl Interrupt {
         self.status.fetch_and(!bits, Ordering::SeqCst);
     }
 
+    /// Sets InterruptStatus to `bits` without raising the IRQ (restore: an
+    /// IRQ still pending in the guest is part of the saved irqchip state).
+    pub fn restore_status(&self, bits: u32) {
+        self.status.store(bits, Ordering::SeqCst);
+    }
+
     /// The eventfd behind the IRQ.
     pub fn irqfd(&self) -> &EventFd {
         &self.irqfd
@@ -106,4 +123,19 @@ pub trait VirtioDevice: Send {
     fn queue_notify(&mut self, index: u16);
     /// The driver reset the device (status 0): drop queues, keep backend config.
     fn reset(&mut self);
+    /// Quiesces the device for a snapshot: once this returns, neither the
+    /// device nor any backend thread of it touches guest memory or the
+    /// queues (no descriptor popped, nothing completed, no interrupt) until
+    /// [`resume`](Self::resume). Notifications that arrive meanwhile are
+    /// served on resume. Pausing a paused device does nothing.
+    fn pause(&mut self);
+    /// Ends a [`pause`](Self::pause) and serves whatever arrived meanwhile.
+    /// Resuming a running device does nothing.
+    fn resume(&mut self);
+    /// The device's own state (not its queues: see
+    /// [`queue_states`](Self::queue_states)). Consistent when paused.
+    fn save(&self) -> VirtioDeviceState;
+    /// The ring state of the queues the device was activated with, in queue
+    /// order; empty when not activated. Consistent when paused.
+    fn queue_states(&self) -> Vec<virtio_queue::QueueState>;
 }

@@ -2,11 +2,13 @@
 //!
 //! [`Block`] serves one request queue synchronously: every QueueNotify pops
 //! the available chains, executes them with positioned reads and writes on
-//! the backing file ([`request`]), completes them in the used ring and raises
+//! the backing file (`request`), completes them in the used ring and raises
 //! the VRING interrupt. Bad requests complete with an error status; nothing
-//! the guest puts in a queue can make the monitor panic.
+//! the guest puts in a queue can make the monitor panic. Snapshot support
+//! ([`BlockState`], [`Block::restore`]) is in `persist`.
 
 mod device;
+mod persist;
 mod request;
 #[cfg(test)]
 mod tests;
@@ -15,6 +17,7 @@ use std::io;
 use std::path::PathBuf;
 
 pub use device::Block;
+pub use persist::BlockState;
 
 /// Size of a virtio-blk sector, the unit of capacity and request offsets.
 pub const SECTOR_SIZE: u64 = 512;
@@ -45,4 +48,15 @@ pub enum BlockError {
     /// The path is not a regular file (block devices are not supported).
     #[error("{0} is not a regular file")]
     NotAFile(PathBuf),
+    /// Restoring a snapshot onto a disk smaller than the one saved: the
+    /// guest's filesystem may use sectors past the new end.
+    #[error("disk {path} has {sectors} sectors, the snapshot needs at least {needed}")]
+    TooSmall {
+        /// The disk file given to restore.
+        path: PathBuf,
+        /// Its capacity in sectors.
+        sectors: u64,
+        /// The capacity saved in the snapshot, in sectors.
+        needed: u64,
+    },
 }

@@ -7,6 +7,10 @@
 //! [`VirtioDevice::activate`]; afterwards QueueNotify writes go to
 //! [`VirtioDevice::queue_notify`]. Accesses the spec does not allow (wrong
 //! width, unknown offsets, writes in the wrong state) are logged and ignored.
+//! Snapshot support ([`TransportState`], [`MmioTransport::restore`]) is in
+//! `persist`.
+
+mod persist;
 
 use std::sync::Arc;
 
@@ -21,6 +25,8 @@ use virtio_queue::{Queue, QueueT};
 
 use super::{ActivateError, GuestMemory, Interrupt, VirtioDevice};
 use crate::vmm::devices::BusDevice;
+
+pub use persist::{QueueConfigState, TransportState};
 
 /// "virt" in little endian, the MagicValue register.
 pub const MMIO_MAGIC: u32 = 0x7472_6976;

@@ -53,6 +53,20 @@ impl VirtioDevice for Fake {
     fn reset(&mut self) {
         self.seen.lock().unwrap().resets += 1;
     }
+    fn pause(&mut self) {}
+    fn resume(&mut self) {}
+    fn save(&self) -> crate::vmm::devices::virtio::VirtioDeviceState {
+        crate::vmm::devices::virtio::VirtioDeviceState::Block(
+            crate::vmm::devices::virtio::blk::BlockState {
+                capacity_sectors: 0,
+                read_only: false,
+                id: [0; crate::vmm::devices::virtio::blk::ID_LEN],
+            },
+        )
+    }
+    fn queue_states(&self) -> Vec<virtio_queue::QueueState> {
+        Vec::new()
+    }
 }
 
 fn transport(fail: bool) -> (MmioTransport, Arc<Mutex<Seen>>) {

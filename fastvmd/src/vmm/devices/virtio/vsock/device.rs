@@ -8,23 +8,30 @@
 //! expires deadlines, and runs guest-initiated Unix connects; the vCPU kicks
 //! it when there are connects to run. Nobody holds the lock across a blocking
 //! call: epoll waits and connects run unlocked.
+//!
+//! Pause (for a snapshot) is a flag under the same mutex: `service` does
+//! nothing while it is set, so once [`VirtioDevice::pause`] has taken and
+//! released the lock no thread touches the queues or guest memory; the
+//! backend thread parks on a condition variable until resume or drop.
 
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::{Queue, QueueState, QueueT};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use super::VsockError;
 use super::muxer::{ConnectJob, Muxer, TOKEN_KICK, TOKEN_LISTENER};
 use super::queues::Queues;
-use crate::vmm::devices::virtio::{ActivateError, GuestMemory, Interrupt, VirtioDevice};
+use crate::vmm::devices::virtio::{
+    ActivateError, GuestMemory, Interrupt, VirtioDevice, VirtioDeviceState,
+};
 
 /// Virtio device ID of vsock.
 const DEVICE_TYPE_VSOCK: u32 = 19;
@@ -37,17 +44,22 @@ const IDLE_POLL_MS: i32 = 1000;
 
 /// State shared by the device and its backend thread.
 #[derive(Debug)]
-struct Inner {
-    muxer: Muxer,
+pub(super) struct Inner {
+    pub(super) muxer: Muxer,
     queues: Option<Queues>,
     /// Guest-initiated connects for the backend thread to run unlocked.
     jobs: Vec<ConnectJob>,
+    /// Paused for a snapshot: no queue or guest memory access.
+    paused: bool,
 }
 
 impl Inner {
     /// Processes everything that can be processed now. Returns whether the
     /// backend thread has connects to run.
     fn service(&mut self) -> bool {
+        if self.paused {
+            return false;
+        }
         if let Some(q) = self.queues.as_mut() {
             self.muxer.process_tx(q, &mut self.jobs);
             self.muxer.process_rx(q);
@@ -59,16 +71,26 @@ impl Inner {
 }
 
 #[derive(Debug)]
-struct Shared {
+pub(super) struct Shared {
     inner: Mutex<Inner>,
     epoll: Arc<Epoll>,
     kick: EventFd,
     stop: AtomicBool,
+    /// Signalled on resume and on stop, for a backend parked while paused.
+    resumed: Condvar,
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Parks the calling (backend) thread while the device is paused.
+    fn wait_while_paused(&self) {
+        let mut inner = self.lock();
+        while inner.paused && !self.stop.load(Ordering::SeqCst) {
+            inner = self.resumed.wait(inner).unwrap_or_else(|e| e.into_inner());
+        }
     }
 
     fn kick(&self) {
@@ -100,6 +122,14 @@ impl Shared {
         }
     }
 
+    fn send_transport_reset(&self) {
+        let mut inner = self.lock();
+        inner.muxer.drop_all_conns();
+        inner.muxer.pending_reset_event = true;
+        drop(inner);
+        self.service();
+    }
+
     /// Processes everything now; wakes the backend if it has work.
     fn service(&self) {
         if self.lock().service() {
@@ -114,7 +144,7 @@ impl Shared {
 pub struct Vsock {
     guest_cid: u64,
     uds_path: PathBuf,
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -171,10 +201,12 @@ impl Vsock {
                 muxer,
                 queues: None,
                 jobs: Vec::new(),
+                paused: false,
             }),
             epoll,
             kick,
             stop: AtomicBool::new(false),
+            resumed: Condvar::new(),
         });
         let backend = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -203,17 +235,35 @@ impl Vsock {
     /// event for the driver (delivered as soon as it has an event buffer).
     /// Used after restoring a snapshot.
     pub fn send_transport_reset(&self) {
-        let mut inner = self.shared.lock();
-        inner.muxer.drop_all_conns();
-        inner.muxer.pending_reset_event = true;
-        drop(inner);
-        self.shared.service();
+        self.shared.send_transport_reset();
+    }
+
+    /// A handle that can send the transport reset once the device is boxed
+    /// behind its transport (take it before handing the device over). It
+    /// keeps the device's shared state, not its backend thread, alive.
+    pub fn reset_handle(&self) -> VsockResetHandle {
+        VsockResetHandle(Arc::clone(&self.shared))
+    }
+}
+
+/// Sends VIRTIO_VSOCK_EVENT_TRANSPORT_RESET to a [`Vsock`] owned elsewhere.
+#[derive(Debug, Clone)]
+pub struct VsockResetHandle(Arc<Shared>);
+
+impl VsockResetHandle {
+    /// Same as [`Vsock::send_transport_reset`].
+    pub fn send_transport_reset(&self) {
+        self.0.send_transport_reset();
     }
 }
 
 impl Drop for Vsock {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
+        {
+            let _inner = self.shared.lock();
+            self.shared.resumed.notify_all();
+        }
         self.shared.kick();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -226,6 +276,7 @@ fn backend_loop(shared: &Shared) {
     let mut events = vec![EpollEvent::default(); 64];
     let mut timeout = POLL_MS;
     while !shared.stop.load(Ordering::SeqCst) {
+        shared.wait_while_paused();
         let n = match shared.epoll.wait(timeout, &mut events) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -336,5 +387,33 @@ impl VirtioDevice for Vsock {
         inner.queues = None;
         inner.muxer.drop_all_conns();
         inner.muxer.pending_reset_event = false;
+    }
+
+    /// Sets the pause flag under the lock: the backend thread may finish an
+    /// epoll round (accepting host clients, reading their CONNECT lines,
+    /// writing guest data already taken to host streams) but moves nothing
+    /// into or out of the queues, then parks until resume.
+    fn pause(&mut self) {
+        self.shared.lock().paused = true;
+    }
+
+    fn resume(&mut self) {
+        self.shared.lock().paused = false;
+        self.shared.resumed.notify_all();
+        self.shared.service();
+        self.shared.kick();
+    }
+
+    fn save(&self) -> VirtioDeviceState {
+        VirtioDeviceState::Vsock(self.save_state())
+    }
+
+    fn queue_states(&self) -> Vec<QueueState> {
+        let inner = self.shared.lock();
+        inner
+            .queues
+            .iter()
+            .flat_map(|q| [q.rx.state(), q.tx.state(), q.evq.state()])
+            .collect()
     }
 }

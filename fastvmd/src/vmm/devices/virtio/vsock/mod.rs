@@ -11,12 +11,14 @@
 //! `connection` one connection's state machine and flow control, `muxer`
 //! the set of connections plus the listener, `queues` the virtqueue side, and
 //! `device` the [`Vsock`] device, its [`VirtioDevice`](super::VirtioDevice)
-//! implementation and its backend thread.
+//! implementation and its backend thread, `persist` its snapshot state
+//! ([`VsockState`], [`Vsock::restore`]).
 
 mod connection;
 mod device;
 mod muxer;
 mod packet;
+mod persist;
 mod queues;
 #[cfg(test)]
 mod tests;
@@ -24,7 +26,8 @@ mod tests;
 use std::io;
 use std::path::PathBuf;
 
-pub use device::Vsock;
+pub use device::{Vsock, VsockResetHandle};
+pub use persist::VsockState;
 
 /// Why the vsock device could not be created.
 #[derive(Debug, thiserror::Error)]

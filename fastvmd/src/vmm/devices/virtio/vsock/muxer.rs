@@ -104,6 +104,18 @@ impl Muxer {
         }
     }
 
+    /// The host port the next host-initiated connection gets (saved in
+    /// snapshots so a restored device does not reuse recent ports).
+    pub fn next_local_port(&self) -> u32 {
+        self.next_local_port
+    }
+
+    /// Continues host port allocation at `port` (at least the first host
+    /// port).
+    pub fn set_next_local_port(&mut self, port: u32) {
+        self.next_local_port = port.max(FIRST_LOCAL_PORT);
+    }
+
     fn alloc_token(&mut self) -> u64 {
         let t = self.next_token;
         self.next_token = self.next_token.wrapping_add(1).max(FIRST_STREAM_TOKEN);

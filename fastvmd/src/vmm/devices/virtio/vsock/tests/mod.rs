@@ -22,6 +22,7 @@ use crate::vmm::devices::virtio::{GuestMemory, Interrupt, VirtioDevice};
 
 mod connect;
 mod flow;
+mod persist;
 
 const CID: u64 = 3;
 const QSIZE: u16 = 256;
