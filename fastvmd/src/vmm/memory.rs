@@ -7,14 +7,24 @@ use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, Gues
 
 use super::{VmmError, layout};
 
-/// Maps `size` bytes of guest RAM and registers it with the VM.
-pub fn create(vm: &VmFd, size: u64) -> Result<GuestMemoryMmap, VmmError> {
-    let ranges: Vec<(GuestAddress, usize)> = layout::ram_ranges(size)
+/// Guest RAM ranges for `size` bytes, as vm-memory wants them.
+pub fn ranges(size: u64) -> Vec<(GuestAddress, usize)> {
+    layout::ram_ranges(size)
         .into_iter()
         .map(|(start, len)| (GuestAddress(start), len as usize))
-        .collect();
-    let mem = GuestMemoryMmap::<()>::from_ranges(&ranges)
+        .collect()
+}
+
+/// Maps `size` bytes of anonymous guest RAM and registers it with the VM.
+pub fn create(vm: &VmFd, size: u64) -> Result<GuestMemoryMmap, VmmError> {
+    let mem = GuestMemoryMmap::<()>::from_ranges(&ranges(size))
         .map_err(|e| VmmError::Memory(format!("cannot map {} MiB: {e}", size >> 20)))?;
+    register(vm, &mem)?;
+    Ok(mem)
+}
+
+/// Registers every region of `mem` with the VM, one slot each.
+pub fn register(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), VmmError> {
     for (slot, region) in mem.iter().enumerate() {
         let host = mem
             .get_host_address(region.start_addr())
@@ -31,5 +41,5 @@ pub fn create(vm: &VmFd, size: u64) -> Result<GuestMemoryMmap, VmmError> {
         unsafe { vm.set_user_memory_region(region) }
             .map_err(|e| VmmError::Kvm(format!("register guest memory: {e}")))?;
     }
-    Ok(mem)
+    Ok(())
 }

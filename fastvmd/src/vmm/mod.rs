@@ -17,6 +17,7 @@ pub mod lockdir;
 pub mod machine;
 pub mod memory;
 pub mod signals;
+pub mod snapshot;
 pub mod vcpu;
 
 /// Why a monitor could not start or keep running.
@@ -49,6 +50,15 @@ pub enum VmmError {
         path: String,
         source: std::io::Error,
     },
+    /// A snapshot cannot be read, or is refused.
+    #[error(transparent)]
+    Snapshot(#[from] snapshot::SnapshotError),
+    /// Saved device state does not fit the device.
+    #[error("device state: {0}")]
+    Persist(#[from] devices::PersistError),
+    /// KVM refused saved vCPU or VM state.
+    #[error(transparent)]
+    KvmState(#[from] kvm_state::KvmStateError),
     /// Another OS error (threads, eventfds, signals).
     #[error("{0}")]
     Io(#[from] std::io::Error),

@@ -2,7 +2,7 @@
 //! guest memory, devices, boot data and vCPUs at the kernel entry.
 
 use std::sync::atomic::AtomicBool;
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -26,7 +26,7 @@ use crate::vmm::devices::virtio::{Interrupt, MMIO_WINDOW, VirtioDevice};
 use crate::vmm::exit::ExitEvent;
 use crate::vmm::lockdir::DirLock;
 use crate::vmm::vcpu::VcpuControl;
-use crate::vmm::{VmmError, layout, memory, signals};
+use crate::vmm::{VmmError, kvm_state, layout, memory, signals};
 
 pub(super) fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmmError {
     move |e| VmmError::Kvm(format!("{what}: {e}"))
@@ -59,33 +59,46 @@ pub(super) fn create_vm(
     Ok((vm, mem))
 }
 
+/// The port-I/O devices: serial console, i8042 and power port.
+pub struct LegacyDevices {
+    pub io_bus: Bus,
+    pub serial: ConsoleSerial,
+    pub hub: Arc<ConsoleHub>,
+    pub i8042: Arc<Mutex<I8042>>,
+    pub power: Arc<Mutex<PowerPort>>,
+}
+
 /// The serial console and the machine-control ports on a new port-I/O bus.
 pub(super) fn legacy_devices(
     vm: &VmFd,
-    events: &Sender<ExitEvent>,
     make_serial: impl FnOnce(EventFd, ConsoleOut) -> Result<SerialDevice<ConsoleOut>, VmmError>,
-) -> Result<(Bus, ConsoleSerial, Arc<ConsoleHub>), VmmError> {
+    i8042: I8042,
+    power: PowerPort,
+) -> Result<LegacyDevices, VmmError> {
     let hub = ConsoleHub::new();
     let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(VmmError::Io)?;
     vm.register_irqfd(&serial_irq, layout::SERIAL_IRQ)
         .map_err(kvm_err("register serial irqfd"))?;
-    let serial = Arc::new(Mutex::new(make_serial(
-        serial_irq,
-        ConsoleOut(hub.clone()),
-    )?));
+    let serial = Arc::new(Mutex::new(make_serial(serial_irq, ConsoleOut(hub.clone()))?));
+    let i8042 = Arc::new(Mutex::new(i8042));
+    let power = Arc::new(Mutex::new(power));
     let mut io_bus = Bus::new();
     io_bus
         .insert(u64::from(layout::SERIAL_PORT), 8, serial.clone())
         .map_err(device_err)?;
-    let i8042: SharedDevice = Arc::new(Mutex::new(I8042::new(events.clone())));
     io_bus
-        .insert(u64::from(layout::I8042_PORT), 5, i8042)
+        .insert(u64::from(layout::I8042_PORT), 5, i8042.clone())
         .map_err(device_err)?;
-    let power: SharedDevice = Arc::new(Mutex::new(PowerPort::new(events.clone())));
     io_bus
-        .insert(u64::from(layout::POWER_PORT), 2, power)
+        .insert(u64::from(layout::POWER_PORT), 2, power.clone())
         .map_err(device_err)?;
-    Ok((io_bus, serial, hub))
+    Ok(LegacyDevices {
+        io_bus,
+        serial,
+        hub,
+        i8042,
+        power,
+    })
 }
 
 /// Registers the irqfd of virtio slot `index` and returns its interrupt.
@@ -138,8 +151,12 @@ pub fn build(cfg: &VmConfig) -> Result<(Machine, Receiver<ExitEvent>), VmmError>
     tracing::debug!("kvm vm ready at {:?}", started.elapsed());
 
     let (events_tx, events_rx) = channel::<ExitEvent>();
-    let (io_bus, serial, hub) =
-        legacy_devices(&vm, &events_tx, |irq, out| Ok(SerialDevice::new(irq, out)))?;
+    let legacy = legacy_devices(
+        &vm,
+        |irq, out| Ok(SerialDevice::new(irq, out)),
+        I8042::new(events_tx.clone()),
+        PowerPort::new(events_tx.clone()),
+    )?;
     let mut cmdline = Cmdline::new(layout::CMDLINE_MAX_SIZE).map_err(cmdline_err)?;
     cmdline.insert_str(&cfg.cmdline).map_err(cmdline_err)?;
     let mut virtio = Vec::new();
@@ -209,11 +226,16 @@ pub fn build(cfg: &VmConfig) -> Result<(Machine, Receiver<ExitEvent>), VmmError>
         mem,
         vcpus: VcpuControl::new(vcpu_fds.len()),
         vcpu_fds,
-        io_bus: Arc::new(io_bus),
+        io_bus: Arc::new(legacy.io_bus),
         mmio_bus: Arc::new(mmio_bus),
-        serial,
-        hub,
+        serial: legacy.serial,
+        hub: legacy.hub,
+        i8042: legacy.i8042,
+        power: legacy.power,
         virtio,
+        disk_path: cfg.disk.clone(),
+        kernel: cfg.kernel.display().to_string(),
+        msr_indices: kvm_state::vcpu::msr_index_list(&kvm)?,
         vcpu_count: cfg.vcpus,
         memory_mib: cfg.memory_mib,
         cmdline: cmdline_text.to_string_lossy().into_owned(),

@@ -1,10 +1,13 @@
 //! One microVM: the parts a running VM is made of ([`Machine`]), built from
-//! a configuration ([`boot`]), then run until something ends it.
+//! a configuration ([`boot`]) or a snapshot ([`restore`]), then run until
+//! something ends it; [`snapshot`] writes one of a running machine.
 
 pub mod boot;
+pub mod restore;
+pub mod snapshot;
 
 use std::os::unix::net::UnixListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -16,6 +19,7 @@ use vm_memory::GuestMemoryMmap;
 use super::bus::{Bus, lock};
 use super::console::{self, ConsoleHub, ConsoleSerial};
 use super::control::{self, ControlTarget, RunState, SnapshotInfo, Status};
+use super::devices::system::{I8042, PowerPort};
 use super::devices::virtio::mmio::MmioTransport;
 use super::exit::ExitEvent;
 use super::lockdir::DirLock;
@@ -45,7 +49,15 @@ pub struct Machine {
     pub mmio_bus: Arc<Bus>,
     pub serial: ConsoleSerial,
     pub hub: Arc<ConsoleHub>,
+    pub i8042: Arc<Mutex<I8042>>,
+    pub power: Arc<Mutex<PowerPort>>,
     pub virtio: Vec<VirtioSlot>,
+    /// The disk file served by virtio-blk, if any.
+    pub disk_path: Option<PathBuf>,
+    /// The kernel booted (for the snapshot manifest; informative).
+    pub kernel: String,
+    /// MSRs saved in snapshots.
+    pub msr_indices: Vec<u32>,
     pub vcpu_count: u8,
     pub memory_mib: u64,
     pub cmdline: String,
@@ -87,8 +99,8 @@ impl ControlTarget for Machine {
         let _ = lock(&self.events).send(ExitEvent::Stop("control request"));
     }
 
-    fn snapshot(&self, _dir: &Path, _resume: bool) -> Result<SnapshotInfo, String> {
-        Err("snapshots are not supported by this monitor yet".into())
+    fn snapshot(&self, dir: &Path, resume: bool) -> Result<SnapshotInfo, String> {
+        self.take_snapshot(dir, resume)
     }
 }
 
@@ -110,11 +122,8 @@ pub fn boot_and_run(cfg: &super::config::VmConfig) -> Result<ExitEvent, VmmError
 
 /// Starts the VM from a snapshot and runs it until something ends it.
 pub fn restore_and_run(cfg: &super::config::RestoreConfig) -> Result<ExitEvent, VmmError> {
-    cfg.validate()?;
-    Err(VmmError::Device(format!(
-        "cannot restore {}: snapshots are not supported by this monitor yet",
-        cfg.snapshot.display()
-    )))
+    let (machine, events) = restore::build(cfg)?;
+    run(machine, &cfg.dir, events)
 }
 
 /// Serves the sockets, starts the vCPUs and waits for what ends the VM.
