@@ -16,6 +16,7 @@ pub mod lockdir;
 pub mod machine;
 pub mod memory;
 pub mod signals;
+pub mod snapshot;
 pub mod vcpu;
 
 /// Why a monitor could not start or keep running.
