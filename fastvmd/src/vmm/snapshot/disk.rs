@@ -49,7 +49,7 @@ pub fn clone_disk(src: &Path, dst: &Path) -> io::Result<CloneKind> {
         ) => {}
         _ => return Err(err),
     }
-    let bytes_copied = copy_sparse_files(&input, &output)?;
+    let bytes_copied = copy_sparse_files(&input, &output, true)?;
     Ok(CloneKind::Sparse { bytes_copied })
 }
 
@@ -60,14 +60,14 @@ pub fn clone_disk(src: &Path, dst: &Path) -> io::Result<CloneKind> {
 pub fn sparse_copy(src: &Path, dst: &Path) -> io::Result<u64> {
     let input = File::open(src)?;
     let output = OpenOptions::new().write(true).create_new(true).open(dst)?;
-    copy_sparse_files(&input, &output)
+    copy_sparse_files(&input, &output, true)
 }
 
-fn copy_sparse_files(input: &File, output: &File) -> io::Result<u64> {
+/// The sparse copy; `use_cfr` false forces the pread/pwrite fallback.
+fn copy_sparse_files(input: &File, output: &File, mut use_cfr: bool) -> io::Result<u64> {
     let len = input.metadata()?.len();
     output.set_len(len)?;
     let mut copied = 0;
-    let mut use_cfr = true;
     for (start, end) in data_ranges(input, 0, len)? {
         let mut off = start;
         while off < end {
@@ -194,4 +194,127 @@ pub fn grow_disk(path: &Path, gib: u64) -> Result<(), SnapshotError> {
             .map_err(|e| SnapshotError::io("grow", path, e))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::MetadataExt;
+
+    const MIB: u64 = 1 << 20;
+
+    /// A 64 MiB file with 4 KiB at 0, 1 MiB at 10 MiB and 4 KiB at the end.
+    fn sparse_source(dir: &Path) -> (std::path::PathBuf, Vec<(u64, Vec<u8>)>) {
+        let path = dir.join("src");
+        let f = File::create(&path).unwrap();
+        f.set_len(64 * MIB).unwrap();
+        let pieces = vec![
+            (0, vec![0xa5u8; 4096]),
+            (10 * MIB, (0..MIB).map(|i| (i % 251) as u8 + 1).collect()),
+            (64 * MIB - 4096, vec![0x5au8; 4096]),
+        ];
+        for (off, data) in &pieces {
+            f.write_all_at(data, *off).unwrap();
+        }
+        f.sync_all().unwrap();
+        (path, pieces)
+    }
+
+    fn check_copy(src: &Path, dst: &Path) {
+        assert_eq!(fs::read(src).unwrap(), fs::read(dst).unwrap());
+        let (s, d) = (fs::metadata(src).unwrap(), fs::metadata(dst).unwrap());
+        assert_eq!(d.len(), 64 * MIB);
+        // Holes kept: about as many blocks as the source (1 MiB + 8 KiB).
+        assert!(
+            d.blocks() * 512 <= s.blocks() * 512 + 256 * 1024,
+            "{} blocks",
+            d.blocks()
+        );
+        assert!(d.blocks() * 512 < 4 * MIB, "{} blocks", d.blocks());
+    }
+
+    #[test]
+    fn data_ranges_finds_the_pieces() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, pieces) = sparse_source(tmp.path());
+        let f = File::open(&src).unwrap();
+        let ranges = data_ranges(&f, 0, 64 * MIB).unwrap();
+        let data: u64 = ranges.iter().map(|(s, e)| e - s).sum();
+        assert!(data >= MIB + 8192 && data < 4 * MIB, "{ranges:?}");
+        for (off, d) in &pieces {
+            let end = off + d.len() as u64;
+            assert!(
+                ranges.iter().any(|&(s, e)| s <= *off && end <= e),
+                "{ranges:?}"
+            );
+        }
+        // Relative to a window start, clipped to it.
+        let w = data_ranges(&f, 10 * MIB, MIB / 2).unwrap();
+        assert_eq!(w, vec![(0, MIB / 2)]);
+    }
+
+    #[test]
+    fn sparse_copy_keeps_holes_and_contents() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, _) = sparse_source(tmp.path());
+        let dst = tmp.path().join("dst");
+        let copied = sparse_copy(&src, &dst).unwrap();
+        assert!(copied >= MIB + 8192 && copied < 4 * MIB, "{copied}");
+        check_copy(&src, &dst);
+        // Never overwrites.
+        assert!(sparse_copy(&src, &dst).is_err());
+        assert!(clone_disk(&src, &dst).is_err());
+    }
+
+    #[test]
+    fn read_write_fallback_keeps_holes_and_contents() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, _) = sparse_source(tmp.path());
+        let dst = tmp.path().join("dst");
+        let input = File::open(&src).unwrap();
+        let output = File::create(&dst).unwrap();
+        copy_sparse_files(&input, &output, false).unwrap();
+        check_copy(&src, &dst);
+    }
+
+    #[test]
+    fn clone_disk_either_way() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, _) = sparse_source(tmp.path());
+        let dst = tmp.path().join("dst");
+        let kind = clone_disk(&src, &dst).unwrap();
+        println!("clone_disk on this file system: {kind:?}");
+        check_copy(&src, &dst);
+    }
+
+    #[test]
+    fn grow_and_refuse_to_shrink() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("disk");
+        let f = File::create(&path).unwrap();
+        f.set_len(MIB).unwrap();
+        f.write_all_at(b"data", 0).unwrap();
+        grow_disk(&path, 2).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().len(), 2 << 30);
+        grow_disk(&path, 2).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().len(), 2 << 30);
+        let err = grow_disk(&path, 1).unwrap_err();
+        assert!(
+            matches!(err, SnapshotError::DiskShrink { size, requested, .. }
+                if size == 2 << 30 && requested == 1 << 30),
+            "{err}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("2147483648") && msg.contains("1073741824"),
+            "{msg}"
+        );
+        assert_eq!(fs::metadata(&path).unwrap().len(), 2 << 30);
+        assert_eq!(&fs::read(&path).unwrap()[..4], b"data");
+        assert!(matches!(
+            grow_disk(&tmp.path().join("none"), 1),
+            Err(SnapshotError::Io { .. })
+        ));
+    }
 }

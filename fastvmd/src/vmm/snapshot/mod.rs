@@ -22,6 +22,11 @@ pub mod manifest;
 pub mod memory;
 pub mod vmstate;
 
+#[cfg(test)]
+mod tests_dir;
+#[cfg(test)]
+mod tests_memory;
+
 use std::io;
 use std::path::PathBuf;
 
