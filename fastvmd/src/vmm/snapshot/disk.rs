@@ -3,7 +3,7 @@
 //! (`SEEK_DATA`/`SEEK_HOLE` + `copy_file_range`, falling back to
 //! read/write). [`grow_disk`] enlarges a clone's disk, never shrinks it.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
@@ -28,9 +28,16 @@ const FICLONE: libc::c_ulong = 0x4004_9409;
 
 /// Copies the disk image `src` to the new file `dst` (refuses to
 /// overwrite): a reflink if the file system can, else [`sparse_copy`].
+/// On failure `dst` is removed.
 pub fn clone_disk(src: &Path, dst: &Path) -> io::Result<CloneKind> {
     let input = File::open(src)?;
     let output = OpenOptions::new().write(true).create_new(true).open(dst)?;
+    clone_files(&input, &output).inspect_err(|_| {
+        let _ = fs::remove_file(dst);
+    })
+}
+
+fn clone_files(input: &File, output: &File) -> io::Result<CloneKind> {
     // SAFETY: FICLONE takes the source descriptor as its argument; both
     // descriptors are open for the duration of the call.
     let rc = unsafe { libc::ioctl(output.as_raw_fd(), FICLONE as _, input.as_raw_fd()) };
@@ -49,18 +56,20 @@ pub fn clone_disk(src: &Path, dst: &Path) -> io::Result<CloneKind> {
         ) => {}
         _ => return Err(err),
     }
-    let bytes_copied = copy_sparse_files(&input, &output, true)?;
+    let bytes_copied = copy_sparse_files(input, output, true)?;
     Ok(CloneKind::Sparse { bytes_copied })
 }
 
 /// Copies `src` to the new file `dst` (refuses to overwrite) without
 /// reflinking, keeping holes; returns the data bytes copied. Used by
 /// [`clone_disk`] as its fallback, and callable directly (tests force this
-/// path with it).
+/// path with it). On failure `dst` is removed.
 pub fn sparse_copy(src: &Path, dst: &Path) -> io::Result<u64> {
     let input = File::open(src)?;
     let output = OpenOptions::new().write(true).create_new(true).open(dst)?;
-    copy_sparse_files(&input, &output, true)
+    copy_sparse_files(&input, &output, true).inspect_err(|_| {
+        let _ = fs::remove_file(dst);
+    })
 }
 
 /// The sparse copy; `use_cfr` false forces the pread/pwrite fallback.
@@ -199,7 +208,6 @@ pub fn grow_disk(path: &Path, gib: u64) -> Result<(), SnapshotError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::fs;
     use std::os::unix::fs::MetadataExt;
 
     const MIB: u64 = 1 << 20;
@@ -262,9 +270,14 @@ mod tests {
         let copied = sparse_copy(&src, &dst).unwrap();
         assert!((MIB + 8192..4 * MIB).contains(&copied), "{copied}");
         check_copy(&src, &dst);
-        // Never overwrites.
+        // Never overwrites (and a refused copy leaves the target alone).
         assert!(sparse_copy(&src, &dst).is_err());
         assert!(clone_disk(&src, &dst).is_err());
+        check_copy(&src, &dst);
+        // A missing source creates nothing.
+        let none = tmp.path().join("none");
+        assert!(clone_disk(&none, &tmp.path().join("dst2")).is_err());
+        assert!(!tmp.path().join("dst2").exists());
     }
 
     #[test]
