@@ -19,7 +19,13 @@ fn copy_dir(from: &Path, to: &Path) {
 
 fn refuse(snap: &Path, extra: &[&str], needle: &str) {
     let dir = snap.with_extension("clone");
-    let mut args = vec!["vmm", "--restore", snap.to_str().unwrap(), "--dir", dir.to_str().unwrap()];
+    let mut args = vec![
+        "vmm",
+        "--restore",
+        snap.to_str().unwrap(),
+        "--dir",
+        dir.to_str().unwrap(),
+    ];
     args.extend_from_slice(extra);
     let (status, stderr, took) = run_fastvmd(&args);
     assert_eq!(status.code(), Some(1), "{needle}: {stderr}");
@@ -78,7 +84,10 @@ fn untrustworthy_snapshots_are_refused() {
     refuse(&s, &[], "vmstate");
 
     let s = case("short-memory");
-    let memory = fs::OpenOptions::new().write(true).open(s.join("memory")).unwrap();
+    let memory = fs::OpenOptions::new()
+        .write(true)
+        .open(s.join("memory"))
+        .unwrap();
     memory.set_len(1 << 20).unwrap();
     refuse(&s, &[], "memory");
 
@@ -88,7 +97,11 @@ fn untrustworthy_snapshots_are_refused() {
 
     refuse(&good, &["--disk-gib", "0"], "--disk-gib must be at least 1");
     let (status, stderr, _) = run_fastvmd(&[
-        "vmm", "--restore", "/nonexistent/snap", "--dir", tmp.path().join("x").to_str().unwrap(),
+        "vmm",
+        "--restore",
+        "/nonexistent/snap",
+        "--dir",
+        tmp.path().join("x").to_str().unwrap(),
     ]);
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("/nonexistent/snap"), "{stderr}");

@@ -16,10 +16,17 @@ use fastvmd::vmm::control::{Request, RunState};
 fn prepared_snapshot(snap: &Path) -> TestVm {
     let vm = TestVm::start(VmOpts::default());
     assert_eq!(vm.exec(&["mem-set", "answer", "42"]).exit_code, 0);
-    assert_eq!(vm.exec(&["disk-write", "4096", "from-the-original"]).exit_code, 0);
+    assert_eq!(
+        vm.exec(&["disk-write", "4096", "from-the-original"])
+            .exit_code,
+        0
+    );
     let info = vm.snapshot(snap, true).expect("snapshot");
     assert!(snap.join("manifest.json").exists());
-    assert!(info.memory_bytes > 0 && info.memory_bytes < 128 << 20, "{info:?}");
+    assert!(
+        info.memory_bytes > 0 && info.memory_bytes < 128 << 20,
+        "{info:?}"
+    );
     vm
 }
 
@@ -31,8 +38,15 @@ fn check_clone(clone: &TestVm, tag: &str) {
     assert_eq!(clone.exec(&["echo", tag]).stdout, format!("{tag}\n"));
     let mut console = clone.console();
     type_into(&mut console, &format!("console-{tag}"));
-    let seen = TestVm::read_until(&mut console, &format!("console-{tag}"), Duration::from_secs(10));
-    assert!(seen.contains(&format!("console-{tag}")), "{tag}: console {seen:?}");
+    let seen = TestVm::read_until(
+        &mut console,
+        &format!("console-{tag}"),
+        Duration::from_secs(10),
+    );
+    assert!(
+        seen.contains(&format!("console-{tag}")),
+        "{tag}: console {seen:?}"
+    );
 }
 
 #[test]
@@ -43,7 +57,10 @@ fn ten_clones_restore_concurrently_and_diverge() {
     let tmp = tempfile::tempdir().unwrap();
     let snap = tmp.path().join("snap");
     let original = prepared_snapshot(&snap);
-    assert_eq!(original.control(Request::Status).unwrap().state, RunState::Running);
+    assert_eq!(
+        original.control(Request::Status).unwrap().state,
+        RunState::Running
+    );
 
     let clones: Vec<TestVm> = thread::scope(|s| {
         let handles: Vec<_> = (0..10)
@@ -56,11 +73,22 @@ fn ten_clones_restore_concurrently_and_diverge() {
     }
     // Each clone's changes stay its own.
     assert_eq!(clones[0].exec(&["mem-set", "answer", "zero"]).exit_code, 0);
-    assert_eq!(clones[0].exec(&["disk-write", "4096", "changed-in-clone0"]).exit_code, 0);
+    assert_eq!(
+        clones[0]
+            .exec(&["disk-write", "4096", "changed-in-clone0"])
+            .exit_code,
+        0
+    );
     assert_eq!(clones[1].exec(&["mem-get", "answer"]).stdout.trim(), "42");
-    assert_eq!(clones[1].exec(&["disk-read", "4096", "17"]).stdout, "from-the-original");
+    assert_eq!(
+        clones[1].exec(&["disk-read", "4096", "17"]).stdout,
+        "from-the-original"
+    );
     assert_eq!(original.exec(&["mem-get", "answer"]).stdout.trim(), "42");
-    assert_eq!(original.exec(&["mem-set", "answer", "original"]).exit_code, 0);
+    assert_eq!(
+        original.exec(&["mem-set", "answer", "original"]).exit_code,
+        0
+    );
     assert_eq!(clones[2].exec(&["mem-get", "answer"]).stdout.trim(), "42");
     assert_eq!(clones[0].exec(&["mem-get", "answer"]).stdout.trim(), "zero");
     // The snapshot's own disk is untouched by anyone.
@@ -92,7 +120,10 @@ fn clone_outlives_its_original_and_its_snapshot() {
     // Memory pages not touched yet still come from the deleted file.
     assert_eq!(clone.exec(&["yes", "65536"]).stdout.len(), 65536);
     assert_eq!(clone.exec(&["mem-get", "answer"]).stdout.trim(), "42");
-    assert_eq!(clone.exec(&["disk-read", "4096", "17"]).stdout, "from-the-original");
+    assert_eq!(
+        clone.exec(&["disk-read", "4096", "17"]).stdout,
+        "from-the-original"
+    );
 }
 
 #[test]
@@ -106,7 +137,8 @@ fn snapshot_while_exec_runs_is_consistent() {
     thread::scope(|s| {
         let running = s.spawn(|| vm.exec(&["sleep", "300"]));
         thread::sleep(Duration::from_millis(50));
-        vm.snapshot(&tmp.path().join("snap"), true).expect("snapshot during exec");
+        vm.snapshot(&tmp.path().join("snap"), true)
+            .expect("snapshot during exec");
         let r = running.join().unwrap();
         assert_eq!(r.exit_code, 0, "the exec in flight finishes: {r:?}");
     });

@@ -79,7 +79,10 @@ pub(super) fn legacy_devices(
     let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(VmmError::Io)?;
     vm.register_irqfd(&serial_irq, layout::SERIAL_IRQ)
         .map_err(kvm_err("register serial irqfd"))?;
-    let serial = Arc::new(Mutex::new(make_serial(serial_irq, ConsoleOut(hub.clone()))?));
+    let serial = Arc::new(Mutex::new(make_serial(
+        serial_irq,
+        ConsoleOut(hub.clone()),
+    )?));
     let i8042 = Arc::new(Mutex::new(i8042));
     let power = Arc::new(Mutex::new(power));
     let mut io_bus = Bus::new();
@@ -221,6 +224,7 @@ pub fn build(cfg: &VmConfig) -> Result<(Machine, Receiver<ExitEvent>), VmmError>
     tracing::debug!("vCPUs ready at {:?}", started.elapsed());
 
     let machine = Machine {
+        msr_indices: kvm_state::vcpu::msr_index_list(&kvm)?,
         kvm,
         vm,
         mem,
@@ -235,7 +239,6 @@ pub fn build(cfg: &VmConfig) -> Result<(Machine, Receiver<ExitEvent>), VmmError>
         virtio,
         disk_path: cfg.disk.clone(),
         kernel: cfg.kernel.display().to_string(),
-        msr_indices: kvm_state::vcpu::msr_index_list(&kvm)?,
         vcpu_count: cfg.vcpus,
         memory_mib: cfg.memory_mib,
         cmdline: cmdline_text.to_string_lossy().into_owned(),

@@ -111,8 +111,8 @@ pub fn build(cfg: &RestoreConfig) -> Result<(Machine, Receiver<ExitEvent>), VmmE
             }
             VirtioDeviceState::Vsock(vsock) => {
                 let cid = cfg.vsock_cid.unwrap_or(vsock.guest_cid);
-                let device = Vsock::restore(cid, cfg.dir.join(VSOCK_SOCKET), vsock)
-                    .map_err(device_err)?;
+                let device =
+                    Vsock::restore(cid, cfg.dir.join(VSOCK_SOCKET), vsock).map_err(device_err)?;
                 resets.push(device.reset_handle());
                 Box::new(device)
             }

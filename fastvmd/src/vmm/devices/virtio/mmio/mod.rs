@@ -302,6 +302,12 @@ impl MmioTransport {
         let queue_phase = self.has(VIRTIO_CONFIG_S_FEATURES_OK)
             && !self.has(VIRTIO_CONFIG_S_DRIVER_OK)
             && !self.has(VIRTIO_CONFIG_S_FAILED);
+        // A driver stops using a queue by writing 0 to QueueReady at any
+        // time (and reading it back), then may clear its settings
+        // (virtio 1.1, 4.2.2.2); virtio-drivers does this when it drops a device.
+        let selected_stopped = self.selected_queue().is_some_and(|q| !q.ready);
+        let queue_writable =
+            queue_phase || (self.has(VIRTIO_CONFIG_S_DRIVER_OK) && selected_stopped);
         match offset {
             VIRTIO_MMIO_DEVICE_FEATURES_SEL => self.device_features_sel = v,
             VIRTIO_MMIO_DRIVER_FEATURES_SEL => self.driver_features_sel = v,
@@ -312,12 +318,12 @@ impl MmioTransport {
                 _ => return false,
             },
             VIRTIO_MMIO_QUEUE_SEL => self.queue_sel = v,
-            VIRTIO_MMIO_QUEUE_NUM if queue_phase => {
+            VIRTIO_MMIO_QUEUE_NUM if queue_writable => {
                 if let Some(q) = self.selected_queue() {
                     q.size = u16::try_from(v).unwrap_or(0);
                 }
             }
-            VIRTIO_MMIO_QUEUE_READY if queue_phase => {
+            VIRTIO_MMIO_QUEUE_READY if queue_phase || v == 0 => {
                 if let Some(q) = self.selected_queue() {
                     q.ready = v == 1;
                 }
@@ -328,7 +334,7 @@ impl MmioTransport {
             | VIRTIO_MMIO_QUEUE_AVAIL_HIGH
             | VIRTIO_MMIO_QUEUE_USED_LOW
             | VIRTIO_MMIO_QUEUE_USED_HIGH
-                if queue_phase =>
+                if queue_writable =>
             {
                 let hi = offset & 4 != 0;
                 if let Some(q) = self.selected_queue() {

@@ -239,3 +239,31 @@ fn unready_or_invalid_queue_fails_activation() {
     assert_eq!(rd(&mut t, VIRTIO_MMIO_STATUS) & 0x40, 0x40);
     assert!(seen.lock().unwrap().activated.is_none());
 }
+
+#[test]
+fn driver_can_stop_a_queue_after_driver_ok() {
+    let (mut t, _seen) = transport(false);
+    negotiate(&mut t);
+    wr(&mut t, VIRTIO_MMIO_STATUS, 0b1111);
+    assert!(t.is_activated());
+    wr(&mut t, VIRTIO_MMIO_QUEUE_SEL, 0);
+    // While ready, its settings are locked.
+    wr(&mut t, VIRTIO_MMIO_QUEUE_NUM, 4);
+    assert_eq!(t.save().queues[0].size, 8);
+    wr(&mut t, VIRTIO_MMIO_QUEUE_READY, 0);
+    assert_eq!(
+        rd(&mut t, VIRTIO_MMIO_QUEUE_READY),
+        0,
+        "read back as stopped"
+    );
+    wr(&mut t, VIRTIO_MMIO_QUEUE_NUM, 0);
+    wr(&mut t, VIRTIO_MMIO_QUEUE_DESC_LOW, 0);
+    assert_eq!(t.save().queues[0].size, 0);
+    assert_eq!(t.save().queues[0].desc, 0);
+    // Making it ready again takes a reset and a new handshake.
+    wr(&mut t, VIRTIO_MMIO_QUEUE_READY, 1);
+    assert_eq!(rd(&mut t, VIRTIO_MMIO_QUEUE_READY), 0);
+    // The other queue is untouched.
+    wr(&mut t, VIRTIO_MMIO_QUEUE_SEL, 1);
+    assert_eq!(rd(&mut t, VIRTIO_MMIO_QUEUE_READY), 1);
+}
