@@ -23,7 +23,10 @@ pub trait Disk {
     fn write_sectors(&mut self, first: u64, buf: &[u8]) -> Result<(), String>;
 }
 
-/// Values kept in guest memory by `mem-set` and read by `mem-get`.
+/// Largest `mem-fill`, in MiB (the heap ends at 1 GiB).
+const MAX_FILL_MIB: usize = 512;
+
+/// Values kept in guest memory by `mem-set` (and `mem-fill`) and read by `mem-get`.
 pub type Memory = BTreeMap<String, String>;
 
 /// What a command produced so far.
@@ -110,6 +113,19 @@ pub fn run(req: &ExecRequest, memory: &mut Memory, disk: Option<&mut dyn Disk>) 
                 Action::Done(out)
             }
             None => Action::Done(out.fail(2, "test-guest: usage: mem-set KEY VALUE\n")),
+        },
+        "mem-fill" => match args {
+            [key, mib] => match mib.parse::<usize>() {
+                Ok(mib) if mib <= MAX_FILL_MIB => {
+                    memory.insert(key.clone(), "x".repeat(mib << 20));
+                    Action::Done(print(out, &format!("filled {mib} MiB")))
+                }
+                _ => Action::Done(out.fail(
+                    2,
+                    &format!("test-guest: mem-fill: MIB must be 0..={MAX_FILL_MIB}\n"),
+                )),
+            },
+            _ => Action::Done(out.fail(2, "test-guest: usage: mem-fill KEY MIB\n")),
         },
         "mem-get" => match args.first().map(|k| memory.get(k)) {
             Some(Some(value)) => Action::Done(print(out, value)),

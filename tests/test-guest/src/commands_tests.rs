@@ -113,6 +113,24 @@ fn memory_map() {
 }
 
 #[test]
+fn mem_fill_keeps_non_zero_bytes() {
+    let mut mem = Memory::new();
+    let r = exec(&["mem-fill", "big", "2"], &mut mem, None);
+    assert_eq!((r.exit_code, r.stdout.as_str()), (0, "filled 2 MiB\n"));
+    assert_eq!(mem["big"].len(), 2 << 20);
+    assert!(mem["big"].bytes().all(|b| b == b'x'));
+    assert_eq!(
+        exec(&["mem-fill", "big", "lots"], &mut mem, None).exit_code,
+        2
+    );
+    assert_eq!(
+        exec(&["mem-fill", "big", "100000"], &mut mem, None).exit_code,
+        2
+    );
+    assert_eq!(exec(&["mem-fill", "big"], &mut mem, None).exit_code, 2);
+}
+
+#[test]
 fn disk_round_trip_across_sectors() {
     let mut disk = RamDisk(vec![b'.'; 4 * SECTOR]);
     let mut mem = Memory::new();

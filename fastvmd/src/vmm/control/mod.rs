@@ -40,10 +40,10 @@ fn resume_default() -> bool {
 #[serde(rename_all = "camelCase")]
 pub struct SnapshotInfo {
     pub dir: PathBuf,
-    /// Wall time from pause to the directory in place.
-    pub duration_ms: u64,
-    /// Time the vCPUs were paused for.
-    pub paused_ms: u64,
+    /// Wall time from pause to the directory in place, in microseconds.
+    pub duration_us: u64,
+    /// Time the vCPUs were paused for, in microseconds.
+    pub paused_us: u64,
     /// Guest memory bytes written (zero pages are holes).
     pub memory_bytes: u64,
     /// Disk bytes allocated in the snapshot.

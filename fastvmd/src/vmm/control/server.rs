@@ -138,8 +138,8 @@ mod tests {
             }
             Ok(SnapshotInfo {
                 dir: dir.to_path_buf(),
-                duration_ms: 1,
-                paused_ms: 1,
+                duration_us: 1,
+                paused_us: 1,
                 memory_bytes: 4096,
                 disk_bytes: 0,
                 disk_copy: "reflink".into(),

@@ -71,11 +71,17 @@ impl Machine {
 
     /// The part that needs the VM still: state, memory, disk.
     fn write_paused(&self, dir: &Path) -> Result<Written, String> {
+        let start = Instant::now();
         let writer = SnapshotWriter::begin(dir).map_err(|e| e.to_string())?;
         let state = self.save_state()?;
         let payload = encode_state(&state).map_err(|e| e.to_string())?;
         write_vmstate(&writer.vmstate_path(), &payload).map_err(|e| e.to_string())?;
+        tracing::debug!("snapshot: state saved at {:?}", start.elapsed());
         let memory = write_memory(&self.mem, &writer.memory_path()).map_err(|e| e.to_string())?;
+        tracing::debug!(
+            "snapshot: memory written at {:?} ({memory:?})",
+            start.elapsed()
+        );
         let disk_copy = match &self.disk_path {
             Some(disk) => Some(
                 clone_disk(disk, &writer.disk_path())
@@ -106,6 +112,7 @@ impl Machine {
         if was_running {
             self.vcpus.pause()?;
         }
+        tracing::debug!("snapshot: vCPUs paused at {:?}", start.elapsed());
         for slot in &self.virtio {
             lock(&slot.transport).pause_device();
         }
@@ -138,8 +145,8 @@ impl Machine {
         );
         Ok(SnapshotInfo {
             dir: final_dir,
-            duration_ms: start.elapsed().as_millis() as u64,
-            paused_ms: paused.as_millis() as u64,
+            duration_us: start.elapsed().as_micros() as u64,
+            paused_us: paused.as_micros() as u64,
             memory_bytes: written.memory_bytes,
             disk_bytes,
             disk_copy: disk_copy.into(),

@@ -1,0 +1,169 @@
+//! `fastvmd bench`: measures the monitor with the test guest and prints a
+//! Markdown table: boot ([`boot`]) and snapshot/restore ([`snapshot`]).
+
+mod boot;
+mod snapshot;
+
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+
+/// Arguments of `fastvmd bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Boots (and restores) per start-time measurement.
+    #[arg(long, default_value_t = 20)]
+    pub boots: usize,
+    /// Exec round trips measured.
+    #[arg(long, default_value_t = 1000)]
+    pub execs: usize,
+    /// Guest memory in MiB for the boot and restore measurements.
+    #[arg(long, default_value_t = 128)]
+    pub memory_mib: u64,
+    /// Guest memory in MiB of the VM whose snapshot time is measured.
+    #[arg(long, default_value_t = 2048)]
+    pub snapshot_memory_mib: u64,
+    /// MiB the guest touches before that snapshot.
+    #[arg(long, default_value_t = 64)]
+    pub touch_mib: u64,
+    /// Clones run at once for the memory-per-clone measurement.
+    #[arg(long, default_value_t = 5)]
+    pub clones: usize,
+    /// Guest kernel (default: the test guest built with fastvmd).
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+}
+
+/// A monitor process in a temporary directory, killed on drop.
+pub(crate) struct Monitor {
+    pub child: Child,
+    pub dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Monitor {
+    /// Spawns `fastvmd vmm --dir <tmp>/vm ARGS`; `setup` prepares files in
+    /// the temporary directory first and returns extra arguments.
+    pub fn spawn(
+        setup: impl FnOnce(&Path) -> Result<Vec<String>, String>,
+    ) -> Result<(Monitor, Instant), String> {
+        let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let dir = tmp.path().join("vm");
+        let args = setup(tmp.path())?;
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let started = Instant::now();
+        let child = Command::new(exe)
+            .arg("vmm")
+            .arg("--dir")
+            .arg(&dir)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("spawn monitor: {e}"))?;
+        Ok((
+            Monitor {
+                child,
+                dir,
+                _tmp: tmp,
+            },
+            started,
+        ))
+    }
+
+    /// Boots `kernel` with a 16 MiB disk and vsock.
+    pub fn boot(kernel: &Path, memory_mib: u64) -> Result<(Monitor, Instant), String> {
+        let kernel = kernel.to_path_buf();
+        Monitor::spawn(move |tmp| {
+            let disk = tmp.join("disk");
+            std::fs::File::create(&disk)
+                .and_then(|f| f.set_len(16 << 20))
+                .map_err(|e| e.to_string())?;
+            Ok(vec![
+                "--kernel".into(),
+                kernel.display().to_string(),
+                "--vcpus".into(),
+                "1".into(),
+                "--memory-mib".into(),
+                memory_mib.to_string(),
+                "--disk".into(),
+                disk.display().to_string(),
+                "--vsock-cid".into(),
+                "3".into(),
+            ])
+        })
+    }
+
+    /// Connects to a socket of the VM as soon as it exists.
+    pub fn connect(&mut self, name: &str, deadline: Instant) -> Result<UnixStream, String> {
+        loop {
+            if let Ok(s) = UnixStream::connect(self.dir.join(name)) {
+                return Ok(s);
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("monitor exited early: {status}"));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{name} did not appear"));
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+
+    /// A line of /proc/PID/FILE such as `VmHWM:` or `Pss:`, in KiB.
+    pub fn proc_kib(&self, file: &str, key: &str) -> Option<u64> {
+        let text = std::fs::read_to_string(format!("/proc/{}/{file}", self.child.id())).ok()?;
+        let line = text.lines().find(|l| l.starts_with(key))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub(crate) fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+pub(crate) fn p99(mut v: Vec<Duration>) -> Duration {
+    v.sort_unstable();
+    v[(v.len() * 99 / 100).min(v.len() - 1)]
+}
+
+pub(crate) fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+pub(crate) fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+}
+
+/// Runs the benchmark and prints the table.
+pub fn run(args: BenchArgs) -> Result<(), String> {
+    let kernel = args
+        .kernel
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(fastvmd::TEST_GUEST_PATH));
+    let host = fastvmd::vmm::host::detect();
+    if !host.can_run_test_guest() {
+        return Err(host.describe());
+    }
+    eprintln!("host: {}", host.describe());
+    let mut rows = boot::measure(&args, &kernel)?;
+    rows.extend(snapshot::measure(&args, &kernel)?);
+    println!("| measurement | result | target |");
+    println!("|---|---|---|");
+    for (what, result, target) in rows {
+        println!("| {what} | {result} | {target} |");
+    }
+    Ok(())
+}
