@@ -167,3 +167,34 @@ fn paused_snapshot_stays_paused_and_new_identity_works() {
     let disk = std::fs::metadata(clone.dir.join("disk")).unwrap();
     assert_eq!(disk.len(), 1 << 30, "grown to 1 GiB");
 }
+
+#[test]
+fn a_clone_can_be_snapshotted_and_restored_again() {
+    if !can_run_vms("a_clone_can_be_snapshotted_and_restored_again") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let first = tmp.path().join("first");
+    let second = tmp.path().join("second");
+    let original = prepared_snapshot(&first);
+    drop(original);
+    let clone = TestVm::restore(&first, &[]);
+    assert_eq!(clone.exec(&["mem-set", "generation", "two"]).exit_code, 0);
+    assert_eq!(
+        clone.exec(&["disk-write", "8192", "second-gen"]).exit_code,
+        0
+    );
+    clone.snapshot(&second, true).expect("snapshot of a clone");
+    // The first snapshot can go: the second holds everything itself.
+    std::fs::remove_dir_all(&first).unwrap();
+    let grandchild = TestVm::restore(&second, &[]);
+    check_clone(&grandchild, "gen2");
+    assert_eq!(
+        grandchild.exec(&["mem-get", "generation"]).stdout.trim(),
+        "two"
+    );
+    assert_eq!(
+        grandchild.exec(&["disk-read", "8192", "10"]).stdout,
+        "second-gen"
+    );
+}
