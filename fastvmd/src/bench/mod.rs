@@ -110,7 +110,7 @@ impl Monitor {
             if Instant::now() > deadline {
                 return Err(format!("{name} did not appear"));
             }
-            std::thread::sleep(Duration::from_micros(100));
+            std::thread::sleep(Duration::from_micros(20));
         }
     }
 

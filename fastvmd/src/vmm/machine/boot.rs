@@ -12,7 +12,7 @@ use linux_loader::cmdline::Cmdline;
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
-use super::{Machine, VSOCK_SOCKET, VirtioSlot};
+use super::{Machine, VSOCK_SOCKET, VirtioSlot, VmSockets};
 use crate::vmm::boot::{self, cpuid, mptable, params, regs};
 use crate::vmm::bus::{Bus, BusError, SharedDevice};
 use crate::vmm::config::VmConfig;
@@ -146,6 +146,7 @@ fn virtio_devices(cfg: &VmConfig) -> Result<Vec<Box<dyn VirtioDevice>>, VmmError
 pub fn build(cfg: &VmConfig) -> Result<(Machine, Receiver<ExitEvent>), VmmError> {
     cfg.validate()?;
     let dir_lock = DirLock::acquire(&cfg.dir)?;
+    let sockets = VmSockets::bind(&cfg.dir)?;
     signals::block_termination()?;
     let started = Instant::now();
 
@@ -247,6 +248,7 @@ pub fn build(cfg: &VmConfig) -> Result<(Machine, Receiver<ExitEvent>), VmmError>
         events: Mutex::new(events_tx),
         snapshot_lock: Mutex::new(()),
         dir_lock,
+        sockets,
     };
     Ok((machine, events_rx))
 }

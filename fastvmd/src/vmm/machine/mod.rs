@@ -68,6 +68,39 @@ pub struct Machine {
     pub snapshot_lock: Mutex<()>,
     /// The directory lock, held for the life of the machine.
     pub dir_lock: DirLock,
+    /// Control and console listeners, bound as soon as the directory is ours.
+    pub sockets: VmSockets,
+}
+
+/// The control and console listeners of a VM directory. Bound early, so
+/// clients can connect while the VM is still being built; the socket files
+/// go away with this value (a failed start leaves none behind).
+pub struct VmSockets {
+    dir: PathBuf,
+    control: Option<UnixListener>,
+    console: Option<UnixListener>,
+}
+
+impl VmSockets {
+    /// Binds both sockets in `dir` (the caller holds its lock).
+    pub fn bind(dir: &Path) -> Result<VmSockets, VmmError> {
+        let mut sockets = VmSockets {
+            dir: dir.to_path_buf(),
+            control: None,
+            console: None,
+        };
+        sockets.control = Some(bind(dir, CONTROL_SOCKET)?);
+        sockets.console = Some(bind(dir, CONSOLE_SOCKET)?);
+        Ok(sockets)
+    }
+}
+
+impl Drop for VmSockets {
+    fn drop(&mut self) {
+        for name in [CONTROL_SOCKET, CONSOLE_SOCKET] {
+            let _ = std::fs::remove_file(self.dir.join(name));
+        }
+    }
 }
 
 impl ControlTarget for Machine {
@@ -105,7 +138,7 @@ impl ControlTarget for Machine {
 }
 
 /// Binds a socket in the VM directory, replacing a stale one.
-pub fn bind(dir: &Path, name: &str) -> Result<UnixListener, VmmError> {
+fn bind(dir: &Path, name: &str) -> Result<UnixListener, VmmError> {
     let path = dir.join(name);
     let _ = std::fs::remove_file(&path);
     UnixListener::bind(&path).map_err(|e| VmmError::Socket {
@@ -132,9 +165,16 @@ pub fn run(
     dir: &Path,
     events: Receiver<ExitEvent>,
 ) -> Result<ExitEvent, VmmError> {
+    let mut machine = machine;
+    let (Some(control_listener), Some(console_listener)) = (
+        machine.sockets.control.take(),
+        machine.sockets.console.take(),
+    ) else {
+        return Err(VmmError::Device(
+            "control and console sockets already served".into(),
+        ));
+    };
     let machine = Arc::new(machine);
-    let control_listener = bind(dir, CONTROL_SOCKET)?;
-    let console_listener = bind(dir, CONSOLE_SOCKET)?;
     control::server::serve(control_listener, machine.clone()).map_err(VmmError::Io)?;
     console::serve(
         console_listener,

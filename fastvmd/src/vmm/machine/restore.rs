@@ -11,7 +11,7 @@ use kvm_ioctls::Kvm;
 
 use super::boot::{create_vm, kvm_err, legacy_devices, mmio_bus, virtio_interrupt};
 use super::snapshot::MachineState;
-use super::{Machine, VSOCK_SOCKET, VirtioSlot};
+use super::{Machine, VSOCK_SOCKET, VirtioSlot, VmSockets};
 use crate::vmm::config::RestoreConfig;
 use crate::vmm::devices::serial::SerialDevice;
 use crate::vmm::devices::system::{I8042, PowerPort};
@@ -50,6 +50,7 @@ pub fn build(cfg: &RestoreConfig) -> Result<(Machine, Receiver<ExitEvent>), VmmE
             ))
         })?;
     let dir_lock = DirLock::acquire(&cfg.dir)?;
+    let sockets = VmSockets::bind(&cfg.dir)?;
     signals::block_termination()?;
     tracing::debug!("snapshot read at {:?}", started.elapsed());
 
@@ -165,6 +166,7 @@ pub fn build(cfg: &RestoreConfig) -> Result<(Machine, Receiver<ExitEvent>), VmmE
         events: Mutex::new(events_tx),
         snapshot_lock: Mutex::new(()),
         dir_lock,
+        sockets,
     };
     Ok((machine, events_rx))
 }
