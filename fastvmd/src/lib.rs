@@ -2,6 +2,8 @@
 //! guest agent protocol (`agent`), and what the daemon builds on them.
 
 pub mod agent;
+pub mod service;
+pub mod supervisor;
 pub mod vmm;
 
 /// Path of the test guest ELF built alongside this crate.

@@ -1,0 +1,139 @@
+//! Starts, watches and stops the per-VM monitor processes (`fastvmd vmm`).
+//!
+//! Each VM lives in `<data dir>/vms/<id>/`: its disk, the monitor's sockets
+//! and lock, and `monitor.log` (the monitor's stderr). Monitors run in their
+//! own session, so they outlive the daemon; a restarted daemon finds them
+//! again through their directory lock ([`alive`]).
+
+mod guest;
+mod monitor;
+
+pub use guest::{GuestChoice, GuestImage};
+pub use monitor::{MonitorSource, MonitorSpec, alive, monitor_pid};
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use fastvm_proto::agent::{ExecRequest, ExecResult};
+
+use crate::agent::{AgentConn, AgentError};
+use crate::vmm::control::client::{ControlClient, ControlError};
+use crate::vmm::control::{Request, SnapshotInfo, Status};
+use crate::vmm::machine::{CONTROL_SOCKET, VSOCK_SOCKET};
+
+/// How long an exec waits for the guest agent to accept its connection.
+pub const AGENT_CONNECT_WAIT: Duration = Duration::from_secs(2);
+
+/// Why a monitor operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    /// The VM directory or its disk could not be prepared.
+    #[error("cannot prepare {path}: {source}")]
+    Prepare {
+        path: String,
+        source: std::io::Error,
+    },
+    /// The monitor process could not be started.
+    #[error("cannot start the monitor: {0}")]
+    Spawn(std::io::Error),
+    /// The monitor exited while starting; the text is its last log line.
+    #[error("the monitor failed to start: {0}")]
+    StartFailed(String),
+    /// The monitor did not open its control socket in time.
+    #[error("the monitor did not come up within {0:?}")]
+    StartTimeout(Duration),
+    /// The monitor refused or failed a control request.
+    #[error("monitor: {0}")]
+    Control(#[from] ControlError),
+    /// The guest agent could not be reached or failed.
+    #[error("guest agent: {0}")]
+    Agent(#[from] AgentError),
+}
+
+/// Owns the VM directories under one data dir.
+#[derive(Debug, Clone)]
+pub struct Supervisor {
+    vms_dir: PathBuf,
+    monitor_exe: PathBuf,
+}
+
+impl Supervisor {
+    /// Monitors are `monitor_exe vmm ...`, their directories under `vms_dir`.
+    pub fn new(vms_dir: PathBuf, monitor_exe: PathBuf) -> Self {
+        Supervisor {
+            vms_dir,
+            monitor_exe,
+        }
+    }
+
+    /// The directory of VM `id`.
+    pub fn vm_dir(&self, id: &str) -> PathBuf {
+        self.vms_dir.join(id)
+    }
+
+    /// Starts the monitor described by `spec` and waits until its control
+    /// socket answers. Returns its pid.
+    pub fn start(&self, spec: &MonitorSpec) -> Result<u32, SupervisorError> {
+        monitor::start(&self.monitor_exe, &self.vm_dir(&spec.id), spec)
+    }
+
+    /// Waits up to `wait` for the guest agent to answer; true when it did.
+    pub fn wait_agent(&self, id: &str, wait: Duration) -> bool {
+        let path = self.vm_dir(id).join(VSOCK_SOCKET);
+        AgentConn::connect_when_ready(&path, Instant::now() + wait)
+            .and_then(|mut c| c.ping(wait))
+            .is_ok()
+    }
+
+    fn control(&self, id: &str) -> Result<ControlClient, SupervisorError> {
+        Ok(ControlClient::connect(
+            &self.vm_dir(id).join(CONTROL_SOCKET),
+        )?)
+    }
+
+    /// The monitor's status.
+    pub fn status(&self, id: &str) -> Result<Status, SupervisorError> {
+        Ok(self.control(id)?.call(&Request::Status)?)
+    }
+
+    /// Writes a snapshot of VM `id` to `dir` and lets the VM run on.
+    pub fn snapshot(&self, id: &str, dir: &Path) -> Result<SnapshotInfo, SupervisorError> {
+        Ok(self.control(id)?.snapshot(dir.to_path_buf(), true)?)
+    }
+
+    /// Runs a command through the guest agent. A command still running
+    /// after `timeout` is abandoned and reported with `timed_out` set. The
+    /// agent gets [`AGENT_CONNECT_WAIT`] to listen (a clone given a new vsock
+    /// identity re-opens its device first).
+    pub fn exec(
+        &self,
+        id: &str,
+        request: &ExecRequest,
+        timeout: Duration,
+    ) -> Result<ExecResult, SupervisorError> {
+        let path = self.vm_dir(id).join(VSOCK_SOCKET);
+        let conn = AgentConn::connect_when_ready(&path, Instant::now() + AGENT_CONNECT_WAIT)?;
+        let (result, _) = conn.exec(request, timeout)?;
+        Ok(result)
+    }
+
+    /// Stops the monitor of VM `id` (control `stop`, then SIGKILL if it
+    /// lingers) and removes the VM directory.
+    pub fn destroy(&self, id: &str) -> Result<(), SupervisorError> {
+        let dir = self.vm_dir(id);
+        monitor::stop(&dir, Duration::from_secs(5));
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(SupervisorError::Prepare {
+                path: dir.display().to_string(),
+                source: e,
+            }),
+        }
+    }
+
+    /// True while a monitor holds VM `id`'s directory.
+    pub fn is_alive(&self, id: &str) -> bool {
+        alive(&self.vm_dir(id))
+    }
+}

@@ -1,0 +1,188 @@
+//! One monitor process: how it is started, found and stopped.
+
+use std::fs::{self, OpenOptions};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::SupervisorError;
+use crate::vmm::control::Request;
+use crate::vmm::control::client::ControlClient;
+use crate::vmm::lockdir::LOCK_FILE;
+use crate::vmm::machine::CONTROL_SOCKET;
+
+/// Name of the monitor's log (its stderr) in the VM directory.
+pub const MONITOR_LOG: &str = "monitor.log";
+/// Name of a booted VM's disk in its directory (restores create the same).
+pub const DISK_FILE: &str = "disk";
+/// How long a monitor may take to answer its first status request.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct MonitorSpec {
+    /// VM id: the directory name.
+    pub id: String,
+    /// Boot this kernel, or restore this snapshot directory.
+    pub source: MonitorSource,
+    /// Disk size in GiB (a sparse file; for restores, grow-only).
+    pub disk_gib: u64,
+    /// The guest's vsock CID.
+    pub vsock_cid: u32,
+}
+
+/// Where the VM comes from.
+#[derive(Debug, Clone)]
+pub enum MonitorSource {
+    Boot {
+        kernel: PathBuf,
+        cmdline: String,
+        vcpus: u8,
+        memory_mib: u64,
+    },
+    Restore {
+        snapshot: PathBuf,
+    },
+}
+
+fn prepare_err(path: &Path) -> impl FnOnce(std::io::Error) -> SupervisorError + '_ {
+    move |source| SupervisorError::Prepare {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn last_log_line(dir: &Path) -> String {
+    fs::read_to_string(dir.join(MONITOR_LOG))
+        .ok()
+        .and_then(|log| {
+            log.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "no output".into())
+}
+
+/// Starts the monitor in `dir` and waits for it to answer on its control socket.
+pub fn start(exe: &Path, dir: &Path, spec: &MonitorSpec) -> Result<u32, SupervisorError> {
+    fs::create_dir_all(dir).map_err(prepare_err(dir))?;
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(MONITOR_LOG))
+        .map_err(prepare_err(dir))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("vmm").arg("--dir").arg(dir);
+    cmd.args(["--vsock-cid", &spec.vsock_cid.to_string()]);
+    match &spec.source {
+        MonitorSource::Boot {
+            kernel,
+            cmdline,
+            vcpus,
+            memory_mib,
+        } => {
+            let disk = dir.join(DISK_FILE);
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&disk)
+                .map_err(prepare_err(&disk))?;
+            file.set_len(spec.disk_gib << 30)
+                .map_err(prepare_err(&disk))?;
+            cmd.arg("--kernel")
+                .arg(kernel)
+                .args(["--cmdline", cmdline])
+                .args(["--vcpus", &vcpus.to_string()])
+                .args(["--memory-mib", &memory_mib.to_string()])
+                .arg("--disk")
+                .arg(&disk);
+        }
+        MonitorSource::Restore { snapshot } => {
+            cmd.arg("--restore")
+                .arg(snapshot)
+                .args(["--disk-gib", &spec.disk_gib.to_string()]);
+        }
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        // Its own process group: a Ctrl-C or the daemon's death leaves VMs running.
+        .process_group(0)
+        .spawn()
+        .map_err(SupervisorError::Spawn)?;
+    let pid = child.id();
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(SupervisorError::StartFailed(format!(
+                "{} ({status})",
+                last_log_line(dir)
+            )));
+        }
+        let ready = ControlClient::connect(&dir.join(CONTROL_SOCKET))
+            .and_then(|mut c| c.call(&Request::Status));
+        if ready.is_ok() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(SupervisorError::StartTimeout(START_TIMEOUT));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Reap it when it ends, so it never lingers as a zombie.
+    let _ = std::thread::Builder::new()
+        .name(format!("reap-{pid}"))
+        .spawn(move || {
+            let _ = child.wait();
+        });
+    Ok(pid)
+}
+
+/// The pid of the live monitor holding `dir`, if any.
+pub fn monitor_pid(dir: &Path) -> Option<u32> {
+    let pid: u32 = fs::read_to_string(dir.join(LOCK_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let wanted = dir.as_os_str().as_encoded_bytes();
+    let is_ours = cmdline.split(|b| *b == 0).any(|arg| arg == wanted)
+        && cmdline.split(|b| *b == 0).any(|arg| arg == b"vmm");
+    // A zombie still has its /proc entry but no cmdline.
+    is_ours.then_some(pid)
+}
+
+/// True while a monitor process holds `dir`.
+pub fn alive(dir: &Path) -> bool {
+    monitor_pid(dir).is_some()
+}
+
+/// Asks the monitor in `dir` to stop; kills it if it is still there after
+/// `grace`.
+pub fn stop(dir: &Path, grace: Duration) {
+    let Some(pid) = monitor_pid(dir) else {
+        return;
+    };
+    if let Ok(mut c) = ControlClient::connect(&dir.join(CONTROL_SOCKET)) {
+        let _ = c.call(&Request::Stop);
+    }
+    let deadline = Instant::now() + grace;
+    while alive(dir) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    if alive(dir) {
+        // SAFETY: sends SIGKILL to a pid just checked to be this VM's monitor.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while alive(dir) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! The supervisor starts monitors as their own processes, runs commands in
+//! them, snapshots and restores them, and finds them by their directory.
+
+mod common;
+
+use std::time::Duration;
+
+use common::can_run_vms;
+use fastvm_proto::agent::ExecRequest;
+use fastvmd::supervisor::{GuestChoice, GuestImage, MonitorSource, MonitorSpec, Supervisor};
+use fastvmd::vmm::host;
+
+#[test]
+fn start_exec_snapshot_restore_destroy() {
+    if !can_run_vms("start_exec_snapshot_restore_destroy") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let GuestImage::Ready { kernel, cmdline } = GuestImage::prepare(
+        GuestChoice::Test,
+        &host::detect(),
+        &tmp.path().join("images"),
+    ) else {
+        panic!("the test guest should be available here");
+    };
+    let sup = Supervisor::new(tmp.path().join("vms"), env!("CARGO_BIN_EXE_fastvmd").into());
+    let pid = sup
+        .start(&MonitorSpec {
+            id: "a".into(),
+            source: MonitorSource::Boot {
+                kernel,
+                cmdline,
+                vcpus: 1,
+                memory_mib: 64,
+            },
+            disk_gib: 1,
+            vsock_cid: 3,
+        })
+        .expect("start");
+    assert!(sup.is_alive("a"));
+    assert_eq!(
+        fastvmd::supervisor::monitor_pid(&sup.vm_dir("a")),
+        Some(pid)
+    );
+    assert!(sup.wait_agent("a", Duration::from_secs(10)));
+    let r = sup
+        .exec(
+            "a",
+            &ExecRequest::new(["mem-set", "x", "1"]),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert_eq!(r.exit_code, 0);
+    let r = sup
+        .exec(
+            "a",
+            &ExecRequest::new(["sleep", "5000"]),
+            Duration::from_millis(200),
+        )
+        .unwrap();
+    assert!(r.timed_out);
+
+    let snap = tmp.path().join("snap");
+    sup.snapshot("a", &snap).expect("snapshot");
+    sup.start(&MonitorSpec {
+        id: "b".into(),
+        source: MonitorSource::Restore {
+            snapshot: snap.clone(),
+        },
+        disk_gib: 2,
+        vsock_cid: 4,
+    })
+    .expect("restore");
+    let r = sup
+        .exec(
+            "b",
+            &ExecRequest::new(["mem-get", "x"]),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert_eq!(r.stdout.trim(), "1");
+    assert_eq!(
+        std::fs::metadata(sup.vm_dir("b").join("disk"))
+            .unwrap()
+            .len(),
+        2 << 30
+    );
+
+    sup.destroy("a").unwrap();
+    assert!(!sup.is_alive("a"));
+    assert!(!sup.vm_dir("a").exists());
+    assert!(sup.is_alive("b"), "the clone is independent");
+    sup.destroy("b").unwrap();
+
+    // A snapshot that does not exist: the monitor's own message comes back.
+    let err = sup
+        .start(&MonitorSpec {
+            id: "c".into(),
+            source: MonitorSource::Restore {
+                snapshot: tmp.path().join("missing"),
+            },
+            disk_gib: 1,
+            vsock_cid: 5,
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("missing"), "{err}");
+}
