@@ -3,9 +3,17 @@
 //! - [`agent`]: frames between the host and the agent inside a guest (also
 //!   spoken by the freestanding test guest, so this crate builds with
 //!   `no_std` + `alloc` when the default `std` feature is off).
+//! - `api` (feature `std`): the public API's schemas (`openapi.yaml`) as
+//!   serde types, and their validation.
+//! - `socket` (feature `std`): request, response and event frames of the
+//!   daemon's local Unix socket.
 
 #![cfg_attr(not(feature = "std"), no_std)]
 
 extern crate alloc;
 
 pub mod agent;
+#[cfg(feature = "std")]
+pub mod api;
+#[cfg(feature = "std")]
+pub mod socket;
