@@ -2,6 +2,8 @@
 //! guest agent protocol (`agent`), and what the daemon builds on them.
 
 pub mod agent;
+pub mod auth;
+pub mod store;
 pub mod vmm;
 
 /// Path of the test guest ELF built alongside this crate.
