@@ -371,3 +371,9 @@ fn api_key_revoke() {
     assert_eq!(s.lookup_api_key("h2").unwrap(), None);
     assert!(s.list_api_keys(&org).unwrap()[0].revoked_at.is_some());
 }
+
+#[test]
+fn store_is_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Store>();
+}
