@@ -1,6 +1,250 @@
 //! The operation layer: one method per OpenAPI operationId, used by both the
-//! HTTP and the Unix-socket front ends. All rules live here.
+//! HTTP and the Unix-socket front ends. All rules — validation, quotas,
+//! state checks, org isolation — live here and nowhere else.
 
+mod admin;
+mod auth;
+mod console;
+mod convert;
 pub mod error;
+mod reconcile;
+mod snapshots;
+mod vms;
 
+pub use admin::NewApiKey;
+pub use console::ConsoleTarget;
 pub use error::ServiceError;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fastvm_proto::socket::{EventKind, EventOp};
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::store::{QuotaDefaults, Store, StoreError};
+use crate::supervisor::{GuestChoice, GuestImage, Supervisor};
+use crate::vmm::host::{self, HostKind};
+
+/// Who is calling: every operation is scoped to this organization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub org_id: String,
+}
+
+/// How the daemon is set up.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// The data directory (`FASTVM_HOME`).
+    pub data_dir: PathBuf,
+    /// Which guest new VMs boot.
+    pub guest: GuestChoice,
+    /// The binary run as `fastvmd vmm` for each VM.
+    pub monitor_exe: PathBuf,
+    /// Quota limits of orgs that have none set.
+    pub quota_defaults: QuotaDefaults,
+    /// How long createVM waits for the guest agent before answering
+    /// `provisioning` instead of `running`.
+    pub agent_wait: Duration,
+    /// Timeout of an exec that gives no `timeoutSec`.
+    pub default_exec_timeout_sec: u64,
+    /// Lifetime of a console token.
+    pub console_token_ttl: Duration,
+}
+
+impl ServiceConfig {
+    /// Defaults for `data_dir` and `guest`.
+    pub fn new(data_dir: PathBuf, guest: GuestChoice, monitor_exe: PathBuf) -> Self {
+        ServiceConfig {
+            data_dir,
+            guest,
+            monitor_exe,
+            quota_defaults: QuotaDefaults::default(),
+            agent_wait: Duration::from_secs(5),
+            default_exec_timeout_sec: 30,
+            console_token_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A change, for `watch` subscribers.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub kind: EventKind,
+    pub op: EventOp,
+    /// The org the object belongs to (events go only to that org's watchers).
+    pub org_id: String,
+    pub data: serde_json::Value,
+}
+
+pub(crate) struct Inner {
+    pub config: ServiceConfig,
+    pub store: Store,
+    pub supervisor: Supervisor,
+    pub guest: GuestImage,
+    pub host: HostKind,
+    pub jwt_secret: Vec<u8>,
+    pub snapshots_dir: PathBuf,
+    pub events: broadcast::Sender<Event>,
+}
+
+/// The operation layer; a cheap clone.
+#[derive(Clone)]
+pub struct Service {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("data_dir", &self.inner.config.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What `Service::open` found at start, for the daemon to report.
+#[derive(Debug)]
+pub struct Opened {
+    pub service: Service,
+    /// A key for the default org, only on the very first start.
+    pub first_key: Option<NewApiKey>,
+    /// Why VMs cannot be created, when they cannot.
+    pub unavailable: Option<String>,
+    /// VMs found running and VMs marked `error` at start.
+    pub adopted: usize,
+    pub lost: usize,
+}
+
+fn internal(e: impl std::fmt::Display) -> ServiceError {
+    ServiceError::Internal(e.to_string())
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Quota {
+                limit,
+                limit_value,
+                requested,
+                in_use,
+            } => ServiceError::Forbidden(format!(
+                "quota exceeded: {limit} limit is {limit_value}, {in_use} in use, \
+                 {requested} requested"
+            )),
+            StoreError::NotFound(what) => ServiceError::NotFound(format!("{what} not found")),
+            StoreError::Conflict(what) => ServiceError::Conflict(what),
+            other => internal(other),
+        }
+    }
+}
+
+impl Service {
+    /// Opens (or creates) the data directory: store, JWT secret, guest
+    /// image, and the monitors that outlived the previous daemon.
+    pub async fn open(config: ServiceConfig) -> Result<Opened, ServiceError> {
+        tokio::task::spawn_blocking(move || Self::open_blocking(config))
+            .await
+            .map_err(internal)?
+    }
+
+    fn open_blocking(config: ServiceConfig) -> Result<Opened, ServiceError> {
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| internal(format!("cannot create {}: {e}", dir.display())))?;
+        let store = Store::open_with_defaults(dir.join("fastvm.db"), config.quota_defaults)?;
+        let jwt_secret = crate::auth::load_or_create_secret(&dir.join("jwt.secret"))
+            .map_err(|e| internal(format!("jwt.secret: {e}")))?;
+        let host = host::detect();
+        let guest = GuestImage::prepare(config.guest, &host, &dir.join("images"));
+        let unavailable = match &guest {
+            GuestImage::Unavailable(why) => Some(why.clone()),
+            GuestImage::Ready { .. } => None,
+        };
+        let supervisor = Supervisor::new(dir.join("vms"), config.monitor_exe.clone());
+        let snapshots_dir = dir.join("snapshots");
+        std::fs::create_dir_all(&snapshots_dir).map_err(internal)?;
+        let (events, _) = broadcast::channel(1024);
+        let service = Service {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                supervisor,
+                guest,
+                host,
+                jwt_secret,
+                snapshots_dir,
+                events,
+            }),
+        };
+        let first_key = service.ensure_default_org()?;
+        let (adopted, lost) = service.reconcile_blocking()?;
+        Ok(Opened {
+            service,
+            first_key,
+            unavailable,
+            adopted,
+            lost,
+        })
+    }
+
+    /// Runs blocking work (SQLite, monitor sockets) off the async threads.
+    pub(crate) async fn blocking<T, F>(&self, f: F) -> Result<T, ServiceError>
+    where
+        F: FnOnce(&Inner) -> Result<T, ServiceError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(internal)?
+    }
+
+    /// Subscribes to change events.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// What this host can run.
+    pub fn host(&self) -> &HostKind {
+        &self.inner.host
+    }
+
+    // ----- health -----
+
+    /// getHealthz: the daemon and its store answer.
+    pub async fn get_healthz(&self) -> Result<serde_json::Value, ServiceError> {
+        self.blocking(|inner| {
+            inner.store.schema_version()?;
+            Ok(serde_json::json!({ "status": "ok" }))
+        })
+        .await
+    }
+
+    /// getLivez: the process is up.
+    pub async fn get_livez(&self) -> Result<serde_json::Value, ServiceError> {
+        Ok(serde_json::json!({ "status": "ok" }))
+    }
+
+    /// getReadyz: VMs can be created (503 saying why otherwise).
+    pub async fn get_readyz(&self) -> Result<serde_json::Value, ServiceError> {
+        match &self.inner.guest {
+            GuestImage::Ready { .. } => Ok(serde_json::json!({ "status": "ready" })),
+            GuestImage::Unavailable(why) => Err(ServiceError::Unavailable(why.clone())),
+        }
+    }
+}
+
+impl Inner {
+    /// Sends a change event; nobody listening is fine.
+    pub fn emit<T: Serialize>(&self, kind: EventKind, op: EventOp, org_id: &str, data: &T) {
+        if let Ok(data) = serde_json::to_value(data) {
+            let _ = self.events.send(Event {
+                kind,
+                op,
+                org_id: org_id.to_string(),
+                data,
+            });
+        }
+    }
+}

@@ -9,7 +9,7 @@ mod guest;
 mod monitor;
 
 pub use guest::{GuestChoice, GuestImage};
-pub use monitor::{MonitorSource, MonitorSpec, alive, monitor_pid};
+pub use monitor::{MONITOR_LOG, MonitorSource, MonitorSpec, alive, monitor_pid};
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

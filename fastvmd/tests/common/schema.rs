@@ -41,7 +41,11 @@ fn components() -> &'static Value {
 /// Checks `body` against `#/components/schemas/<name>`; `array_of` checks a
 /// JSON array of them. Panics with every violation listed.
 pub fn assert_schema(name: &str, body: &Value) {
-    check(json!({ "$ref": format!("#/components/schemas/{name}") }), name, body);
+    check(
+        json!({ "$ref": format!("#/components/schemas/{name}") }),
+        name,
+        body,
+    );
 }
 
 /// Checks that `body` is an array whose items match `name`.

@@ -1,0 +1,97 @@
+//! Keeping the store true to the monitors: at start, re-adopt monitors that
+//! outlived the previous daemon and mark VMs whose monitor died; while
+//! running, notice monitors that end.
+
+use std::time::Duration;
+
+use super::vms::set_status;
+use super::{Inner, Service, ServiceError};
+use crate::store::{VmRow, vm_status};
+
+/// How often running VMs are checked for a monitor that ended.
+const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The status of a VM whose monitor is gone: `stopped` when the guest
+/// powered off or the host stopped it, `error` otherwise (the monitor's
+/// last words are in its log).
+fn ended_status(inner: &Inner, id: &str) -> &'static str {
+    let log = std::fs::read_to_string(
+        inner
+            .supervisor
+            .vm_dir(id)
+            .join(crate::supervisor::MONITOR_LOG),
+    )
+    .unwrap_or_default();
+    let last = log
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    if last.contains("guest powered off") || last.contains("stopped by") {
+        vm_status::STOPPED
+    } else {
+        vm_status::ERROR
+    }
+}
+
+fn check(inner: &Inner, vm: &VmRow) -> bool {
+    let tracked = [vm_status::PROVISIONING, vm_status::RUNNING];
+    if !tracked.contains(&vm.status.as_str()) || inner.supervisor.is_alive(&vm.id) {
+        return false;
+    }
+    let status = ended_status(inner, &vm.id);
+    tracing::warn!("VM {}: its monitor ended; now {status}", vm.id);
+    set_status(inner, &vm.id, status);
+    let _ = inner.store.set_vm_monitor(&vm.id, None);
+    super::admin::emit_quota(inner, &vm.org_id);
+    true
+}
+
+impl Service {
+    /// At start: VMs with a live monitor stay as they are, others are marked
+    /// `stopped` or `error`; deletions cut short are finished. Returns
+    /// (adopted, lost).
+    pub(super) fn reconcile_blocking(&self) -> Result<(usize, usize), ServiceError> {
+        let inner = &self.inner;
+        let (mut adopted, mut lost) = (0, 0);
+        for vm in inner.store.live_vms()? {
+            if vm.status == vm_status::DELETING {
+                let _ = inner.supervisor.destroy(&vm.id);
+                inner.store.mark_vm_deleted(&vm.id)?;
+                continue;
+            }
+            if inner.supervisor.is_alive(&vm.id) {
+                adopted += 1;
+                if vm.status == vm_status::PROVISIONING
+                    && inner
+                        .supervisor
+                        .wait_agent(&vm.id, Duration::from_millis(500))
+                {
+                    set_status(inner, &vm.id, vm_status::RUNNING);
+                }
+            } else if check(inner, &vm) {
+                lost += 1;
+            }
+        }
+        Ok((adopted, lost))
+    }
+
+    /// Watches running VMs for monitors that end, until the runtime stops.
+    pub fn spawn_watcher(&self) -> tokio::task::JoinHandle<()> {
+        let service = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(WATCH_INTERVAL);
+            loop {
+                tick.tick().await;
+                let _ = service
+                    .blocking(|inner| {
+                        for vm in inner.store.live_vms()? {
+                            check(inner, &vm);
+                        }
+                        Ok(())
+                    })
+                    .await;
+            }
+        })
+    }
+}

@@ -1,0 +1,160 @@
+//! Snapshot operations: create (the monitor writes it while the VM runs on),
+//! list, rename, delete.
+
+use fastvm_proto::api::{
+    self, CreateSnapshotRequest, DeleteResponse, SnapshotObject, UpdateSnapshotRequest,
+};
+use fastvm_proto::socket::{EventKind, EventOp};
+
+use super::admin::emit_quota;
+use super::convert;
+use super::vms::{find_vm, path_id, require_running};
+use super::{Caller, Service, ServiceError};
+use crate::store::{NewSnapshot, snapshot_status};
+
+fn bad(e: api::ValidationError) -> ServiceError {
+    ServiceError::BadRequest(e.to_string())
+}
+
+impl Service {
+    /// createSnapshot: 201 once the snapshot directory is complete.
+    pub async fn create_snapshot(
+        &self,
+        caller: &Caller,
+        req: CreateSnapshotRequest,
+    ) -> Result<SnapshotObject, ServiceError> {
+        api::validate_create_snapshot(&req).map_err(bad)?;
+        let caller = caller.clone();
+        self.blocking(move |inner| {
+            let vm_id = req.vm_id.to_string();
+            let vm = find_vm(inner, &caller, &vm_id)?;
+            require_running(&vm, "snapshot")?;
+            let row = inner.store.create_snapshot_within_quota(NewSnapshot {
+                org_id: caller.org_id.clone(),
+                vm_id: vm.id.clone(),
+                name: req
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("{}-snapshot", vm.name)),
+                status: snapshot_status::CREATING.to_string(),
+                firewall_json: vm.firewall_json.clone(),
+                vcpus: vm.vcpus,
+                memory_mib: vm.memory_mib,
+                disk_gib: vm.disk_gib,
+            })?;
+            inner.emit(
+                EventKind::Snapshot,
+                EventOp::Created,
+                &caller.org_id,
+                &convert::snapshot(&row)?,
+            );
+            emit_quota(inner, &caller.org_id);
+            let dir = inner.snapshots_dir.join(&row.id);
+            let outcome = inner.supervisor.snapshot(&vm.id, &dir);
+            let status = match outcome {
+                Ok(_) => snapshot_status::READY,
+                Err(_) => snapshot_status::ERROR,
+            };
+            inner.store.update_snapshot_status(&row.id, status)?;
+            let row = inner
+                .store
+                .get_snapshot(&caller.org_id, &row.id)?
+                .ok_or_else(|| ServiceError::Internal("snapshot vanished".into()))?;
+            let object = convert::snapshot(&row)?;
+            inner.emit(
+                EventKind::Snapshot,
+                EventOp::Updated,
+                &caller.org_id,
+                &object,
+            );
+            match outcome {
+                Ok(_) => Ok(object),
+                Err(e) => {
+                    emit_quota(inner, &caller.org_id);
+                    Err(ServiceError::Upstream(format!(
+                        "snapshot of VM {vm_id}: {e}"
+                    )))
+                }
+            }
+        })
+        .await
+    }
+
+    /// listSnapshots.
+    pub async fn list_snapshots(
+        &self,
+        caller: &Caller,
+    ) -> Result<Vec<SnapshotObject>, ServiceError> {
+        let org = caller.org_id.clone();
+        self.blocking(move |inner| {
+            inner
+                .store
+                .list_snapshots(&org)?
+                .iter()
+                .map(convert::snapshot)
+                .collect()
+        })
+        .await
+    }
+
+    /// updateSnapshot: rename.
+    pub async fn update_snapshot(
+        &self,
+        caller: &Caller,
+        id: &str,
+        req: UpdateSnapshotRequest,
+    ) -> Result<SnapshotObject, ServiceError> {
+        api::validate_update_snapshot(&req).map_err(bad)?;
+        let (caller, id) = (caller.clone(), path_id(id)?);
+        self.blocking(move |inner| {
+            if !inner
+                .store
+                .rename_snapshot(&caller.org_id, &id, &req.name)?
+            {
+                return Err(ServiceError::NotFound(format!("snapshot {id} not found")));
+            }
+            let row = inner
+                .store
+                .get_snapshot(&caller.org_id, &id)?
+                .ok_or_else(|| ServiceError::NotFound(format!("snapshot {id} not found")))?;
+            let object = convert::snapshot(&row)?;
+            inner.emit(
+                EventKind::Snapshot,
+                EventOp::Updated,
+                &caller.org_id,
+                &object,
+            );
+            Ok(object)
+        })
+        .await
+    }
+
+    /// deleteSnapshot: VMs restored from it keep running (they map its
+    /// memory file, which outlives the directory entry).
+    pub async fn delete_snapshot(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<DeleteResponse, ServiceError> {
+        let (caller, id) = (caller.clone(), path_id(id)?);
+        self.blocking(move |inner| {
+            let row = inner
+                .store
+                .get_snapshot(&caller.org_id, &id)?
+                .ok_or_else(|| ServiceError::NotFound(format!("snapshot {id} not found")))?;
+            if !inner.store.delete_snapshot(&caller.org_id, &id)? {
+                return Err(ServiceError::NotFound(format!("snapshot {id} not found")));
+            }
+            let _ = std::fs::remove_dir_all(inner.snapshots_dir.join(&id));
+            inner.emit(
+                EventKind::Snapshot,
+                EventOp::Deleted,
+                &caller.org_id,
+                &convert::snapshot(&row)?,
+            );
+            emit_quota(inner, &caller.org_id);
+            Ok(DeleteResponse { id, deleted: true })
+        })
+        .await
+    }
+}

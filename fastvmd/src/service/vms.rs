@@ -1,0 +1,367 @@
+//! VM operations: list, create (boot or restore), get, rename, delete,
+//! firewall, exec.
+
+use std::time::Duration;
+
+use fastvm_proto::api::{
+    self, CreateVmRequest, DeleteResponse, ExecVmRequest, ExecVmResponse, FirewallPolicy,
+    PatchVmFirewallRequest, UpdateVmRequest, VmInstance, VmStatus,
+};
+use fastvm_proto::socket::{EventKind, EventOp};
+
+use super::admin::emit_quota;
+use super::convert;
+use super::{Caller, Inner, Service, ServiceError};
+use crate::store::{NewVm, VmRow, vm_status};
+use crate::supervisor::{GuestImage, MonitorSource, MonitorSpec};
+
+fn bad(e: api::ValidationError) -> ServiceError {
+    ServiceError::BadRequest(e.to_string())
+}
+
+/// Parses a path id, 400 naming `id` when malformed.
+pub(super) fn path_id(id: &str) -> Result<String, ServiceError> {
+    api::parse_uuid("id", id)
+        .map(|u| u.to_string())
+        .map_err(bad)
+}
+
+pub(super) fn find_vm(inner: &Inner, caller: &Caller, id: &str) -> Result<VmRow, ServiceError> {
+    inner
+        .store
+        .get_vm(&caller.org_id, id)?
+        .ok_or_else(|| ServiceError::NotFound(format!("VM {id} not found")))
+}
+
+pub(super) fn require_running(row: &VmRow, what: &str) -> Result<(), ServiceError> {
+    if row.status == vm_status::RUNNING {
+        Ok(())
+    } else {
+        Err(ServiceError::Conflict(format!(
+            "cannot {what}: VM {} is {}, not running",
+            row.id, row.status
+        )))
+    }
+}
+
+fn firewall_json(policy: &FirewallPolicy) -> Result<String, ServiceError> {
+    serde_json::to_string(policy).map_err(|e| ServiceError::Internal(e.to_string()))
+}
+
+/// Updates a VM's status and tells watchers.
+pub(super) fn set_status(inner: &Inner, id: &str, status: &str) {
+    if inner.store.update_vm_status(id, status).unwrap_or(false)
+        && let Ok(Some(row)) = inner.store.get_vm_any(id)
+        && let Ok(vm) = convert::vm(&row)
+    {
+        inner.emit(EventKind::Vm, EventOp::Updated, &row.org_id, &vm);
+    }
+}
+
+/// Where a new VM comes from, once the request is checked.
+struct Plan {
+    new: NewVm,
+    source: MonitorSource,
+}
+
+fn plan(inner: &Inner, caller: &Caller, req: &CreateVmRequest) -> Result<Plan, ServiceError> {
+    api::validate_create_vm(req).map_err(bad)?;
+    let name = req.name.clone().unwrap_or_default();
+    if let Some(machine) = req.machine_type {
+        let (kernel, cmdline) = match &inner.guest {
+            GuestImage::Ready { kernel, cmdline } => (kernel.clone(), cmdline.clone()),
+            GuestImage::Unavailable(why) => return Err(ServiceError::Unavailable(why.clone())),
+        };
+        let disk_gib = req.disk_gib.unwrap_or(machine.default_disk_gib());
+        api::check_disk_grow(disk_gib, machine.default_disk_gib()).map_err(bad)?;
+        let firewall = req.firewall.clone().unwrap_or_default();
+        return Ok(Plan {
+            new: NewVm {
+                org_id: caller.org_id.clone(),
+                name,
+                machine_name: machine.as_str().to_string(),
+                source_name: Some(format!("{:?}", inner.config.guest).to_lowercase()),
+                source_snapshot_id: None,
+                vcpus: machine.vcpus(),
+                memory_mib: machine.memory_mib(),
+                disk_gib,
+                status: vm_status::PROVISIONING.to_string(),
+                firewall_json: firewall_json(&firewall)?,
+                public_ipv6: None,
+            },
+            source: MonitorSource::Boot {
+                kernel,
+                cmdline,
+                vcpus: machine.vcpus() as u8,
+                memory_mib: machine.memory_mib(),
+            },
+        });
+    }
+    let snapshot_id = req.snapshot_id.map(|u| u.to_string()).unwrap_or_default();
+    let snap = inner
+        .store
+        .get_snapshot(&caller.org_id, &snapshot_id)?
+        .ok_or_else(|| ServiceError::NotFound(format!("snapshot {snapshot_id} not found")))?;
+    if snap.status != crate::store::snapshot_status::READY {
+        return Err(ServiceError::Conflict(format!(
+            "snapshot {snapshot_id} is {}, not ready",
+            snap.status
+        )));
+    }
+    if !inner.host.can_run_test_guest() {
+        return Err(ServiceError::Unavailable(inner.host.describe()));
+    }
+    let disk_gib = req.disk_gib.unwrap_or(snap.disk_gib);
+    api::check_disk_grow(disk_gib, snap.disk_gib).map_err(bad)?;
+    let firewall = match &req.firewall {
+        Some(policy) => firewall_json(policy)?,
+        None => snap.firewall_json.clone(),
+    };
+    let machine_name = inner
+        .store
+        .get_vm_any(&snap.vm_id)?
+        .map_or_else(|| "custom".to_string(), |vm| vm.machine_name);
+    Ok(Plan {
+        new: NewVm {
+            org_id: caller.org_id.clone(),
+            name,
+            machine_name,
+            source_name: Some(snap.name.clone()),
+            source_snapshot_id: Some(snap.id.clone()),
+            vcpus: snap.vcpus,
+            memory_mib: snap.memory_mib,
+            disk_gib,
+            status: vm_status::PROVISIONING.to_string(),
+            firewall_json: firewall,
+            public_ipv6: None,
+        },
+        source: MonitorSource::Restore {
+            snapshot: inner.snapshots_dir.join(&snap.id),
+        },
+    })
+}
+
+impl Service {
+    /// listVMs.
+    pub async fn list_vms(&self, caller: &Caller) -> Result<Vec<VmInstance>, ServiceError> {
+        let org = caller.org_id.clone();
+        self.blocking(move |inner| {
+            inner
+                .store
+                .list_vms(&org)?
+                .iter()
+                .map(convert::vm)
+                .collect()
+        })
+        .await
+    }
+
+    /// getVM.
+    pub async fn get_vm(&self, caller: &Caller, id: &str) -> Result<VmInstance, ServiceError> {
+        let (caller, id) = (caller.clone(), path_id(id)?);
+        self.blocking(move |inner| convert::vm(&find_vm(inner, &caller, &id)?))
+            .await
+    }
+
+    /// createVM: reserves quota, starts the monitor (boot or restore) and
+    /// waits briefly for the agent. Answers 201 with `running`, or with
+    /// `provisioning` while the guest is still coming up.
+    pub async fn create_vm(
+        &self,
+        caller: &Caller,
+        req: CreateVmRequest,
+    ) -> Result<(u16, VmInstance), ServiceError> {
+        let caller = caller.clone();
+        let row = self
+            .blocking(move |inner| {
+                let plan = plan(inner, &caller, &req)?;
+                let row = inner.store.create_vm_within_quota(plan.new)?;
+                inner.emit(
+                    EventKind::Vm,
+                    EventOp::Created,
+                    &row.org_id,
+                    &convert::vm(&row)?,
+                );
+                emit_quota(inner, &row.org_id);
+                let spec = MonitorSpec {
+                    id: row.id.clone(),
+                    source: plan.source,
+                    disk_gib: row.disk_gib,
+                    vsock_cid: row.vsock_cid,
+                };
+                match inner.supervisor.start(&spec) {
+                    Ok(pid) => {
+                        inner.store.set_vm_monitor(&row.id, Some(pid))?;
+                        Ok(row)
+                    }
+                    Err(e) => {
+                        set_status(inner, &row.id, vm_status::ERROR);
+                        emit_quota(inner, &row.org_id);
+                        let _ = inner.supervisor.destroy(&row.id);
+                        Err(ServiceError::Upstream(format!("VM {}: {e}", row.id)))
+                    }
+                }
+            })
+            .await?;
+        let id = row.id.clone();
+        let wait = self.inner.config.agent_wait;
+        let ready = self
+            .blocking(move |inner| Ok(inner.supervisor.wait_agent(&id, wait)))
+            .await?;
+        let id = row.id.clone();
+        if ready {
+            self.blocking(move |inner| {
+                set_status(inner, &id, vm_status::RUNNING);
+                Ok(())
+            })
+            .await?;
+        } else {
+            // Keep waiting in the background; the VM becomes running or error.
+            let service = self.clone();
+            tokio::spawn(async move {
+                let _ = service
+                    .blocking(move |inner| {
+                        let up = inner.supervisor.wait_agent(&id, Duration::from_secs(120));
+                        let status = if up {
+                            vm_status::RUNNING
+                        } else {
+                            vm_status::ERROR
+                        };
+                        inner
+                            .store
+                            .update_vm_status_if(&id, vm_status::PROVISIONING, status)?;
+                        set_status(inner, &id, status);
+                        Ok(())
+                    })
+                    .await;
+            });
+        }
+        let id = row.id.clone();
+        let vm = self
+            .blocking(move |inner| {
+                let row = inner
+                    .store
+                    .get_vm_any(&id)?
+                    .ok_or_else(|| ServiceError::Internal(format!("VM {id} vanished")))?;
+                convert::vm(&row)
+            })
+            .await?;
+        Ok((201, vm))
+    }
+
+    /// updateVM: rename.
+    pub async fn update_vm(
+        &self,
+        caller: &Caller,
+        id: &str,
+        req: UpdateVmRequest,
+    ) -> Result<VmInstance, ServiceError> {
+        api::validate_update_vm(&req).map_err(bad)?;
+        let (caller, id) = (caller.clone(), path_id(id)?);
+        self.blocking(move |inner| {
+            if !inner.store.update_vm_name(&caller.org_id, &id, &req.name)? {
+                return Err(ServiceError::NotFound(format!("VM {id} not found")));
+            }
+            let vm = convert::vm(&find_vm(inner, &caller, &id)?)?;
+            inner.emit(EventKind::Vm, EventOp::Updated, &caller.org_id, &vm);
+            Ok(vm)
+        })
+        .await
+    }
+
+    /// deleteVM: stops the monitor, removes its files, frees the quota.
+    pub async fn delete_vm(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<DeleteResponse, ServiceError> {
+        let (caller, id) = (caller.clone(), path_id(id)?);
+        self.blocking(move |inner| {
+            let row = find_vm(inner, &caller, &id)?;
+            set_status(inner, &row.id, vm_status::DELETING);
+            inner
+                .supervisor
+                .destroy(&row.id)
+                .map_err(|e| ServiceError::Upstream(format!("VM {id}: {e}")))?;
+            inner.store.mark_vm_deleted(&row.id)?;
+            let mut vm = convert::vm(&row)?;
+            vm.status = VmStatus::Deleting;
+            inner.emit(EventKind::Vm, EventOp::Deleted, &caller.org_id, &vm);
+            emit_quota(inner, &caller.org_id);
+            Ok(DeleteResponse {
+                id: row.id,
+                deleted: true,
+            })
+        })
+        .await
+    }
+
+    async fn store_firewall(
+        &self,
+        caller: &Caller,
+        id: &str,
+        change: impl FnOnce(FirewallPolicy) -> Result<FirewallPolicy, ServiceError> + Send + 'static,
+    ) -> Result<VmInstance, ServiceError> {
+        let (caller, id) = (caller.clone(), path_id(id)?);
+        self.blocking(move |inner| {
+            let row = find_vm(inner, &caller, &id)?;
+            let policy = change(convert::vm(&row)?.firewall)?;
+            api::validate_firewall_policy(&policy).map_err(bad)?;
+            inner
+                .store
+                .update_vm_firewall(&caller.org_id, &id, &firewall_json(&policy)?)?;
+            let vm = convert::vm(&find_vm(inner, &caller, &id)?)?;
+            inner.emit(EventKind::Vm, EventOp::Updated, &caller.org_id, &vm);
+            Ok(vm)
+        })
+        .await
+    }
+
+    /// replaceVMFirewall.
+    pub async fn replace_vm_firewall(
+        &self,
+        caller: &Caller,
+        id: &str,
+        policy: FirewallPolicy,
+    ) -> Result<VmInstance, ServiceError> {
+        api::validate_firewall_policy(&policy).map_err(bad)?;
+        self.store_firewall(caller, id, move |_| Ok(policy)).await
+    }
+
+    /// patchVMFirewall.
+    pub async fn patch_vm_firewall(
+        &self,
+        caller: &Caller,
+        id: &str,
+        patch: PatchVmFirewallRequest,
+    ) -> Result<VmInstance, ServiceError> {
+        api::validate_patch_vm_firewall(&patch).map_err(bad)?;
+        self.store_firewall(caller, id, move |current| Ok(patch.apply_to(&current)))
+            .await
+    }
+
+    /// execVM: runs a command through the guest agent.
+    pub async fn exec_vm(
+        &self,
+        caller: &Caller,
+        id: &str,
+        req: ExecVmRequest,
+    ) -> Result<ExecVmResponse, ServiceError> {
+        api::validate_exec_vm(&req).map_err(bad)?;
+        let (caller, id) = (caller.clone(), path_id(id)?);
+        let default_timeout = self.inner.config.default_exec_timeout_sec;
+        self.blocking(move |inner| {
+            let row = find_vm(inner, &caller, &id)?;
+            require_running(&row, "exec")?;
+            let request = req.to_agent_request(default_timeout);
+            let timeout =
+                Duration::from_millis(request.timeout_ms.unwrap_or(default_timeout * 1000));
+            let result = inner
+                .supervisor
+                .exec(&row.id, &request, timeout)
+                .map_err(|e| ServiceError::Upstream(format!("VM {id}: {e}")))?;
+            Ok(result.into())
+        })
+        .await
+    }
+}
