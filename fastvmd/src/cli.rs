@@ -19,6 +19,9 @@ pub struct Cli {
 /// What to run.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon: the API over HTTP and the local socket, VMs in
+    /// monitor processes. Prints the first API key on the very first start.
+    Serve(ServeArgs),
     /// Run one VM in this process (the monitor). Normally started by `fastvmd serve`.
     ///
     /// Creates control.sock, console.sock and (with --vsock-cid) vsock.sock in
@@ -29,6 +32,53 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Say what kind of KVM host this is and which guests it can run.
     Host,
+}
+
+/// Arguments of `fastvmd serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// HTTP address to listen on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Data directory (default: $FASTVM_HOME, /var/lib/fastvm as root,
+    /// else ~/.local/share/fastvm).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Local socket (default: <data dir>/fastvmd.sock).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Guest that new VMs boot: the Linux image, or the test guest.
+    #[arg(long, value_enum, default_value = "linux")]
+    pub guest: fastvmd::supervisor::GuestChoice,
+}
+
+/// Runs the daemon.
+pub fn run_serve(args: ServeArgs) -> ExitCode {
+    let opts = fastvmd::serve::ServeOptions {
+        listen: args.listen,
+        data_dir: args
+            .data_dir
+            .unwrap_or_else(fastvmd::serve::default_data_dir),
+        socket: args.socket,
+        guest: args.guest,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fastvmd serve: error: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_ERROR as u8);
+        }
+    };
+    match runtime.block_on(fastvmd::serve::run(opts)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fastvmd serve: error: {e}");
+            ExitCode::from(EXIT_ERROR as u8)
+        }
+    }
 }
 
 /// Arguments of `fastvmd vmm`.

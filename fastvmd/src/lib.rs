@@ -2,7 +2,9 @@
 //! guest agent protocol (`agent`), and what the daemon builds on them.
 
 pub mod agent;
+pub mod api;
 pub mod auth;
+pub mod serve;
 pub mod service;
 pub mod store;
 pub mod supervisor;

@@ -11,6 +11,7 @@ fn main() -> ExitCode {
     let args = cli::Cli::parse();
     cli::init_tracing();
     match args.command {
+        cli::Command::Serve(serve) => cli::run_serve(serve),
         cli::Command::Vmm(vmm) => cli::run_vmm(vmm),
         cli::Command::Bench(bench) => match bench::run(bench) {
             Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,82 @@
+//! `fastvmd serve`: opens the data directory, re-adopts monitors, and serves
+//! the API over HTTP and the local Unix socket until SIGTERM or SIGINT
+//! (monitors keep running; a new daemon picks them up).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::service::{Service, ServiceConfig};
+use crate::supervisor::GuestChoice;
+
+/// What `serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub socket: Option<PathBuf>,
+    pub guest: GuestChoice,
+}
+
+/// The data directory: `FASTVM_HOME`, else `/var/lib/fastvm` for root, else
+/// `~/.local/share/fastvm`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(home) = std::env::var_os("FASTVM_HOME") {
+        return PathBuf::from(home);
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/fastvm");
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".local/share/fastvm")
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Runs the daemon until a termination signal.
+pub async fn run(opts: ServeOptions) -> Result<(), String> {
+    let monitor_exe = std::env::current_exe().map_err(|e| format!("cannot find myself: {e}"))?;
+    let config = ServiceConfig::new(opts.data_dir.clone(), opts.guest, monitor_exe);
+    let opened = Service::open(config).await.map_err(|e| e.to_string())?;
+    let service = opened.service;
+    println!("data-dir: {}", opts.data_dir.display());
+    if let Some(key) = &opened.first_key {
+        println!("api-key: {}", key.key);
+        eprintln!(
+            "fastvmd: created the default organization; its API key above is shown only once"
+        );
+    }
+    match &opened.unavailable {
+        Some(why) => eprintln!("fastvmd: VMs cannot be created on this host: {why}"),
+        None => eprintln!("fastvmd: host: {}", service.host().describe()),
+    }
+    if opened.adopted + opened.lost > 0 {
+        eprintln!(
+            "fastvmd: re-adopted {} running VM(s); {} VM(s) whose monitor had ended are marked",
+            opened.adopted, opened.lost
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("listening: http://{addr}");
+    service.spawn_watcher();
+    let app = crate::api::app(service.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| format!("HTTP server: {e}"))?;
+    eprintln!("fastvmd: stopped; VMs keep running");
+    Ok(())
+}
