@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod auth;
 pub mod service;
+pub mod socket;
 pub mod store;
 pub mod supervisor;
 pub mod vmm;
