@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod auth;
+pub mod call;
 pub mod service;
 pub mod socket;
 pub mod store;
