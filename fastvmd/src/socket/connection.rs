@@ -2,7 +2,6 @@
 //! writes answers and watch events as they are ready, and switches to raw
 //! console bytes on `attachConsole` (see the decisions in [`super`]).
 
-use std::path::Path;
 use std::sync::Arc;
 
 use fastvm_proto::socket::{
@@ -108,12 +107,18 @@ pub(super) async fn run(stream: Stream, service: Service) {
             continue;
         }
         match dispatch(&service, &req).await {
-            Outcome::Console(path) => {
-                tasks.shutdown().await;
-                drop(open);
-                attach(&path, req.id, reader, &writer).await;
-                return;
-            }
+            Outcome::Console(path) => match tokio::net::UnixStream::connect(&path).await {
+                Ok(console) => {
+                    tasks.shutdown().await;
+                    drop(open);
+                    attach(console, req.id, reader, &writer).await;
+                    return;
+                }
+                Err(e) => {
+                    let msg = format!("cannot reach the console at {}: {e}", path.display());
+                    send_response(&writer, &SocketResponse::error(req.id, 502, msg)).await;
+                }
+            },
             outcome => {
                 let (writer, closed) = (writer.clone(), closed.clone());
                 tasks.spawn(async move { finish(outcome, req.id, &writer, Some(closed)).await });
@@ -194,18 +199,14 @@ async fn stream_events(
     }
 }
 
-/// Connects to the console, answers 101 and splices bytes both ways until
-/// either side closes. A console that cannot be reached is a 502 and the
-/// connection closes.
-async fn attach(path: &Path, id: u64, mut reader: BufReader<&Stream>, writer: &Writer) {
-    let console = match tokio::net::UnixStream::connect(path).await {
-        Ok(c) => c,
-        Err(e) => {
-            let msg = format!("cannot reach the console at {}: {e}", path.display());
-            send_response(writer, &SocketResponse::error(id, 502, msg)).await;
-            return;
-        }
-    };
+/// Answers 101 and splices bytes between the client and the connected
+/// `console` until either side closes.
+async fn attach(
+    console: tokio::net::UnixStream,
+    id: u64,
+    mut reader: BufReader<&Stream>,
+    writer: &Writer,
+) {
     let upgraded = SocketResponse {
         id,
         status: 101,

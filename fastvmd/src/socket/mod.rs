@@ -27,7 +27,9 @@
 //! - **attachConsole.** Once accepted (101), requests still in flight on the
 //!   connection are cancelled without an answer and watches end; the
 //!   connection then carries raw bytes to and from the VM's `console.sock`
-//!   until either side closes. Send it on a connection of its own.
+//!   until either side closes. Send it on a connection of its own. When the
+//!   VM's console cannot be reached the answer is 502 and the connection
+//!   goes on with frames.
 //! - **Admin answers.** `createOrg` -> `{"id", "name", "apiKey": {"id",
 //!   "orgId", "key", "prefix"}}`; `createApiKey` -> `{"id", "orgId", "key",
 //!   "prefix"}`; `revokeApiKey` (params `{"id"}` or body `{"keyId"}`) ->

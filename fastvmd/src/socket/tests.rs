@@ -6,17 +6,19 @@ use std::time::Duration;
 
 use fastvm_proto::socket::{ServerFrame, SocketEvent, SocketRequest, SocketResponse, encode_frame};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::{SOCKET_FILE, bind, serve};
 use crate::service::{Service, ServiceConfig};
+use crate::store::NewVm;
 use crate::supervisor::GuestChoice;
 
 struct Daemon {
     _dir: tempfile::TempDir,
     path: std::path::PathBuf,
+    service: Service,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -36,10 +38,11 @@ async fn daemon() -> Daemon {
     let service = Service::open(config).await.unwrap().service;
     let path = dir.path().join(SOCKET_FILE);
     let listener = bind(&path).unwrap();
-    let server = tokio::spawn(serve(listener, service));
+    let server = tokio::spawn(serve(listener, service.clone()));
     Daemon {
         _dir: dir,
         path,
+        service,
         server,
     }
 }
@@ -269,4 +272,63 @@ async fn watch_gets_its_orgs_quota_events_only() {
     );
     // The vm-only watcher saw nothing; its connection still answers first.
     assert_eq!(vm_only.call(req("getLivez")).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_console_splices_bytes_both_ways() {
+    let d = daemon().await;
+    let mut c = Client::connect(&d).await;
+    let org_id = c.call(req("getOrgQuotas")).await.body["orgId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let new_vm = |status: &str| NewVm {
+        org_id: org_id.clone(),
+        name: "dev".into(),
+        machine_name: "c1m2".into(),
+        source_name: None,
+        source_snapshot_id: None,
+        vcpus: 1,
+        memory_mib: 512,
+        disk_gib: 10,
+        status: status.into(),
+        firewall_json: r#"{"mode":"open"}"#.into(),
+        public_ipv6: None,
+    };
+    let store = &d.service.inner.store;
+    let stopped = store.create_vm_within_quota(new_vm("stopped")).unwrap();
+    let resp = c.call(req("attachConsole").param("id", stopped.id)).await;
+    assert_eq!(resp.status, 409, "{resp:?}");
+
+    let vm = store.create_vm_within_quota(new_vm("running")).unwrap();
+    // A running VM whose monitor is gone: 502, and the connection closes.
+    let resp = c
+        .call(req("attachConsole").param("id", vm.id.clone()))
+        .await;
+    assert_eq!(resp.status, 502, "{resp:?}");
+
+    // A fake monitor console that echoes what it gets.
+    let dir = d.service.inner.supervisor.vm_dir(&vm.id);
+    std::fs::create_dir_all(&dir).unwrap();
+    let console = tokio::net::UnixListener::bind(dir.join("console.sock")).unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = console.accept().await.unwrap();
+        let (mut r, mut w) = s.split();
+        let _ = tokio::io::copy(&mut r, &mut w).await;
+    });
+    let mut c = Client::connect(&d).await;
+    // Bytes sent right behind the frame reach the console too.
+    let mut frame = encode_frame(&req("attachConsole").param("id", vm.id)).unwrap();
+    frame.extend_from_slice(b"early ");
+    c.send_line(&frame).await;
+    let resp = c.response().await;
+    assert_eq!(resp.status, 101, "{resp:?}");
+    c.send_line(b"hello").await;
+    let mut got = vec![0u8; 11];
+    let read = c.reader.read_exact(&mut got);
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, b"early hello");
 }
