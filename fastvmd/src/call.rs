@@ -137,9 +137,8 @@ pub fn call(socket: &Path, op: &str, json: Option<&str>) -> Result<ExitCode, Cal
         Some(Op::Watch) => watch(&mut reader, &mut buf),
         Some(Op::AttachConsole) => console(reader, &stream),
         _ => {
-            let mut out = io::stdout().lock();
-            serde_json::to_writer_pretty(&mut out, &resp.body).map_err(FrameError::from)?;
-            writeln!(out)?;
+            let pretty = serde_json::to_string_pretty(&resp.body).map_err(FrameError::from)?;
+            println!("{pretty}");
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -332,3 +332,27 @@ async fn attach_console_splices_bytes_both_ways() {
         .unwrap();
     assert_eq!(got, b"early hello");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_client_exit_statuses() {
+    use std::process::ExitCode;
+
+    use crate::call::{CallError, call};
+    let d = daemon().await;
+    let path = d.path.clone();
+    tokio::task::spawn_blocking(move || {
+        assert_eq!(call(&path, "listVMs", None).unwrap(), ExitCode::SUCCESS);
+        assert_eq!(
+            call(&path, "getVM", Some(r#"{"id":"x"}"#)).unwrap(),
+            ExitCode::from(1)
+        );
+        assert_eq!(call(&path, "nope", None).unwrap(), ExitCode::from(1));
+        let missing = path.with_file_name("missing.sock");
+        assert!(matches!(
+            call(&missing, "listVMs", None),
+            Err(CallError::Connect { .. })
+        ));
+    })
+    .await
+    .unwrap();
+}
