@@ -1,11 +1,15 @@
 //! FastVM daemon library: the per-VM monitor (`vmm`), the host side of the
-//! guest agent protocol (`agent`), and what the daemon builds on them.
+//! guest agent protocol (`agent`), and the daemon built on them: store,
+//! supervisor, the operation layer (`service`) and its two front ends
+//! (`api` over HTTP, `socket` over the local Unix socket).
 
 pub mod agent;
 pub mod api;
 pub mod auth;
+pub mod call;
 pub mod serve;
 pub mod service;
+pub mod socket;
 pub mod store;
 pub mod supervisor;
 pub mod vmm;

@@ -7,6 +7,7 @@ mod auth;
 mod console;
 mod convert;
 pub mod error;
+mod local_console;
 mod reconcile;
 mod snapshots;
 mod vms;
