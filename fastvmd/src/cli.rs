@@ -28,10 +28,43 @@ pub enum Command {
     /// DIR. Exit status: 0 stopped by the host (control `stop`, SIGTERM),
     /// 10 guest powered off, 11 guest rebooted, 12 guest crashed, 1 error.
     Vmm(VmmArgs),
+    /// Call any operation of a running daemon over its local socket.
+    #[command(after_help = fastvmd::call::HELP)]
+    Call(CallArgs),
     /// Measure the monitor with the test guest and print a Markdown table.
     Bench(crate::bench::BenchArgs),
     /// Say what kind of KVM host this is and which guests it can run.
     Host,
+}
+
+/// Arguments of `fastvmd call`.
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// Operation: an OpenAPI operationId (listVMs, createVM, execVM, ...),
+    /// watch, attachConsole, or an admin op (createOrg, createApiKey,
+    /// revokeApiKey, setQuotaLimits, mintToken).
+    pub op: String,
+    /// JSON argument (see below).
+    pub json: Option<String>,
+    /// The daemon's socket (default: $FASTVM_SOCKET, else
+    /// <data dir>/fastvmd.sock).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+}
+
+/// Runs `fastvmd call`.
+pub fn run_call(args: CallArgs) -> ExitCode {
+    let socket = args
+        .socket
+        .or_else(|| std::env::var_os("FASTVM_SOCKET").map(PathBuf::from))
+        .unwrap_or_else(|| fastvmd::serve::default_data_dir().join(fastvmd::socket::SOCKET_FILE));
+    match fastvmd::call::call(&socket, &args.op, args.json.as_deref()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("fastvmd call: error: {e}");
+            ExitCode::from(EXIT_ERROR as u8)
+        }
+    }
 }
 
 /// Arguments of `fastvmd serve`.

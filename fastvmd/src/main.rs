@@ -12,6 +12,7 @@ fn main() -> ExitCode {
     cli::init_tracing();
     match args.command {
         cli::Command::Serve(serve) => cli::run_serve(serve),
+        cli::Command::Call(call) => cli::run_call(call),
         cli::Command::Vmm(vmm) => cli::run_vmm(vmm),
         cli::Command::Bench(bench) => match bench::run(bench) {
             Ok(()) => ExitCode::SUCCESS,

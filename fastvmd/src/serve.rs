@@ -71,12 +71,21 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     println!("listening: http://{addr}");
+    let socket_path = opts
+        .socket
+        .clone()
+        .unwrap_or_else(|| opts.data_dir.join(crate::socket::SOCKET_FILE));
+    let socket = crate::socket::bind(&socket_path)
+        .map_err(|e| format!("cannot listen on {}: {e}", socket_path.display()))?;
+    println!("socket: {}", socket_path.display());
+    let socket_task = tokio::spawn(crate::socket::serve(socket, service.clone()));
     service.spawn_watcher();
     let app = crate::api::app(service.clone());
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|e| format!("HTTP server: {e}"))?;
+    socket_task.abort();
     eprintln!("fastvmd: stopped; VMs keep running");
     Ok(())
 }
