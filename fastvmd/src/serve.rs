@@ -31,6 +31,17 @@ pub fn default_data_dir() -> PathBuf {
     home.join(".local/share/fastvm")
 }
 
+/// A `key: value` line on stdout for scripts; a closed stdout is not an
+/// error (the daemon keeps running when whoever started it stops reading).
+fn announce(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out
+        .write_fmt(line)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+}
+
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = match signal(SignalKind::terminate()) {
@@ -49,9 +60,9 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
     let config = ServiceConfig::new(opts.data_dir.clone(), opts.guest, monitor_exe);
     let opened = Service::open(config).await.map_err(|e| e.to_string())?;
     let service = opened.service;
-    println!("data-dir: {}", opts.data_dir.display());
+    announce(format_args!("data-dir: {}", opts.data_dir.display()));
     if let Some(key) = &opened.first_key {
-        println!("api-key: {}", key.key);
+        announce(format_args!("api-key: {}", key.key));
         eprintln!(
             "fastvmd: created the default organization; its API key above is shown only once"
         );
@@ -70,14 +81,14 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    println!("listening: http://{addr}");
     let socket_path = opts
         .socket
         .clone()
         .unwrap_or_else(|| opts.data_dir.join(crate::socket::SOCKET_FILE));
     let socket = crate::socket::bind(&socket_path)
         .map_err(|e| format!("cannot listen on {}: {e}", socket_path.display()))?;
-    println!("socket: {}", socket_path.display());
+    announce(format_args!("socket: {}", socket_path.display()));
+    announce(format_args!("listening: http://{addr}"));
     let socket_task = tokio::spawn(crate::socket::serve(socket, service.clone()));
     service.spawn_watcher();
     let app = crate::api::app(service.clone());

@@ -44,10 +44,10 @@ fn spawn(data_dir: &Path) -> (Child, String, Option<String>) {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut key = None;
     loop {
-        let line = lines
-            .next()
-            .expect("daemon exited before listening")
-            .expect("read daemon output");
+        let Some(Ok(line)) = lines.next() else {
+            let status = child.wait();
+            panic!("daemon exited before listening: {status:?}");
+        };
         if let Some(k) = line.strip_prefix("api-key: ") {
             key = Some(k.to_string());
         }
@@ -110,6 +110,19 @@ impl Daemon {
         let text = response.body_mut().read_to_string().unwrap_or_default();
         let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
         (status, json)
+    }
+
+    /// Like [`Daemon::call`], but a failed connection is `None` (for
+    /// requests racing a daemon that is being killed).
+    pub fn try_call(&self, method: &str, path: &str, body: Option<&Value>) -> Option<u16> {
+        let headers = [
+            ("X-API-Key", self.key.as_str()),
+            ("Content-Type", "application/json"),
+        ];
+        let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        self.send(method, path, &headers, bytes)
+            .ok()
+            .map(|r| r.status().as_u16())
     }
 
     /// Sends a request with the daemon's API key.
