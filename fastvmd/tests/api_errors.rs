@@ -88,7 +88,8 @@ fn malformed_requests_get_json_errors() {
         &[("X-API-Key", key.as_str()), ("Content-Type", "text/plain")],
         b"{}".to_vec(),
     );
-    assert_json_error(s, &c, &b, 415);
+    assert_json_error(s, &c, &b, 400);
+    assert!(b["error"].as_str().unwrap().contains("Content-Type"), "{b}");
     let (s, c, b) = oversized_post(&d, "/v1/vms");
     assert_json_error(s, &c, &b, 413);
     let (s, c, b) = d.raw("GET", "/v1/vms/not-a-uuid", &auth, Vec::new());
@@ -111,6 +112,15 @@ fn malformed_requests_get_json_errors() {
         let (s, c, b) = d.raw("POST", "/v1/vms", &json_auth, body.to_string().into_bytes());
         assert_json_error(s, &c, &b, 400);
     }
+    // An unknown source snapshot is bad input for createVM (the contract has no 404 there).
+    let (s, c, b) = d.raw(
+        "POST",
+        "/v1/vms",
+        &json_auth,
+        json!({"snapshotId": "8d7b7c6e-2d6f-4b7a-9c1f-0a0b0c0d0e0f"}).to_string().into_bytes(),
+    );
+    assert_json_error(s, &c, &b, 400);
+    assert!(b["error"].as_str().unwrap().starts_with("snapshotId"), "{b}");
     let (s, c, b) = d.raw(
         "POST",
         "/v1/snapshots",

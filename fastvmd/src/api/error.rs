@@ -57,9 +57,11 @@ where
     }
 }
 
+/// A body that is too large is 413; anything else wrong with it (not JSON,
+/// not `application/json`, not the right shape) is a 400, the status the
+/// contract documents for bad requests.
 fn json_rejection(rejection: JsonRejection) -> Response {
     let status = match &rejection {
-        JsonRejection::MissingJsonContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         JsonRejection::BytesRejection(_) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             StatusCode::PAYLOAD_TOO_LARGE
         }

@@ -101,7 +101,9 @@ fn plan(inner: &Inner, caller: &Caller, req: &CreateVmRequest) -> Result<Plan, S
     let snap = inner
         .store
         .get_snapshot(&caller.org_id, &snapshot_id)?
-        .ok_or_else(|| ServiceError::NotFound(format!("snapshot {snapshot_id} not found")))?;
+        .ok_or_else(|| {
+            ServiceError::BadRequest(format!("snapshotId: no snapshot {snapshot_id}"))
+        })?;
     if snap.status != crate::store::snapshot_status::READY {
         return Err(ServiceError::Conflict(format!(
             "snapshot {snapshot_id} is {}, not ready",
