@@ -1,6 +1,8 @@
 //! `fastvmd bench`: measures the monitor with the test guest and prints a
-//! Markdown table: boot ([`boot`]) and snapshot/restore ([`snapshot`]).
+//! Markdown table: boot ([`boot`]), snapshot/restore ([`snapshot`]) and the
+//! daemon's API ([`api`]).
 
+mod api;
 mod boot;
 mod snapshot;
 
@@ -160,6 +162,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
     eprintln!("host: {}", host.describe());
     let mut rows = boot::measure(&args, &kernel)?;
     rows.extend(snapshot::measure(&args, &kernel)?);
+    rows.extend(api::measure(&args)?);
     println!("| measurement | result | target |");
     println!("|---|---|---|");
     for (what, result, target) in rows {
