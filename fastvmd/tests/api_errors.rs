@@ -117,10 +117,15 @@ fn malformed_requests_get_json_errors() {
         "POST",
         "/v1/vms",
         &json_auth,
-        json!({"snapshotId": "8d7b7c6e-2d6f-4b7a-9c1f-0a0b0c0d0e0f"}).to_string().into_bytes(),
+        json!({"snapshotId": "8d7b7c6e-2d6f-4b7a-9c1f-0a0b0c0d0e0f"})
+            .to_string()
+            .into_bytes(),
     );
     assert_json_error(s, &c, &b, 400);
-    assert!(b["error"].as_str().unwrap().starts_with("snapshotId"), "{b}");
+    assert!(
+        b["error"].as_str().unwrap().starts_with("snapshotId"),
+        "{b}"
+    );
     let (s, c, b) = d.raw(
         "POST",
         "/v1/snapshots",

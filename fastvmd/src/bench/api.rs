@@ -38,7 +38,14 @@ impl Daemon {
         let data = tempfile::tempdir().map_err(|e| e.to_string())?;
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let mut child = Command::new(exe)
-            .args(["serve", "--listen", "127.0.0.1:0", "--guest", "test", "--data-dir"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--guest",
+                "test",
+                "--data-dir",
+            ])
             .arg(data.path().join("home"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -78,7 +85,12 @@ impl Daemon {
         Store::open(self.data.path().join("home/fastvm.db")).map_err(|e| e.to_string())
     }
 
-    fn request(&self, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String), String> {
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<(u16, String), String> {
         let mut req = ureq::http::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.url))
@@ -91,7 +103,10 @@ impl Daemon {
             .map_err(|e| e.to_string())?;
         let mut resp = self.agent.run(req).map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
-        let text = resp.body_mut().read_to_string().map_err(|e| e.to_string())?;
+        let text = resp
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| e.to_string())?;
         Ok((status, text))
     }
 

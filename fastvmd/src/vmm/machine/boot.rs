@@ -1,7 +1,6 @@
 //! Builds a [`Machine`] from a configuration and boots the kernel: KVM VM,
 //! guest memory, devices, boot data and vCPUs at the kernel entry.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -12,7 +11,7 @@ use linux_loader::cmdline::Cmdline;
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
-use super::{Machine, VSOCK_SOCKET, VirtioSlot, VmSockets};
+use super::{Machine, Parts, VSOCK_SOCKET, VirtioSlot, VmSockets};
 use crate::vmm::boot::{self, cpuid, mptable, params, regs};
 use crate::vmm::bus::{Bus, BusError, SharedDevice};
 use crate::vmm::config::VmConfig;
@@ -25,8 +24,7 @@ use crate::vmm::devices::virtio::vsock::Vsock;
 use crate::vmm::devices::virtio::{Interrupt, MMIO_WINDOW, VirtioDevice};
 use crate::vmm::exit::ExitEvent;
 use crate::vmm::lockdir::DirLock;
-use crate::vmm::vcpu::VcpuControl;
-use crate::vmm::{VmmError, kvm_state, layout, memory, signals};
+use crate::vmm::{VmmError, layout, memory, signals};
 
 pub(super) fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmmError {
     move |e| VmmError::Kvm(format!("{what}: {e}"))
@@ -224,31 +222,23 @@ pub fn build(cfg: &VmConfig) -> Result<(Machine, Receiver<ExitEvent>), VmmError>
     }
     tracing::debug!("vCPUs ready at {:?}", started.elapsed());
 
-    let machine = Machine {
-        msr_indices: kvm_state::vcpu::msr_index_list(&kvm)?,
+    let machine = Machine::new(Parts {
         kvm,
         vm,
         mem,
-        vcpus: VcpuControl::new(vcpu_fds.len()),
         vcpu_fds,
-        io_bus: Arc::new(legacy.io_bus),
-        mmio_bus: Arc::new(mmio_bus),
-        serial: legacy.serial,
-        hub: legacy.hub,
-        i8042: legacy.i8042,
-        power: legacy.power,
+        legacy,
         virtio,
+        mmio_bus,
         disk_path: cfg.disk.clone(),
         kernel: cfg.kernel.display().to_string(),
         vcpu_count: cfg.vcpus,
         memory_mib: cfg.memory_mib,
         cmdline: cmdline_text.to_string_lossy().into_owned(),
         started,
-        stopping: AtomicBool::new(false),
-        events: Mutex::new(events_tx),
-        snapshot_lock: Mutex::new(()),
+        events: events_tx,
         dir_lock,
         sockets,
-    };
+    })?;
     Ok((machine, events_rx))
 }

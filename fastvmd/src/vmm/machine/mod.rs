@@ -103,6 +103,58 @@ impl Drop for VmSockets {
     }
 }
 
+/// What a builder (boot or restore) hands over to become a [`Machine`].
+pub struct Parts {
+    pub kvm: Kvm,
+    pub vm: VmFd,
+    pub mem: GuestMemoryMmap,
+    pub vcpu_fds: Vec<Arc<Mutex<VcpuFd>>>,
+    pub legacy: boot::LegacyDevices,
+    pub virtio: Vec<VirtioSlot>,
+    pub mmio_bus: Bus,
+    pub disk_path: Option<PathBuf>,
+    pub kernel: String,
+    pub vcpu_count: u8,
+    pub memory_mib: u64,
+    pub cmdline: String,
+    pub started: Instant,
+    pub events: Sender<ExitEvent>,
+    pub dir_lock: DirLock,
+    pub sockets: VmSockets,
+}
+
+impl Machine {
+    /// Puts the parts together, vCPUs not started yet.
+    pub fn new(parts: Parts) -> Result<Machine, VmmError> {
+        Ok(Machine {
+            msr_indices: super::kvm_state::vcpu::msr_index_list(&parts.kvm)?,
+            kvm: parts.kvm,
+            vm: parts.vm,
+            mem: parts.mem,
+            vcpus: VcpuControl::new(parts.vcpu_fds.len()),
+            vcpu_fds: parts.vcpu_fds,
+            io_bus: Arc::new(parts.legacy.io_bus),
+            mmio_bus: Arc::new(parts.mmio_bus),
+            serial: parts.legacy.serial,
+            hub: parts.legacy.hub,
+            i8042: parts.legacy.i8042,
+            power: parts.legacy.power,
+            virtio: parts.virtio,
+            disk_path: parts.disk_path,
+            kernel: parts.kernel,
+            vcpu_count: parts.vcpu_count,
+            memory_mib: parts.memory_mib,
+            cmdline: parts.cmdline,
+            started: parts.started,
+            stopping: AtomicBool::new(false),
+            events: Mutex::new(parts.events),
+            snapshot_lock: Mutex::new(()),
+            dir_lock: parts.dir_lock,
+            sockets: parts.sockets,
+        })
+    }
+}
+
 impl ControlTarget for Machine {
     fn status(&self) -> Status {
         let state = if self.stopping.load(Ordering::SeqCst) {

@@ -2,7 +2,6 @@
 //! copy-on-write from the snapshot's `memory`, KVM and device state
 //! restored, a copy-on-write disk of the clone's own, a new vsock identity.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -11,7 +10,7 @@ use kvm_ioctls::Kvm;
 
 use super::boot::{create_vm, kvm_err, legacy_devices, mmio_bus, virtio_interrupt};
 use super::snapshot::MachineState;
-use super::{Machine, VSOCK_SOCKET, VirtioSlot, VmSockets};
+use super::{Machine, Parts, VSOCK_SOCKET, VirtioSlot, VmSockets};
 use crate::vmm::config::RestoreConfig;
 use crate::vmm::devices::serial::SerialDevice;
 use crate::vmm::devices::system::{I8042, PowerPort};
@@ -22,8 +21,7 @@ use crate::vmm::devices::virtio::{VirtioDevice, VirtioDeviceState};
 use crate::vmm::exit::ExitEvent;
 use crate::vmm::lockdir::DirLock;
 use crate::vmm::snapshot::{SnapshotReader, clone_disk, grow_disk, map_memory};
-use crate::vmm::vcpu::VcpuControl;
-use crate::vmm::{VmmError, kvm_state, memory, signals};
+use crate::vmm::{VmmError, memory, signals};
 
 /// Name of the clone's disk inside its VM directory.
 pub const CLONE_DISK: &str = "disk";
@@ -142,31 +140,23 @@ pub fn build(cfg: &RestoreConfig) -> Result<(Machine, Receiver<ExitEvent>), VmmE
     }
     tracing::debug!("vCPUs ready at {:?}", started.elapsed());
 
-    let machine = Machine {
-        msr_indices: kvm_state::vcpu::msr_index_list(&kvm)?,
+    let machine = Machine::new(Parts {
         kvm,
         vm,
         mem,
-        vcpus: VcpuControl::new(vcpu_fds.len()),
         vcpu_fds,
-        io_bus: Arc::new(legacy.io_bus),
-        mmio_bus: Arc::new(mmio_bus),
-        serial: legacy.serial,
-        hub: legacy.hub,
-        i8042: legacy.i8042,
-        power: legacy.power,
+        legacy,
         virtio,
+        mmio_bus,
         disk_path,
         kernel: manifest.kernel.clone(),
         vcpu_count,
         memory_mib: manifest.memory_mib,
         cmdline: manifest.cmdline.clone(),
         started,
-        stopping: AtomicBool::new(false),
-        events: Mutex::new(events_tx),
-        snapshot_lock: Mutex::new(()),
+        events: events_tx,
         dir_lock,
         sockets,
-    };
+    })?;
     Ok((machine, events_rx))
 }
