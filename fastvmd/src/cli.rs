@@ -83,6 +83,19 @@ pub struct ServeArgs {
     /// Guest that new VMs boot: the Linux image, or the test guest.
     #[arg(long, value_enum, default_value = "linux")]
     pub guest: fastvmd::supervisor::GuestChoice,
+    /// Default quota of an org: vCPUs of its live VMs (`fastvmd call
+    /// setQuotaLimits` sets one org's own).
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub quota_vcpu: u64,
+    /// Default quota of an org: MiB of memory of its live VMs.
+    #[arg(long, value_name = "MIB", default_value_t = 32768)]
+    pub quota_memory_mib: u64,
+    /// Default quota of an org: GiB of disk of its live VMs.
+    #[arg(long, value_name = "GIB", default_value_t = 500)]
+    pub quota_disk_gib: u64,
+    /// Default quota of an org: number of snapshots.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub quota_snapshots: u64,
 }
 
 /// Runs the daemon.
@@ -94,6 +107,12 @@ pub fn run_serve(args: ServeArgs) -> ExitCode {
             .unwrap_or_else(fastvmd::serve::default_data_dir),
         socket: args.socket,
         guest: args.guest,
+        quota_defaults: fastvmd::store::QuotaDefaults(fastvmd::store::QuotaValues {
+            vcpu: args.quota_vcpu,
+            memory_mib: args.quota_memory_mib,
+            disk_gib: args.quota_disk_gib,
+            snapshot_count: args.quota_snapshots,
+        }),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -15,6 +15,8 @@ pub struct ServeOptions {
     pub data_dir: PathBuf,
     pub socket: Option<PathBuf>,
     pub guest: GuestChoice,
+    /// Quota limits of orgs that have none of their own.
+    pub quota_defaults: crate::store::QuotaDefaults,
 }
 
 /// The data directory: `FASTVM_HOME`, else `/var/lib/fastvm` for root, else
@@ -57,7 +59,8 @@ async fn shutdown_signal() {
 /// Runs the daemon until a termination signal.
 pub async fn run(opts: ServeOptions) -> Result<(), String> {
     let monitor_exe = std::env::current_exe().map_err(|e| format!("cannot find myself: {e}"))?;
-    let config = ServiceConfig::new(opts.data_dir.clone(), opts.guest, monitor_exe);
+    let mut config = ServiceConfig::new(opts.data_dir.clone(), opts.guest, monitor_exe);
+    config.quota_defaults = opts.quota_defaults;
     let opened = Service::open(config).await.map_err(|e| e.to_string())?;
     let service = opened.service;
     announce(format_args!("data-dir: {}", opts.data_dir.display()));

@@ -25,7 +25,7 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
-fn spawn(data_dir: &Path) -> (Child, String, Option<String>) {
+fn spawn(data_dir: &Path, extra: &[&str]) -> (Child, String, Option<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fastvmd"))
         .args([
             "serve",
@@ -36,6 +36,7 @@ fn spawn(data_dir: &Path) -> (Child, String, Option<String>) {
             "--data-dir",
         ])
         .arg(data_dir)
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -60,9 +61,14 @@ fn spawn(data_dir: &Path) -> (Child, String, Option<String>) {
 impl Daemon {
     /// Starts a daemon on a new data dir.
     pub fn start() -> Daemon {
+        Daemon::start_with(&[])
+    }
+
+    /// Starts a daemon on a new data dir with extra `serve` arguments.
+    pub fn start_with(extra: &[&str]) -> Daemon {
         let tmp = tempfile::tempdir().unwrap();
         let data_dir = tmp.path().join("data");
-        let (child, base, key) = spawn(&data_dir);
+        let (child, base, key) = spawn(&data_dir, extra);
         Daemon {
             child: Some(child),
             base,
@@ -84,7 +90,7 @@ impl Daemon {
     /// Starts the daemon again on the same data dir.
     pub fn restart(&mut self) {
         self.kill9();
-        let (child, base, key) = spawn(&self.data_dir);
+        let (child, base, key) = spawn(&self.data_dir, &[]);
         assert!(key.is_none(), "no new key on a restart");
         self.child = Some(child);
         self.base = base;
