@@ -30,6 +30,13 @@ pub enum ServiceError {
     Internal(String),
 }
 
+impl From<fastvm_proto::api::ValidationError> for ServiceError {
+    /// A broken constraint is a 400 whose message names the field.
+    fn from(e: fastvm_proto::api::ValidationError) -> Self {
+        ServiceError::BadRequest(e.to_string())
+    }
+}
+
 impl ServiceError {
     /// The HTTP status for this error.
     pub fn status(&self) -> u16 {

@@ -12,10 +12,6 @@ use super::vms::{find_vm, path_id, require_running};
 use super::{Caller, Service, ServiceError};
 use crate::store::{NewSnapshot, snapshot_status};
 
-fn bad(e: api::ValidationError) -> ServiceError {
-    ServiceError::BadRequest(e.to_string())
-}
-
 impl Service {
     /// createSnapshot: 201 once the snapshot directory is complete.
     pub async fn create_snapshot(
@@ -23,7 +19,7 @@ impl Service {
         caller: &Caller,
         req: CreateSnapshotRequest,
     ) -> Result<SnapshotObject, ServiceError> {
-        api::validate_create_snapshot(&req).map_err(bad)?;
+        api::validate_create_snapshot(&req)?;
         let caller = caller.clone();
         self.blocking(move |inner| {
             let vm_id = req.vm_id.to_string();
@@ -104,7 +100,7 @@ impl Service {
         id: &str,
         req: UpdateSnapshotRequest,
     ) -> Result<SnapshotObject, ServiceError> {
-        api::validate_update_snapshot(&req).map_err(bad)?;
+        api::validate_update_snapshot(&req)?;
         let (caller, id) = (caller.clone(), path_id(id)?);
         self.blocking(move |inner| {
             if !inner

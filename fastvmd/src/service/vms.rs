@@ -15,15 +15,11 @@ use super::{Caller, Inner, Service, ServiceError};
 use crate::store::{NewVm, VmRow, vm_status};
 use crate::supervisor::{GuestImage, MonitorSource, MonitorSpec};
 
-fn bad(e: api::ValidationError) -> ServiceError {
-    ServiceError::BadRequest(e.to_string())
-}
-
 /// Parses a path id, 400 naming `id` when malformed.
 pub(super) fn path_id(id: &str) -> Result<String, ServiceError> {
     api::parse_uuid("id", id)
         .map(|u| u.to_string())
-        .map_err(bad)
+        .map_err(ServiceError::from)
 }
 
 pub(super) fn find_vm(inner: &Inner, caller: &Caller, id: &str) -> Result<VmRow, ServiceError> {
@@ -65,7 +61,7 @@ struct Plan {
 }
 
 fn plan(inner: &Inner, caller: &Caller, req: &CreateVmRequest) -> Result<Plan, ServiceError> {
-    api::validate_create_vm(req).map_err(bad)?;
+    api::validate_create_vm(req)?;
     let name = req.name.clone().unwrap_or_default();
     if let Some(machine) = req.machine_type {
         let (kernel, cmdline) = match &inner.guest {
@@ -73,7 +69,7 @@ fn plan(inner: &Inner, caller: &Caller, req: &CreateVmRequest) -> Result<Plan, S
             GuestImage::Unavailable(why) => return Err(ServiceError::Unavailable(why.clone())),
         };
         let disk_gib = req.disk_gib.unwrap_or(machine.default_disk_gib());
-        api::check_disk_grow(disk_gib, machine.default_disk_gib()).map_err(bad)?;
+        api::check_disk_grow(disk_gib, machine.default_disk_gib())?;
         let firewall = req.firewall.clone().unwrap_or_default();
         return Ok(Plan {
             new: NewVm {
@@ -114,7 +110,7 @@ fn plan(inner: &Inner, caller: &Caller, req: &CreateVmRequest) -> Result<Plan, S
         return Err(ServiceError::Unavailable(inner.host.describe()));
     }
     let disk_gib = req.disk_gib.unwrap_or(snap.disk_gib);
-    api::check_disk_grow(disk_gib, snap.disk_gib).map_err(bad)?;
+    api::check_disk_grow(disk_gib, snap.disk_gib)?;
     let firewall = match &req.firewall {
         Some(policy) => firewall_json(policy)?,
         None => snap.firewall_json.clone(),
@@ -258,7 +254,7 @@ impl Service {
         id: &str,
         req: UpdateVmRequest,
     ) -> Result<VmInstance, ServiceError> {
-        api::validate_update_vm(&req).map_err(bad)?;
+        api::validate_update_vm(&req)?;
         let (caller, id) = (caller.clone(), path_id(id)?);
         self.blocking(move |inner| {
             if !inner.store.update_vm_name(&caller.org_id, &id, &req.name)? {
@@ -308,7 +304,7 @@ impl Service {
         self.blocking(move |inner| {
             let row = find_vm(inner, &caller, &id)?;
             let policy = change(convert::vm(&row)?.firewall)?;
-            api::validate_firewall_policy(&policy).map_err(bad)?;
+            api::validate_firewall_policy(&policy)?;
             inner
                 .store
                 .update_vm_firewall(&caller.org_id, &id, &firewall_json(&policy)?)?;
@@ -326,7 +322,7 @@ impl Service {
         id: &str,
         policy: FirewallPolicy,
     ) -> Result<VmInstance, ServiceError> {
-        api::validate_firewall_policy(&policy).map_err(bad)?;
+        api::validate_firewall_policy(&policy)?;
         self.store_firewall(caller, id, move |_| Ok(policy)).await
     }
 
@@ -337,7 +333,7 @@ impl Service {
         id: &str,
         patch: PatchVmFirewallRequest,
     ) -> Result<VmInstance, ServiceError> {
-        api::validate_patch_vm_firewall(&patch).map_err(bad)?;
+        api::validate_patch_vm_firewall(&patch)?;
         self.store_firewall(caller, id, move |current| Ok(patch.apply_to(&current)))
             .await
     }
@@ -349,7 +345,7 @@ impl Service {
         id: &str,
         req: ExecVmRequest,
     ) -> Result<ExecVmResponse, ServiceError> {
-        api::validate_exec_vm(&req).map_err(bad)?;
+        api::validate_exec_vm(&req)?;
         let (caller, id) = (caller.clone(), path_id(id)?);
         let default_timeout = self.inner.config.default_exec_timeout_sec;
         self.blocking(move |inner| {
