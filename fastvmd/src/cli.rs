@@ -31,7 +31,8 @@ pub enum Command {
     /// Call any operation of a running daemon over its local socket.
     #[command(after_help = fastvmd::call::HELP)]
     Call(CallArgs),
-    /// Measure the monitor with the test guest and print a Markdown table.
+    /// Measure boot, snapshots and the API (with the test guest) and print a
+    /// Markdown table.
     Bench(crate::bench::BenchArgs),
     /// Say what kind of KVM host this is and which guests it can run.
     Host,
