@@ -49,9 +49,7 @@ fn guest_rst_closes_host_stream() {
         path,
         mut dev,
     } = setup();
-    let mut g = Guest::new(&mem);
-    g.post_rx_all();
-    activate(&mut dev, &mem, &g);
+    let mut g = active_guest(&mut dev, &mem);
     let mut s = host_connect(&path, "CONNECT 77\n");
     let (req, _) = g.recv(&mut dev);
     assert_eq!(req.op, OP_REQUEST);
@@ -68,9 +66,7 @@ fn bad_connect_lines_close_host_stream() {
         path,
         mut dev,
     } = setup();
-    let mut g = Guest::new(&mem);
-    g.post_rx_all();
-    activate(&mut dev, &mem, &g);
+    let mut g = active_guest(&mut dev, &mem);
     for line in [
         "HELLO\n",
         "CONNECT abc\n",
@@ -95,9 +91,7 @@ fn response_timeout_closes_host_stream() {
         path,
         mut dev,
     } = setup();
-    let mut g = Guest::new(&mem);
-    g.post_rx_all();
-    activate(&mut dev, &mem, &g);
+    let mut g = active_guest(&mut dev, &mem);
     let mut s = host_connect(&path, "CONNECT 80\n");
     let (req, _) = g.recv(&mut dev);
     assert_eq!(req.op, OP_REQUEST);
@@ -113,9 +107,7 @@ fn response_timeout_closes_host_stream() {
 fn guest_connect_to_missing_socket_gets_rst() {
     let mem = memory();
     let Setup { _dir, mut dev, .. } = setup();
-    let mut g = Guest::new(&mem);
-    g.post_rx_all();
-    activate(&mut dev, &mem, &g);
+    let mut g = active_guest(&mut dev, &mem);
     g.send(&mut dev, ghdr(OP_REQUEST, 1234, 9999), &[]);
     let (rst, _) = g.recv(&mut dev);
     assert_eq!(rst.op, OP_RST);
@@ -134,9 +126,7 @@ fn guest_connect_to_host_listener() {
     let mut name = path.clone().into_os_string();
     name.push("_7000");
     let listener = UnixListener::bind(&name).unwrap();
-    let mut g = Guest::new(&mem);
-    g.post_rx_all();
-    activate(&mut dev, &mem, &g);
+    let mut g = active_guest(&mut dev, &mem);
 
     g.send(&mut dev, ghdr(OP_REQUEST, 1500, 7000), &[]);
     let (resp, _) = g.recv(&mut dev);
@@ -165,9 +155,7 @@ fn guest_connect_to_host_listener() {
 fn unknown_connection_gets_rst() {
     let mem = memory();
     let Setup { _dir, mut dev, .. } = setup();
-    let mut g = Guest::new(&mem);
-    g.post_rx_all();
-    activate(&mut dev, &mem, &g);
+    let mut g = active_guest(&mut dev, &mem);
     g.send(&mut dev, ghdr(OP_RW, 1111, 2222), b"data");
     let (rst, _) = g.recv(&mut dev);
     assert_eq!(rst.op, OP_RST);

@@ -10,9 +10,7 @@ fn credit_limits_host_to_guest() {
         path,
         mut dev,
     } = setup();
-    let mut g = Guest::new(&mem);
-    g.post_rx_all();
-    activate(&mut dev, &mem, &g);
+    let mut g = active_guest(&mut dev, &mem);
     let mut s = host_connect(&path, "CONNECT 42\n");
     let (req, _) = g.recv(&mut dev);
     let local = req.src_port;
@@ -64,9 +62,7 @@ fn guest_shutdown_closes_host_after_drain() {
         path,
         mut dev,
     } = setup();
-    let mut g = Guest::new(&mem);
-    g.post_rx_all();
-    activate(&mut dev, &mem, &g);
+    let mut g = active_guest(&mut dev, &mem);
     let (mut s, local) = establish(&mut g, &mut dev, &path, 90);
     g.send(&mut dev, ghdr(OP_RW, 90, local), b"bye");
     let mut shut = ghdr(OP_SHUTDOWN, 90, local);
@@ -111,9 +107,7 @@ fn transport_reset_event_drops_connections() {
 fn malformed_tx_packets_are_dropped() {
     let mem = memory();
     let Setup { _dir, mut dev, .. } = setup();
-    let mut g = Guest::new(&mem);
-    g.post_rx_all();
-    activate(&mut dev, &mem, &g);
+    let mut g = active_guest(&mut dev, &mem);
     // Too short for a header.
     g.send_raw(&mut dev, &[0u8; 10], 0);
     // Write-only TX descriptor.
@@ -158,9 +152,7 @@ fn bulk_data_both_ways_with_credit_updates() {
         path,
         mut dev,
     } = setup();
-    let mut g = Guest::new(&mem);
-    g.post_rx_all();
-    activate(&mut dev, &mem, &g);
+    let mut g = active_guest(&mut dev, &mem);
     let (s, local) = establish(&mut g, &mut dev, &path, 95);
 
     // Host -> guest: 200 KiB while the guest advertises 64 KiB and returns
@@ -218,9 +210,7 @@ fn device_reset_closes_host_streams() {
         path,
         mut dev,
     } = setup();
-    let mut g = Guest::new(&mem);
-    g.post_rx_all();
-    activate(&mut dev, &mem, &g);
+    let mut g = active_guest(&mut dev, &mem);
     let (mut s, _) = establish(&mut g, &mut dev, &path, 96);
     dev.reset();
     expect_closed(&mut s);

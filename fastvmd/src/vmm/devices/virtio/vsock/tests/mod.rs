@@ -181,6 +181,14 @@ fn setup() -> Setup {
     }
 }
 
+/// A guest driver with every RX buffer posted, on an activated device.
+fn active_guest<'a>(dev: &mut Vsock, mem: &'a GuestMemory) -> Guest<'a> {
+    let g = Guest::new(mem);
+    g.post_rx_all();
+    activate(dev, mem, &g);
+    g
+}
+
 fn activate(dev: &mut Vsock, mem: &GuestMemory, g: &Guest<'_>) {
     let irq = Arc::new(Interrupt::new(EventFd::new(EFD_NONBLOCK).unwrap()));
     dev.activate(mem.clone(), g.queues(), irq, 1 << 32).unwrap();

@@ -33,9 +33,7 @@ fn pause_stops_data_movement_until_resume() {
         path,
         mut dev,
     } = setup();
-    let mut g = Guest::new(&mem);
-    g.post_rx_all();
-    activate(&mut dev, &mem, &g);
+    let mut g = active_guest(&mut dev, &mem);
     let (mut s, local) = establish(&mut g, &mut dev, &path, 77);
 
     dev.pause();
@@ -88,9 +86,7 @@ fn save_state_tracks_host_ports() {
         path,
         mut dev,
     } = setup();
-    let mut g = Guest::new(&mem);
-    g.post_rx_all();
-    activate(&mut dev, &mem, &g);
+    let mut g = active_guest(&mut dev, &mem);
     let (_s, local) = establish(&mut g, &mut dev, &path, 77);
     let state = dev.save_state();
     assert_eq!(dev.save(), VirtioDeviceState::Vsock(state.clone()));
