@@ -120,3 +120,50 @@ fn guest_crash_ends_the_monitor_with_the_crash_status() {
     assert_eq!(code.code(), Some(EXIT_CRASHED), "{stderr}");
     assert!(stderr.contains("guest crashed"), "{stderr}");
 }
+
+/// User plus system CPU time of a process so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    // Fields after the command name (which may hold spaces) start at state.
+    let after = &stat[stat.rfind(')').expect("stat has a command") + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn idle_guest_gives_its_core_back_and_still_keeps_time() {
+    if !can_run_vms("idle_guest_gives_its_core_back_and_still_keeps_time") {
+        return;
+    }
+    let vm = TestVm::start(VmOpts {
+        vcpus: 1,
+        ..VmOpts::default()
+    });
+    vm.wait_ready();
+    std::thread::sleep(Duration::from_millis(200));
+    let hz = 100; // USER_HZ on Linux
+    let before = cpu_ticks(vm.child.id());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(vm.child.id()) - before;
+    // A spinning guest uses ~2 s of CPU here; an idle one a few ticks.
+    assert!(
+        used < hz / 2,
+        "idle guest used {used} ticks of CPU in 2 s (a spinning one uses ~200)"
+    );
+
+    // Timers still fire while idle, and input still wakes it at once.
+    let slept = vm.exec(&["sleep", "300"]);
+    assert_eq!(slept.exit_code, 0, "{slept:?}");
+    assert!(
+        (300..1000).contains(&slept.duration_ms),
+        "sleep 300 took {} ms in the guest",
+        slept.duration_ms
+    );
+    let mut console = vm.console();
+    type_into(&mut console, "wake-up");
+    let echoed = TestVm::read_until(&mut console, "wake-up", Duration::from_secs(2));
+    assert!(
+        echoed.contains("wake-up"),
+        "no echo from an idle guest: {echoed:?}"
+    );
+}

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::bus::lock;
 use super::devices::serial::SerialDevice;
+use super::wakeup::Wakeup;
 
 /// Bytes of recent output replayed to a new client.
 pub const RING_CAPACITY: usize = 256 << 10;
@@ -90,7 +91,13 @@ impl Write for ConsoleOut {
 pub type ConsoleSerial = Arc<Mutex<SerialDevice<ConsoleOut>>>;
 
 /// Accepts console clients on `listener` until the process ends.
-pub fn serve(listener: UnixListener, hub: Arc<ConsoleHub>, serial: ConsoleSerial) {
+/// Input rings `wakeup`, so an idle guest reads it at once.
+pub fn serve(
+    listener: UnixListener,
+    hub: Arc<ConsoleHub>,
+    serial: ConsoleSerial,
+    wakeup: Arc<Wakeup>,
+) {
     let spawned = thread::Builder::new()
         .name("console".into())
         .spawn(move || {
@@ -108,9 +115,10 @@ pub fn serve(listener: UnixListener, hub: Arc<ConsoleHub>, serial: ConsoleSerial
                     continue;
                 }
                 let serial = serial.clone();
+                let wakeup = wakeup.clone();
                 let _ = thread::Builder::new()
                     .name("console-in".into())
-                    .spawn(move || pump_input(reader, serial));
+                    .spawn(move || pump_input(reader, serial, &wakeup));
             }
         });
     if let Err(e) = spawned {
@@ -119,7 +127,7 @@ pub fn serve(listener: UnixListener, hub: Arc<ConsoleHub>, serial: ConsoleSerial
 }
 
 /// Copies one client's input into the UART FIFO, waiting while it is full.
-fn pump_input(mut reader: UnixStream, serial: ConsoleSerial) {
+fn pump_input(mut reader: UnixStream, serial: ConsoleSerial, wakeup: &Wakeup) {
     let mut buf = [0u8; 1024];
     loop {
         let n = match reader.read(&mut buf) {
@@ -129,6 +137,7 @@ fn pump_input(mut reader: UnixStream, serial: ConsoleSerial) {
         let mut rest = &buf[..n];
         while !rest.is_empty() {
             let taken = lock(&serial).push_input(rest);
+            wakeup.ring();
             rest = &rest[taken..];
             if !rest.is_empty() {
                 thread::sleep(Duration::from_millis(1));

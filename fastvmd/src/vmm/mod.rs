@@ -19,6 +19,7 @@ pub mod memory;
 pub mod signals;
 pub mod snapshot;
 pub mod vcpu;
+pub mod wakeup;
 
 /// Why a monitor could not start or keep running.
 #[derive(Debug, thiserror::Error)]

@@ -15,6 +15,7 @@ use vmm_sys_util::signal::{Killable, SIGRTMIN, register_signal_handler};
 use super::bus::{Bus, lock};
 use super::control::RunState;
 use super::exit::{ExitEvent, GuestRequest};
+use super::wakeup::{IDLE_PORT, Wakeup, requested_wait};
 
 thread_local! {
     static KVM_RUN: Cell<*mut kvm_run> = const { Cell::new(std::ptr::null_mut()) };
@@ -46,16 +47,20 @@ pub struct VcpuControl {
     changed: Condvar,
     threads: Mutex<Vec<JoinHandle<()>>>,
     count: usize,
+    /// Rung on every transition, so idle vCPUs see it.
+    wakeup: Arc<Wakeup>,
 }
 
 impl VcpuControl {
-    /// Control for `count` vCPUs, initially running.
-    pub fn new(count: usize) -> Arc<Self> {
+    /// Control for `count` vCPUs, initially running; transitions ring
+    /// `wakeup`.
+    pub fn new(count: usize, wakeup: Arc<Wakeup>) -> Arc<Self> {
         Arc::new(VcpuControl {
             state: Mutex::new((RunState::Running, 0)),
             changed: Condvar::new(),
             threads: Mutex::new(Vec::new()),
             count,
+            wakeup,
         })
     }
 
@@ -68,6 +73,7 @@ impl VcpuControl {
         for t in lock(&self.threads).iter() {
             let _ = t.kill(kick_signal());
         }
+        self.wakeup.ring();
     }
 
     /// Moves to `target` and waits until every vCPU is parked (for Paused)
@@ -167,6 +173,8 @@ pub struct VcpuContext {
     pub io_bus: Arc<Bus>,
     pub mmio_bus: Arc<Bus>,
     pub control: Arc<VcpuControl>,
+    /// Idle requests ([`IDLE_PORT`]) wait on it.
+    pub wakeup: Arc<Wakeup>,
     pub events: Sender<ExitEvent>,
 }
 
@@ -185,9 +193,32 @@ fn run_loop(ctx: VcpuContext) {
     let fd = ctx.fd.clone();
     let run_ptr: *mut kvm_run = lock(&fd).get_kvm_run();
     KVM_RUN.with(|p| p.set(run_ptr));
-    while ctx.control.wait_runnable() {
+    // Generation 0: a ring before this thread started (console input during
+    // a restore) ends the first idle wait at once instead of being missed.
+    let mut seen = 0;
+    let mut io_pending = false;
+    loop {
+        if io_pending && ctx.control.state() != RunState::Running {
+            complete_pending_io(&mut lock(&fd));
+        }
+        if !ctx.control.wait_runnable() {
+            break;
+        }
         let mut vcpu = lock(&fd);
-        let event = match vcpu.run() {
+        let mut idle = None;
+        let exit = vcpu.run();
+        io_pending = matches!(
+            exit,
+            Ok(VcpuExit::IoIn(..)
+                | VcpuExit::IoOut(..)
+                | VcpuExit::MmioRead(..)
+                | VcpuExit::MmioWrite(..))
+        );
+        let event = match exit {
+            Ok(VcpuExit::IoOut(IDLE_PORT, data)) => {
+                idle = Some(requested_wait(data));
+                None
+            }
             Ok(VcpuExit::IoIn(port, data)) => {
                 ctx.io_bus.read(u64::from(port), data);
                 None
@@ -232,6 +263,9 @@ fn run_loop(ctx: VcpuContext) {
             Err(e) => Some(ExitEvent::Crashed(format!("KVM_RUN: {e}"))),
         };
         drop(vcpu);
+        if let Some(wait) = idle {
+            seen = ctx.wakeup.wait(seen, wait);
+        }
         if let Some(event) = event {
             let _ = ctx.events.send(event);
             // Park until the monitor stops the VM.
@@ -247,4 +281,18 @@ fn run_loop(ctx: VcpuContext) {
         }
     }
     KVM_RUN.with(|p| p.set(std::ptr::null_mut()));
+}
+
+/// Finishes the port or MMIO access the last exit left half done (KVM
+/// copies an `in` value into RAX and moves RIP past the instruction only on
+/// the next KVM_RUN), so a parked vCPU's saved state never repeats or loses
+/// an access. KVM_RUN with `immediate_exit` set does exactly that and
+/// returns EINTR without running guest code.
+fn complete_pending_io(vcpu: &mut VcpuFd) {
+    vcpu.set_kvm_immediate_exit(1);
+    match vcpu.run() {
+        Err(e) if e.errno() == libc::EINTR => {}
+        other => tracing::warn!("completing pending I/O: unexpected {other:?}"),
+    }
+    vcpu.set_kvm_immediate_exit(0);
 }

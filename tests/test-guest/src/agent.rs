@@ -82,6 +82,8 @@ pub struct Agent {
     next_cid_check: u64,
     /// TSC value after which the VM powers off.
     pub power_off_at: Option<u64>,
+    /// The last [`Agent::poll`] handled a device event.
+    progressed: bool,
 }
 
 impl Agent {
@@ -95,6 +97,7 @@ impl Agent {
             conns: Vec::new(),
             next_cid_check: cpu::now() + cpu::ticks(CID_CHECK_MS),
             power_off_at: None,
+            progressed: false,
         }
     }
 
@@ -105,13 +108,17 @@ impl Agent {
 
     /// One round of work: device events, queued frames, timers, sends.
     pub fn poll(&mut self, ctx: &mut Context<'_>) {
+        self.progressed = false;
         self.check_cid();
         let Some(vsock) = self.vsock.as_mut() else {
             return;
         };
         for _ in 0..EVENTS_PER_POLL {
             match vsock.poll() {
-                Ok(Some(event)) => on_event(vsock, &mut self.conns, event),
+                Ok(Some(event)) => {
+                    self.progressed = true;
+                    on_event(vsock, &mut self.conns, event);
+                }
                 Ok(None) => break,
                 Err(e) => {
                     println!("agent: vsock poll error: {e}");
@@ -134,6 +141,24 @@ impl Agent {
             }
         }
         self.conns.retain(|c| !c.dead);
+    }
+
+    /// When the agent next has something to do by itself (a timer), as a
+    /// TSC value; `None` when it has work now. Device events wake the guest
+    /// through the monitor's idle port, so they need no deadline.
+    pub fn idle_until(&self) -> Option<u64> {
+        if self.progressed {
+            return None;
+        }
+        let timers = self
+            .conns
+            .iter()
+            .filter_map(|c| c.waiting.as_ref().map(|w| w.deadline));
+        Some(
+            timers
+                .chain(self.power_off_at)
+                .fold(self.next_cid_check, u64::min),
+        )
     }
 
     /// Re-opens the device when its CID changed (a restored snapshot clone):

@@ -63,6 +63,14 @@ pub fn ms_between(start: u64, end: u64) -> u64 {
     end.saturating_sub(start) / TSC_KHZ.load(Ordering::Relaxed)
 }
 
+/// Whole microseconds from now until the TSC reaches `deadline` (0 when it
+/// has), saturated to `u32`.
+pub fn micros_until(deadline: u64) -> u32 {
+    let ticks = deadline.saturating_sub(now());
+    let micros = ticks.saturating_mul(1000) / TSC_KHZ.load(Ordering::Relaxed);
+    u32::try_from(micros).unwrap_or(u32::MAX)
+}
+
 /// Measures the TSC against PIT channel 2 over ~10 ms, as Linux does when no
 /// better source exists. Falls back to 1 GHz if the PIT does not count.
 pub fn calibrate_tsc_khz() -> u64 {

@@ -54,6 +54,19 @@ pub fn outw(port: u16, v: u16) {
     };
 }
 
+/// The monitor's idle port: a 32-bit write of N asks it to stop running this
+/// vCPU for up to N µs, or until an interrupt or console input arrives (a
+/// CPL 3 guest cannot `hlt`). Monitors without it return at once.
+const IDLE_PORT: u16 = 0x610;
+
+/// Gives the host core back for at most `micros` µs.
+pub fn idle(micros: u32) {
+    // SAFETY: port I/O at IOPL 3 has no memory effects; the monitor handles the exit.
+    unsafe {
+        asm!("out dx, eax", in("dx") IDLE_PORT, in("eax") micros, options(nomem, nostack, preserves_flags))
+    };
+}
+
 /// FIFO control register offset; 0x07 enables and clears both FIFOs.
 const FCR: u16 = 2;
 /// Depth of the 16550 transmit FIFO.

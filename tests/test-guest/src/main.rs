@@ -1,7 +1,8 @@
 //! FastVM test guest: a freestanding ELF the monitor boots with the Linux
 //! 64-bit boot path. A few instructions at CPL 0 ([`entry`]) switch to CPL 3;
 //! from there it checks the boot data, echoes the serial console and serves
-//! the guest agent protocol on vsock, all by polling on one thread.
+//! the guest agent protocol on vsock, all by polling on one thread. With
+//! nothing to do it waits on the monitor's idle port instead of spinning.
 
 #![no_std]
 #![no_main]
@@ -27,6 +28,9 @@ use crate::agent::{Agent, Context};
 use crate::devices::BlkDisk;
 use crate::io::Serial;
 
+/// Longest idle wait: console input and device interrupts end it early.
+const MAX_IDLE_MS: u64 = 50;
+
 /// The line the host waits for before talking to the guest.
 const READY_LINE: &str = "fastvm-test-guest ready";
 
@@ -43,9 +47,13 @@ pub extern "C" fn rust_main(zero_page: u64) -> ! {
 
     let mut memory = Memory::new();
     loop {
+        let mut idle_until = Some(cpu::now() + cpu::ticks(MAX_IDLE_MS));
         for _ in 0..64 {
             match Serial::try_get() {
-                Some(b) => Serial::put(b),
+                Some(b) => {
+                    Serial::put(b);
+                    idle_until = None;
+                }
                 None => break,
             }
         }
@@ -58,8 +66,12 @@ pub extern "C" fn rust_main(zero_page: u64) -> ! {
             if agent.power_off_at.is_some_and(|t| cpu::now() >= t) {
                 io::power_off();
             }
+            idle_until = idle_until.zip(agent.idle_until()).map(|(a, b)| a.min(b));
         }
-        core::hint::spin_loop();
+        match idle_until {
+            Some(until) => io::idle(cpu::micros_until(until)),
+            None => core::hint::spin_loop(),
+        }
     }
 }
 

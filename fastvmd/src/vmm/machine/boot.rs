@@ -24,6 +24,7 @@ use crate::vmm::devices::virtio::vsock::Vsock;
 use crate::vmm::devices::virtio::{Interrupt, MMIO_WINDOW, VirtioDevice};
 use crate::vmm::exit::ExitEvent;
 use crate::vmm::lockdir::DirLock;
+use crate::vmm::wakeup::Wakeup;
 use crate::vmm::{VmmError, layout, memory, signals};
 
 pub(super) fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmmError {
@@ -64,6 +65,8 @@ pub struct LegacyDevices {
     pub hub: Arc<ConsoleHub>,
     pub i8042: Arc<Mutex<I8042>>,
     pub power: Arc<Mutex<PowerPort>>,
+    /// Rung by interrupts and console input; idle vCPUs wait on it.
+    pub wakeup: Arc<Wakeup>,
 }
 
 /// The serial console and the machine-control ports on a new port-I/O bus.
@@ -99,6 +102,7 @@ pub(super) fn legacy_devices(
         hub,
         i8042,
         power,
+        wakeup: Arc::new(Wakeup::new()),
     })
 }
 
@@ -106,13 +110,18 @@ pub(super) fn legacy_devices(
 pub(super) fn virtio_interrupt(
     vm: &VmFd,
     index: usize,
+    wakeup: &Arc<Wakeup>,
 ) -> Result<(u64, u32, Arc<Interrupt>), VmmError> {
     let base = layout::VIRTIO_MMIO_BASE + index as u64 * MMIO_WINDOW;
     let irq = layout::VIRTIO_IRQ_BASE + index as u32;
     let irqfd = EventFd::new(EFD_NONBLOCK).map_err(VmmError::Io)?;
     vm.register_irqfd(&irqfd, irq)
         .map_err(kvm_err("register virtio irqfd"))?;
-    Ok((base, irq, Arc::new(Interrupt::new(irqfd))))
+    Ok((
+        base,
+        irq,
+        Arc::new(Interrupt::new(irqfd).waking(wakeup.clone())),
+    ))
 }
 
 /// Puts each transport on the MMIO bus.
@@ -163,7 +172,7 @@ pub fn build(cfg: &VmConfig) -> Result<(Machine, Receiver<ExitEvent>), VmmError>
     cmdline.insert_str(&cfg.cmdline).map_err(cmdline_err)?;
     let mut virtio = Vec::new();
     for (index, device) in virtio_devices(cfg)?.into_iter().enumerate() {
-        let (base, irq, interrupt) = virtio_interrupt(&vm, index)?;
+        let (base, irq, interrupt) = virtio_interrupt(&vm, index, &legacy.wakeup)?;
         let transport = MmioTransport::new(mem.clone(), device, interrupt);
         cmdline
             .add_virtio_mmio_device(MMIO_WINDOW, GuestAddress(base), irq, None)

@@ -24,6 +24,7 @@ use super::devices::virtio::mmio::MmioTransport;
 use super::exit::ExitEvent;
 use super::lockdir::DirLock;
 use super::vcpu::{self, VcpuContext, VcpuControl};
+use super::wakeup::Wakeup;
 use super::{VmmError, signals};
 
 /// File names inside the VM directory.
@@ -51,6 +52,8 @@ pub struct Machine {
     pub hub: Arc<ConsoleHub>,
     pub i8042: Arc<Mutex<I8042>>,
     pub power: Arc<Mutex<PowerPort>>,
+    /// Idle vCPUs wait on it ([`super::wakeup`]).
+    pub wakeup: Arc<Wakeup>,
     pub virtio: Vec<VirtioSlot>,
     /// The disk file served by virtio-blk, if any.
     pub disk_path: Option<PathBuf>,
@@ -131,7 +134,7 @@ impl Machine {
             kvm: parts.kvm,
             vm: parts.vm,
             mem: parts.mem,
-            vcpus: VcpuControl::new(parts.vcpu_fds.len()),
+            vcpus: VcpuControl::new(parts.vcpu_fds.len(), parts.legacy.wakeup.clone()),
             vcpu_fds: parts.vcpu_fds,
             io_bus: Arc::new(parts.legacy.io_bus),
             mmio_bus: Arc::new(parts.mmio_bus),
@@ -139,6 +142,7 @@ impl Machine {
             hub: parts.legacy.hub,
             i8042: parts.legacy.i8042,
             power: parts.legacy.power,
+            wakeup: parts.legacy.wakeup,
             virtio: parts.virtio,
             disk_path: parts.disk_path,
             kernel: parts.kernel,
@@ -232,6 +236,7 @@ pub fn run(
         console_listener,
         machine.hub.clone(),
         machine.serial.clone(),
+        machine.wakeup.clone(),
     );
     vcpu::install_kick_handler().map_err(VmmError::Kvm)?;
     let events_tx = lock(&machine.events).clone();
@@ -242,6 +247,7 @@ pub fn run(
             io_bus: machine.io_bus.clone(),
             mmio_bus: machine.mmio_bus.clone(),
             control: machine.vcpus.clone(),
+            wakeup: machine.wakeup.clone(),
             events: events_tx.clone(),
         })
         .map_err(VmmError::Io)?;

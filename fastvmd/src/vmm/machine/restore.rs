@@ -94,7 +94,7 @@ pub fn build(cfg: &RestoreConfig) -> Result<(Machine, Receiver<ExitEvent>), VmmE
     let mut virtio = Vec::with_capacity(state.virtio.len());
     let mut resets = Vec::new();
     for (index, saved) in state.virtio.iter().enumerate() {
-        let (base, irq, interrupt) = virtio_interrupt(&vm, index)?;
+        let (base, irq, interrupt) = virtio_interrupt(&vm, index, &legacy.wakeup)?;
         if (base, irq) != (saved.base, saved.irq) {
             return Err(device_err(format!(
                 "virtio slot {index} was at {:#x} IRQ {}, expected {base:#x} IRQ {irq}",

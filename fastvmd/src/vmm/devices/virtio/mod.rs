@@ -28,6 +28,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::vmm::wakeup::Wakeup;
+
 /// Guest memory as every device sees it.
 pub type GuestMemory = vm_memory::GuestMemoryMmap<()>;
 
@@ -54,6 +56,8 @@ pub enum ActivateError {
 pub struct Interrupt {
     status: AtomicU32,
     irqfd: EventFd,
+    /// Rung with every interrupt, so an idle vCPU notices it.
+    wakeup: Option<Arc<Wakeup>>,
 }
 
 impl Interrupt {
@@ -67,13 +71,24 @@ impl Interrupt {
         Interrupt {
             status: AtomicU32::new(0),
             irqfd,
+            wakeup: None,
         }
+    }
+
+    /// The same interrupt, also ringing `wakeup` whenever it fires.
+    pub fn waking(mut self, wakeup: Arc<Wakeup>) -> Self {
+        self.wakeup = Some(wakeup);
+        self
     }
 
     /// Sets `bits` in InterruptStatus and raises the IRQ.
     pub fn trigger(&self, bits: u32) -> io::Result<()> {
         self.status.fetch_or(bits, Ordering::SeqCst);
-        self.irqfd.write(1)
+        let raised = self.irqfd.write(1);
+        if let Some(wakeup) = &self.wakeup {
+            wakeup.ring();
+        }
+        raised
     }
 
     /// Current InterruptStatus.

@@ -1,0 +1,113 @@
+//! Guest idle wait: a guest that cannot halt (the test guest runs at CPL 3)
+//! writes how long it may sleep, in microseconds, as a 32-bit value to
+//! [`IDLE_PORT`]; its vCPU thread then sleeps until something the guest may
+//! care about happens ([`Wakeup::ring`]: a device interrupt, console input, a
+//! pause or stop) or the time is up. This is `hlt` for guests without CPL 0:
+//! an idle guest stops taking a host core. Linux guests never touch the port.
+
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+use super::bus::lock;
+
+/// The idle port (a 32-bit `out`: the longest wait in microseconds).
+pub const IDLE_PORT: u16 = 0x610;
+/// Longest wait honoured, whatever the guest asks.
+pub const MAX_IDLE: Duration = Duration::from_millis(100);
+
+/// Wakes idle vCPUs. Every ring is seen by every waiter that waits with an
+/// older generation, so a ring between the guest's last look at its devices
+/// and its idle request is never lost.
+#[derive(Debug, Default)]
+pub struct Wakeup {
+    generation: Mutex<u64>,
+    rung: Condvar,
+}
+
+impl Wakeup {
+    /// A wakeup nobody has rung.
+    pub fn new() -> Self {
+        Wakeup::default()
+    }
+
+    /// Something happened: wake every idle vCPU.
+    pub fn ring(&self) {
+        *lock(&self.generation) += 1;
+        self.rung.notify_all();
+    }
+
+    /// The current generation; pass it to [`Wakeup::wait`] later.
+    pub fn generation(&self) -> u64 {
+        *lock(&self.generation)
+    }
+
+    /// Sleeps until a ring newer than `seen` or `timeout`, whichever comes
+    /// first; returns the generation to pass next time.
+    pub fn wait(&self, seen: u64, timeout: Duration) -> u64 {
+        let generation = lock(&self.generation);
+        let (generation, _) = self
+            .rung
+            .wait_timeout_while(generation, timeout.min(MAX_IDLE), |g| *g == seen)
+            .unwrap_or_else(|p| p.into_inner());
+        *generation
+    }
+}
+
+/// The wait a guest asked for with the bytes of its `out` to [`IDLE_PORT`].
+pub fn requested_wait(data: &[u8]) -> Duration {
+    let mut micros = [0u8; 4];
+    let n = data.len().min(4);
+    micros[..n].copy_from_slice(&data[..n]);
+    Duration::from_micros(u64::from(u32::from_le_bytes(micros))).min(MAX_IDLE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    #[test]
+    fn a_ring_before_the_wait_is_not_lost() {
+        let w = Wakeup::new();
+        let seen = w.generation();
+        w.ring();
+        let t = Instant::now();
+        let next = w.wait(seen, Duration::from_secs(5));
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "waited despite a ring"
+        );
+        assert_eq!(next, seen + 1);
+    }
+
+    #[test]
+    fn a_ring_during_the_wait_ends_it_and_silence_times_out() {
+        let w = Arc::new(Wakeup::new());
+        let seen = w.generation();
+        let t = Instant::now();
+        assert_eq!(w.wait(seen, Duration::from_millis(20)), seen);
+        assert!(t.elapsed() >= Duration::from_millis(20));
+        let ringer = {
+            let w = w.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                w.ring();
+            })
+        };
+        let t = Instant::now();
+        assert_eq!(w.wait(seen, Duration::from_secs(5)), seen + 1);
+        assert!(t.elapsed() < Duration::from_secs(1));
+        ringer.join().unwrap();
+    }
+
+    #[test]
+    fn requested_wait_is_little_endian_and_capped() {
+        assert_eq!(
+            requested_wait(&1500u32.to_le_bytes()),
+            Duration::from_micros(1500)
+        );
+        assert_eq!(requested_wait(&[0x10]), Duration::from_micros(16));
+        assert_eq!(requested_wait(&u32::MAX.to_le_bytes()), MAX_IDLE);
+    }
+}
