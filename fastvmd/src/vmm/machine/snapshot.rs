@@ -16,7 +16,8 @@ use crate::vmm::devices::virtio::mmio::TransportState;
 use crate::vmm::kvm_state::vcpu::VcpuState;
 use crate::vmm::kvm_state::vm::VmState;
 use crate::vmm::snapshot::{
-    CloneKind, Manifest, SnapshotWriter, clone_disk, encode_state, write_memory, write_vmstate,
+    CloneKind, MEMORY_FILE, Manifest, SnapshotWriter, clone_disk, encode_state, warm_page_cache,
+    write_memory, write_vmstate,
 };
 
 /// One virtio device slot: where it sits and its transport state.
@@ -132,6 +133,7 @@ impl Machine {
             &self.kernel,
         );
         let final_dir = written.writer.commit(manifest).map_err(|e| e.to_string())?;
+        warm_page_cache(&final_dir.join(MEMORY_FILE));
         let (disk_bytes, disk_copy) = match written.disk_copy {
             Some(CloneKind::Reflink) => (0, "reflink"),
             Some(CloneKind::Sparse { bytes_copied }) => (bytes_copied, "sparse copy"),

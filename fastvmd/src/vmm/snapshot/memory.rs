@@ -18,6 +18,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -79,6 +80,39 @@ pub fn write_memory(
         file_off += region.len();
     }
     Ok(stats)
+}
+
+/// Starts reading a freshly written memory file into the page cache in the
+/// background. It was written past the cache (`O_DIRECT`), and clones map it
+/// from the cache: without this the first restore after a snapshot waits for
+/// the disk (~3 ms for a small guest here). Only the data ranges are read
+/// (a file-wide hint stops after the first few MiB of holes). Best effort:
+/// errors are ignored.
+pub fn warm_page_cache(path: &Path) {
+    let path = path.to_path_buf();
+    let spawned = std::thread::Builder::new()
+        .name("snapshot-readahead".into())
+        .spawn(move || {
+            let Ok(file) = File::open(&path) else { return };
+            let Ok(len) = file.metadata().map(|m| m.len()) else {
+                return;
+            };
+            for (start, end) in data_ranges(&file, 0, len).unwrap_or_default() {
+                // SAFETY: posix_fadvise only reads its integer arguments; the
+                // descriptor is valid for the duration of the call.
+                unsafe {
+                    libc::posix_fadvise(
+                        file.as_raw_fd(),
+                        start as libc::off_t,
+                        (end - start) as libc::off_t,
+                        libc::POSIX_FADV_WILLNEED,
+                    )
+                };
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::debug!("snapshot readahead thread: {e}");
+    }
 }
 
 /// Creates the memory file for direct I/O where the file system allows it.

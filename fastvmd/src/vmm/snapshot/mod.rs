@@ -33,7 +33,7 @@ use std::path::PathBuf;
 pub use dir::{SnapshotReader, SnapshotWriter};
 pub use disk::{CloneKind, clone_disk, grow_disk, sparse_copy};
 pub use manifest::{MANIFEST_FORMAT_VERSION, Manifest, cpu_fingerprint};
-pub use memory::{MemoryWriteStats, map_memory, write_memory};
+pub use memory::{MemoryWriteStats, map_memory, warm_page_cache, write_memory};
 pub use vmstate::{
     VMSTATE_FORMAT_VERSION, decode_state, encode_state, read_vmstate, unwrap_vmstate, wrap_vmstate,
     write_vmstate,
