@@ -6,6 +6,9 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 /// The key that leaves the console (shown in the pane's title).
 pub const ESCAPE_KEY_LABEL: &str = "Ctrl-]";
 
+/// Smallest console screen (rows, columns), whatever the pane's size.
+pub const MIN_SCREEN: (u16, u16) = (4, 8);
+
 /// Scrollback lines kept by the console screen.
 const SCROLLBACK: usize = 1000;
 
@@ -56,9 +59,11 @@ impl ConsolePane {
         self.parser.process(&out);
     }
 
-    /// Fits the screen to a pane of `rows` x `cols` cells (at least 1 x 1).
+    /// Fits the screen to a pane of `rows` x `cols` cells. The screen keeps
+    /// at least [`MIN_SCREEN`] (vt100 panics when a one-row screen wraps); a
+    /// smaller pane shows its top-left corner.
     pub fn resize(&mut self, rows: u16, cols: u16) {
-        let (rows, cols) = (rows.max(1), cols.max(1));
+        let (rows, cols) = (rows.max(MIN_SCREEN.0), cols.max(MIN_SCREEN.1));
         if self.parser.screen().size() != (rows, cols) {
             self.parser.screen_mut().set_size(rows, cols);
         }

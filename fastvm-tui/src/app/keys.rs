@@ -10,7 +10,7 @@ use fastvm_proto::socket::Op;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use serde_json::Value;
 
-use super::table::short_id;
+use super::table::{short_id, vm_label};
 use super::{
     App, Confirm, ConfirmKind, CreateForm, ExecView, FormField, Mode, Palette, Prompt, PromptKind,
     TextInput, View,
@@ -310,7 +310,7 @@ impl App {
             return None;
         }
         match self.selected_vm() {
-            Some(vm) => Some((vm.id, vm.name.clone())),
+            Some(vm) => Some((vm.id, vm_label(vm))),
             None => {
                 self.error("no VM selected");
                 None
@@ -511,9 +511,7 @@ impl App {
                         return Vec::new();
                     }
                 };
-                let vm_name = self
-                    .vm(vm_id)
-                    .map_or_else(|| short_id(&vm_id), |v| v.name.clone());
+                let vm_name = self.vm(vm_id).map_or_else(|| short_id(&vm_id), vm_label);
                 self.mode = Mode::Exec(ExecView {
                     vm_name,
                     command: text,

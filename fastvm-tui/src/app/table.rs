@@ -48,6 +48,15 @@ pub fn short_id(id: &Uuid) -> String {
     id.to_string()[..8].to_string()
 }
 
+/// How messages name a VM: its name, or its short id when it has none.
+pub fn vm_label(vm: &VmInstance) -> String {
+    if vm.name.is_empty() {
+        short_id(&vm.id)
+    } else {
+        vm.name.clone()
+    }
+}
+
 fn vm_cmp(column: usize, a: &VmInstance, b: &VmInstance) -> Ordering {
     let primary = match column {
         0 => a.name.cmp(&b.name),

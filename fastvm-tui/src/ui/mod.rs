@@ -242,6 +242,8 @@ pub fn hints(app: &App) -> Vec<(&'static str, &'static str)> {
         Mode::Firewall(_) => vec![("m", "toggle mode"), ("Esc", "close")],
         Mode::Normal => match app.view {
             View::Vms => vec![
+                ("?", "help"),
+                (":", "cmd"),
                 ("c", "create"),
                 ("e", "exec"),
                 ("o", "console"),
@@ -251,19 +253,17 @@ pub fn hints(app: &App) -> Vec<(&'static str, &'static str)> {
                 ("f", "firewall"),
                 ("/", "filter"),
                 ("p", "pause"),
-                (":", "cmd"),
-                ("?", "help"),
                 ("q", "quit"),
             ],
             View::Snapshots => vec![
+                ("?", "help"),
+                (":", "cmd"),
                 ("c", "create VM"),
                 ("r", "rename"),
                 ("d", "delete"),
                 ("/", "filter"),
                 ("1-5", "sort"),
                 ("p", "pause"),
-                (":", "cmd"),
-                ("?", "help"),
                 ("q", "quit"),
             ],
             View::Quotas => vec![
@@ -283,7 +283,7 @@ fn draw_footer(frame: &mut Frame, area: Rect, app: &App) {
             format!(" {key} "),
             Style::new().fg(Color::Black).bg(Color::DarkGray),
         ));
-        spans.push(Span::raw(format!(" {what} ")));
+        spans.push(Span::raw(format!(" {what}  ")));
     }
     frame.render_widget(Line::from(spans), area);
 }

@@ -8,7 +8,7 @@ use ratatui::text::Line;
 use ratatui::widgets::{Cell, Row, Table};
 
 use super::titled;
-use crate::app::table::short_id;
+use crate::app::table::{short_id, vm_label};
 use crate::app::{App, SNAPSHOT_COLUMNS, Sort, VM_COLUMNS};
 
 /// Column widths of the VM table.
@@ -105,7 +105,11 @@ pub fn draw_vms(frame: &mut Frame, area: Rect, app: &mut App) {
         .iter()
         .map(|vm| {
             Row::new(vec![
-                Cell::from(vm.name.clone()),
+                if vm.name.is_empty() {
+                    Cell::from("(no name)").fg(Color::DarkGray)
+                } else {
+                    Cell::from(vm.name.clone())
+                },
                 Cell::from(short_id(&vm.id)).fg(Color::DarkGray),
                 Cell::from(vm.status.as_str()).fg(vm_status_color(vm.status)),
                 Cell::from(vm.machine_name.clone()),
@@ -138,9 +142,7 @@ pub fn draw_snapshots(frame: &mut Frame, area: Rect, app: &mut App) {
         .visible_snapshots()
         .iter()
         .map(|s| {
-            let vm = app
-                .vm(s.vm_id)
-                .map_or_else(|| short_id(&s.vm_id), |v| v.name.clone());
+            let vm = app.vm(s.vm_id).map_or_else(|| short_id(&s.vm_id), vm_label);
             Row::new(vec![
                 Cell::from(s.name.clone()),
                 Cell::from(short_id(&s.id)).fg(Color::DarkGray),
