@@ -494,3 +494,35 @@ fn idle_ticks_redraw_only_when_ages_are_shown() {
     app.tick(app.now);
     assert!(app.dirty);
 }
+
+#[test]
+fn mouse_selects_rows_sorts_columns_and_switches_tabs() {
+    use ratatui::crossterm::event::{MouseButton, MouseEvent, MouseEventKind};
+    let click = |column, row| MouseEvent {
+        kind: MouseEventKind::Down(MouseButton::Left),
+        column,
+        row,
+        modifiers: KeyModifiers::NONE,
+    };
+    let mut app = loaded(&[
+        vm(1, "a", VmStatus::Running),
+        vm(2, "b", VmStatus::Error),
+        vm(3, "c", VmStatus::Provisioning),
+    ]);
+    app.size = (140, 30);
+    // Row 0 is the tabs, row 1 the table border, row 2 its header.
+    app.on_mouse(click(5, 4));
+    assert_eq!(app.selected_vm().unwrap().name, "b");
+    let scroll = MouseEvent {
+        kind: MouseEventKind::ScrollDown,
+        ..click(5, 4)
+    };
+    app.on_mouse(scroll);
+    assert_eq!(app.selected_vm().unwrap().name, "c");
+    // The NAME header sorts by name; again reverses.
+    app.on_mouse(click(3, 2));
+    assert_eq!(names(&app), ["c", "b", "a"]);
+    // The "Snapshots" tab.
+    app.on_mouse(click(9, 0));
+    assert_eq!(app.view, View::Snapshots);
+}
