@@ -233,6 +233,7 @@ fn exec_output_pane() {
 #[test]
 fn firewall_view() {
     let mut app = fixture();
+    key(&mut app, KeyCode::Char('G')); // web, the one with rules
     key(&mut app, KeyCode::Char('f'));
     insta::assert_snapshot!(render(&mut app, 100, 24));
 }

@@ -402,7 +402,7 @@ fn palette_runs_the_matching_command() {
     let mut app = loaded(&[]);
     app.on_key(key(KeyCode::Char(':')));
     type_text(&mut app, "snap");
-    // "snapshots" and "snapshot" both match; Down picks the second.
+    // "snapshots" and "snapshot" both match; Enter runs the first.
     app.on_key(key(KeyCode::Enter));
     assert_eq!(app.view, View::Snapshots);
     app.on_key(key(KeyCode::Char(':')));

@@ -34,7 +34,7 @@ pub mod tables_widths {
 pub const MIN_SIZE: (u16, u16) = (60, 15);
 
 /// Width of the detail pane when it sits on the right.
-const DETAIL_WIDTH: u16 = 50;
+const DETAIL_WIDTH: u16 = 48;
 
 /// Where each part of the screen goes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -74,12 +74,14 @@ pub fn layout(area: Rect, app: &App) -> Option<Areas> {
     };
     let (main, detail) = if app.view == View::Quotas {
         (upper, Rect::default())
-    } else if upper.width >= 120 {
+    } else if upper.width >= 140 {
         let [m, d] = Layout::horizontal([Constraint::Fill(1), Constraint::Length(DETAIL_WIDTH)])
             .areas(upper);
         (m, d)
     } else if app.console.is_none() {
-        let [m, d] = Layout::vertical([Constraint::Fill(1), Constraint::Length(9)]).areas(upper);
+        let height = (upper.height * 2 / 5).clamp(4, 9);
+        let [m, d] =
+            Layout::vertical([Constraint::Fill(1), Constraint::Length(height)]).areas(upper);
         (m, d)
     } else {
         (upper, Rect::default())
