@@ -36,38 +36,27 @@ struct Daemon {
 impl Daemon {
     fn start(bin: &Path) -> Daemon {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let mut child = Command::new(bin)
-            .args([
-                "serve",
-                "--guest",
-                "test",
-                "--listen",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(tmp.path().join("data"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn fastvmd serve");
-        let mut socket = None;
-        for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-            let line = line.expect("daemon stdout");
-            if let Some(s) = line.strip_prefix("socket: ") {
-                socket = Some(PathBuf::from(s));
-            }
-            if line.starts_with("listening: ") {
-                break;
-            }
-        }
-        let socket = socket.expect("the daemon prints its socket before listening");
+        let (child, socket) = spawn(bin, &tmp.path().join("data"));
         Daemon {
             child,
             bin: bin.to_path_buf(),
             socket,
             _tmp: tmp,
         }
+    }
+
+    /// Kills the daemon (SIGKILL; its VMs keep running).
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the daemon again on the same data dir.
+    fn restart(&mut self) {
+        self.kill();
+        let (child, socket) = spawn(&self.bin, &self._tmp.path().join("data"));
+        assert_eq!(socket, self.socket);
+        self.child = child;
     }
 
     /// Runs `fastvmd call OP [JSON]`; the answer's stdout.
@@ -92,9 +81,33 @@ impl Drop for Daemon {
                 self.call("deleteVM", Some(&format!(r#"{{"id":"{id}"}}"#)));
             }
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
+}
+
+/// Starts `fastvmd serve` on `data_dir`; the child and its socket path.
+fn spawn(bin: &Path, data_dir: &Path) -> (Child, PathBuf) {
+    let mut child = Command::new(bin)
+        .args(["serve", "--guest", "test", "--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn fastvmd serve");
+    let mut socket = None;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.expect("daemon stdout");
+        if let Some(s) = line.strip_prefix("socket: ") {
+            socket = Some(PathBuf::from(s));
+        }
+        if line.starts_with("listening: ") {
+            break;
+        }
+    }
+    let socket = socket.expect("the daemon prints its socket before listening");
+    (child, socket)
 }
 
 /// A detached tmux session on its own server socket, running one command.
@@ -139,10 +152,6 @@ impl Tmux {
 
     fn screen(&self) -> String {
         String::from_utf8_lossy(&self.tmux(&["capture-pane", "-p", "-t", "0"]).stdout).into_owned()
-    }
-
-    fn alive(&self) -> bool {
-        self.tmux(&["has-session"]).status.success()
     }
 
     /// Waits until `pred` holds for the screen; panics with the screen after
@@ -191,9 +200,15 @@ fn create_exec_console_delete_in_tmux() {
     if !Path::new("/dev/kvm").exists() {
         return skip(test, "no /dev/kvm");
     }
-    let daemon = Daemon::start(&fastvmd);
+    let mut daemon = Daemon::start(&fastvmd);
     let socket = daemon.socket.to_str().unwrap().to_string();
-    let tui = Tmux::start(&[TUI, "--socket", &socket], 140, 40);
+    // After the dashboard exits, the shell shows its status and whether the
+    // terminal is back in canonical (cooked) mode.
+    let script = format!(
+        "'{TUI}' --socket '{socket}'; echo \"tui-exited-$?\"; \
+         stty -a | tr ' ;' '\\n\\n' | grep -x -- '-\\{{0,1\\}}icanon'; sleep 60"
+    );
+    let tui = Tmux::start(&["sh", "-c", &script], 140, 40);
     let t = Duration::from_secs(20);
     tui.wait_for("the live dashboard", t, |s| {
         s.contains("● live") && s.contains("VMs (0)")
@@ -258,13 +273,30 @@ fn create_exec_console_delete_in_tmux() {
         row(s, "e2e-vm").is_none() && s.contains("VMs (0)")
     });
 
-    // q quits and the pane's program ends.
+    // A daemon restart: the dashboard says the daemon is down, then
+    // reconnects and re-lists by itself.
+    daemon.kill();
+    tui.wait_for("the daemon-down notice", t, |s| {
+        s.contains("daemon down") && s.contains("daemon unreachable at")
+    });
+    daemon.restart();
+    tui.wait_for("the reconnection", t, |s| {
+        s.contains("● live") && s.contains("VMs (0)")
+    });
+
+    // q quits; the terminal is restored (main screen, cooked mode).
     tui.keys(&["q"]);
-    let deadline = Instant::now() + t;
-    while tui.alive() {
-        assert!(Instant::now() < deadline, "fastvm-tui did not quit");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let screen = tui.wait_for("the dashboard to exit", t, |s| s.contains("tui-exited-"));
+    assert!(screen.contains("tui-exited-0"), "{screen}");
+    assert!(
+        !screen.contains("● live"),
+        "the alternate screen is still shown:\n{screen}"
+    );
+    let mode = tui.wait_for("the terminal mode", t, |s| s.contains("icanon"));
+    assert!(
+        mode.lines().any(|l| l.trim() == "icanon"),
+        "the terminal is left in raw mode:\n{mode}"
+    );
     drop(daemon);
 }
 
