@@ -181,7 +181,8 @@ enum Ended {
     Dropped(String),
 }
 
-/// Serves one connection until it drops or a resync is asked for.
+/// Serves one connection until it drops or a resync is asked for; requests
+/// still unanswered then get an error answer (their outcome is unknown).
 async fn serve(
     stream: UnixStream,
     socket: &Path,
@@ -189,9 +190,34 @@ async fn serve(
     reporter: &std::sync::Arc<Reporter>,
     console: &mut Option<Console>,
 ) -> Ended {
+    let mut pending: HashMap<u64, Purpose> = HashMap::new();
+    let ended = serve_requests(stream, socket, commands, reporter, console, &mut pending).await;
+    for (_, purpose) in pending {
+        if matches!(
+            purpose,
+            Purpose::Exec | Purpose::Created | Purpose::Action(_)
+        ) {
+            let response = SocketResponse::error(
+                0,
+                503,
+                "the connection to the daemon ended before the answer; the outcome is unknown",
+            );
+            reporter.send(ClientEvent::Answer { purpose, response });
+        }
+    }
+    ended
+}
+
+async fn serve_requests(
+    stream: UnixStream,
+    socket: &Path,
+    commands: &mut UnboundedReceiver<Command>,
+    reporter: &std::sync::Arc<Reporter>,
+    console: &mut Option<Console>,
+    pending: &mut HashMap<u64, Purpose>,
+) -> Ended {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read);
-    let mut pending: HashMap<u64, Purpose> = HashMap::new();
     let mut next_id = WATCH_ID;
     let watch = serde_json::to_value(WatchRequest::default()).unwrap_or(Value::Null);
     let initial = [
@@ -201,23 +227,14 @@ async fn serve(
         (Purpose::Quotas, Op::GetOrgQuotas, None),
     ];
     for (purpose, op, body) in initial {
-        if let Err(e) = send(
-            &mut write,
-            &mut pending,
-            &mut next_id,
-            purpose,
-            op,
-            None,
-            body,
-        )
-        .await
-        {
+        if let Err(e) = send(&mut write, pending, &mut next_id, purpose, op, None, body).await {
             return Ended::Dropped(e);
         }
     }
+    // `read_until` keeps what it read in `line` when the other branch wins
+    // the select, so `line` is only cleared after a whole line was handled.
     let mut line = Vec::new();
     loop {
-        line.clear();
         tokio::select! {
             read = lines.read_until(b'\n', &mut line) => {
                 match read {
@@ -225,7 +242,9 @@ async fn serve(
                     Err(e) => return Ended::Dropped(e.to_string()),
                     Ok(_) => {}
                 }
-                match decode_frame::<ServerFrame>(&line) {
+                let frame = decode_frame::<ServerFrame>(&line);
+                line.clear();
+                match frame {
                     Ok(ServerFrame::Event(event)) => reporter.send(ClientEvent::Event(event)),
                     Ok(ServerFrame::Response(response)) => {
                         let purpose = if response.id == WATCH_ID {
@@ -247,7 +266,7 @@ async fn serve(
                 None => return Ended::Quit,
                 Some(Command::Resync) => return Ended::Resync,
                 Some(Command::Call { purpose, op, id, body }) => {
-                    if let Err(e) = send(&mut write, &mut pending, &mut next_id, purpose, op, id, body).await {
+                    if let Err(e) = send(&mut write, pending, &mut next_id, purpose, op, id, body).await {
                         return Ended::Dropped(e);
                     }
                 }
@@ -367,3 +386,6 @@ async fn console_session(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
