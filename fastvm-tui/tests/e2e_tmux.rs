@@ -252,7 +252,7 @@ fn create_exec_console_delete_in_tmux() {
     // Console: recent output is replayed, typed text is echoed, Ctrl-] leaves.
     tui.keys(&["o"]);
     tui.wait_for("the console pane", t, |s| {
-        s.contains("console e2e-vm") && s.contains("Ctrl-] leaves")
+        s.contains("Ctrl-] leaves — console e2e-vm")
     });
     tui.wait_for("the replayed boot output", t, |s| {
         s.contains("fastvm-test-guest ready")

@@ -12,9 +12,12 @@ use crate::console::{ConsolePane, ESCAPE_KEY_LABEL};
 /// Draws `pane` into `area` (any size, even zero) and fits its screen to it.
 pub fn draw_console(frame: &mut Frame, area: Rect, pane: &mut ConsolePane, focused: bool) {
     let state = if pane.attached { "" } else { " (attaching...)" };
+    // The escape key comes first so a narrow pane still shows it.
     let title = Line::from(vec![
-        format!(" console {}{state} ", pane.vm_name).bold(),
-        format!("— {ESCAPE_KEY_LABEL} leaves ").fg(Color::Yellow),
+        format!(" {ESCAPE_KEY_LABEL} leaves ")
+            .fg(Color::Yellow)
+            .bold(),
+        format!("— console {}{state} ", pane.vm_name).bold(),
     ]);
     let border = if focused {
         Color::Cyan
