@@ -50,6 +50,8 @@ pub enum Event {
     InputFailed(String),
     /// A report from the socket client.
     Client(ClientEvent),
+    /// SIGTERM or SIGHUP: quit, restoring the terminal.
+    Terminate,
 }
 
 /// Runs the dashboard against the daemon at `socket` until the user quits.
@@ -66,6 +68,7 @@ pub fn run(socket: PathBuf) -> Result<(), RunError> {
     let (tx, rx) = mpsc::channel();
     let commands = {
         let _enter = runtime.enter();
+        spawn_signal_watch(tx.clone())?;
         client::spawn(socket.clone(), tx.clone(), Event::Client)
     };
     std::thread::Builder::new()
@@ -82,6 +85,21 @@ pub fn run(socket: PathBuf) -> Result<(), RunError> {
     ratatui::restore();
     runtime.shutdown_background();
     result
+}
+
+/// Turns SIGTERM and SIGHUP into [`Event::Terminate`].
+fn spawn_signal_watch(tx: mpsc::Sender<Event>) -> io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = hup.recv() => {}
+        }
+        let _ = tx.send(Event::Terminate);
+    });
+    Ok(())
 }
 
 /// Forwards terminal events to the UI loop until it goes away.
@@ -167,6 +185,10 @@ pub fn handle(
             ))));
         }
         Event::Client(e) => app.on_client(e),
+        Event::Terminate => {
+            app.quit = true;
+            Vec::new()
+        }
     };
     for cmd in out {
         let _ = commands.send(cmd);

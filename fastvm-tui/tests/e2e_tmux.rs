@@ -117,7 +117,10 @@ struct Tmux {
 
 impl Tmux {
     fn start(cmd: &[&str], width: u16, height: u16) -> Tmux {
-        let server = format!("fastvm-tui-e2e-{}", std::process::id());
+        // One tmux server per session: tests run in parallel.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let server = format!("fastvm-tui-e2e-{}-{n}", std::process::id());
         let status = Command::new("tmux")
             .args(["-L", &server, "-f", "/dev/null", "new-session", "-d"])
             .args(["-x", &width.to_string(), "-y", &height.to_string(), "--"])
@@ -178,6 +181,32 @@ impl Drop for Tmux {
     }
 }
 
+/// A shell command running the dashboard; after it exits, the shell shows
+/// its exit status and whether the terminal is back in canonical (cooked)
+/// mode (`icanon`, not `-icanon`).
+fn wrapped(socket: &str) -> String {
+    format!(
+        "'{TUI}' --socket '{socket}'; echo \"tui-exited-$?\"; \
+         stty -a | tr ' ;' '\\n\\n' | grep -x -- '-\\{{0,1\\}}icanon'; sleep 60"
+    )
+}
+
+/// Asserts the dashboard exited with status 0 and left the terminal restored.
+fn assert_restored(tui: &Tmux) {
+    let t = Duration::from_secs(20);
+    let screen = tui.wait_for("the dashboard to exit", t, |s| s.contains("tui-exited-"));
+    assert!(screen.contains("tui-exited-0"), "{screen}");
+    assert!(
+        !screen.contains("● live"),
+        "the alternate screen is still shown:\n{screen}"
+    );
+    let mode = tui.wait_for("the terminal mode", t, |s| s.contains("icanon"));
+    assert!(
+        mode.lines().any(|l| l.trim() == "icanon"),
+        "the terminal is left in raw mode:\n{mode}"
+    );
+}
+
 /// The table row naming `name`, if shown.
 fn row<'a>(screen: &'a str, name: &str) -> Option<&'a str> {
     screen
@@ -202,13 +231,7 @@ fn create_exec_console_delete_in_tmux() {
     }
     let mut daemon = Daemon::start(&fastvmd);
     let socket = daemon.socket.to_str().unwrap().to_string();
-    // After the dashboard exits, the shell shows its status and whether the
-    // terminal is back in canonical (cooked) mode.
-    let script = format!(
-        "'{TUI}' --socket '{socket}'; echo \"tui-exited-$?\"; \
-         stty -a | tr ' ;' '\\n\\n' | grep -x -- '-\\{{0,1\\}}icanon'; sleep 60"
-    );
-    let tui = Tmux::start(&["sh", "-c", &script], 140, 40);
+    let tui = Tmux::start(&["sh", "-c", &wrapped(&socket)], 140, 40);
     let t = Duration::from_secs(20);
     tui.wait_for("the live dashboard", t, |s| {
         s.contains("● live") && s.contains("VMs (0)")
@@ -286,18 +309,48 @@ fn create_exec_console_delete_in_tmux() {
 
     // q quits; the terminal is restored (main screen, cooked mode).
     tui.keys(&["q"]);
-    let screen = tui.wait_for("the dashboard to exit", t, |s| s.contains("tui-exited-"));
-    assert!(screen.contains("tui-exited-0"), "{screen}");
-    assert!(
-        !screen.contains("● live"),
-        "the alternate screen is still shown:\n{screen}"
-    );
-    let mode = tui.wait_for("the terminal mode", t, |s| s.contains("icanon"));
-    assert!(
-        mode.lines().any(|l| l.trim() == "icanon"),
-        "the terminal is left in raw mode:\n{mode}"
-    );
+    assert_restored(&tui);
     drop(daemon);
+}
+
+#[test]
+fn sigterm_restores_the_terminal() {
+    let test = "sigterm_restores_the_terminal";
+    let Some(fastvmd) = fastvmd_bin() else {
+        return skip(
+            test,
+            "no fastvmd binary next to the tests (run cargo test --workspace)",
+        );
+    };
+    if Command::new("tmux").arg("-V").output().is_err() {
+        return skip(test, "tmux is not installed");
+    }
+    let daemon = Daemon::start(&fastvmd);
+    let tui = Tmux::start(
+        &["sh", "-c", &wrapped(daemon.socket.to_str().unwrap())],
+        100,
+        30,
+    );
+    tui.wait_for("the live dashboard", Duration::from_secs(20), |s| {
+        s.contains("● live")
+    });
+    let shell = tui.tmux(&["display-message", "-p", "-t", "0", "#{pane_pid}"]);
+    let shell = String::from_utf8_lossy(&shell.stdout).trim().to_string();
+    let child = Command::new("pgrep")
+        .args(["-P", &shell])
+        .output()
+        .expect("pgrep");
+    let pid = String::from_utf8_lossy(&child.stdout).trim().to_string();
+    assert!(
+        !pid.is_empty(),
+        "no dashboard process under the pane's shell {shell}"
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    assert_restored(&tui);
 }
 
 #[test]
