@@ -207,6 +207,20 @@ fn assert_restored(tui: &Tmux) {
     );
 }
 
+/// A child process of `parent`, from /proc.
+fn child_of(parent: i32) -> Option<i32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+        let ppid: i32 = stat[stat.rfind(')')? + 2..]
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        (ppid == parent).then_some(pid)
+    })
+}
+
 /// The table row naming `name`, if shown.
 fn row<'a>(screen: &'a str, name: &str) -> Option<&'a str> {
     screen
@@ -336,20 +350,11 @@ fn sigterm_restores_the_terminal() {
     });
     let shell = tui.tmux(&["display-message", "-p", "-t", "0", "#{pane_pid}"]);
     let shell = String::from_utf8_lossy(&shell.stdout).trim().to_string();
-    let child = Command::new("pgrep")
-        .args(["-P", &shell])
-        .output()
-        .expect("pgrep");
-    let pid = String::from_utf8_lossy(&child.stdout).trim().to_string();
-    assert!(
-        !pid.is_empty(),
-        "no dashboard process under the pane's shell {shell}"
-    );
-    let status = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    let shell: i32 = shell.parse().expect("pane pid");
+    let pid = child_of(shell).expect("the dashboard process under the pane's shell");
+    // SAFETY: sends SIGTERM to the dashboard process this test started.
+    let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
     assert_restored(&tui);
 }
 
