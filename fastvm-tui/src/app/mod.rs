@@ -431,8 +431,13 @@ impl App {
             Purpose::Exec => {
                 let result = serde_json::from_value::<ExecVmResponse>(resp.body)
                     .map_err(|e| format!("unreadable exec answer: {e}"));
-                if let Mode::Exec(view) = &mut self.mode {
-                    view.result = Some(result);
+                match (&mut self.mode, result) {
+                    (Mode::Exec(view), result) => view.result = Some(result),
+                    (_, Ok(r)) => self.info(format!(
+                        "exec finished (pane closed): exit {} in {} ms",
+                        r.exit_code, r.duration_ms
+                    )),
+                    (_, Err(e)) => self.error(e),
                 }
             }
             Purpose::Created => {
@@ -457,8 +462,10 @@ impl App {
                 return vec![Command::Resync];
             }
             Purpose::Exec => {
-                if let Mode::Exec(view) = &mut self.mode {
-                    view.result = Some(Err(format!("error {status}: {msg}")));
+                let msg = format!("error {status}: {msg}");
+                match &mut self.mode {
+                    Mode::Exec(view) => view.result = Some(Err(msg)),
+                    _ => self.error(format!("exec: {msg}")),
                 }
             }
             Purpose::ListVms | Purpose::ListSnapshots | Purpose::Quotas => {

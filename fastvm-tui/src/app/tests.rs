@@ -332,6 +332,26 @@ fn exec_error_answer_shows_in_the_pane() {
 }
 
 #[test]
+fn an_exec_answer_after_the_pane_closed_goes_to_the_status_line() {
+    let mut app = loaded(&[vm(1, "a", VmStatus::Running)]);
+    app.on_key(key(KeyCode::Char('e')));
+    type_text(&mut app, "sleep 5000");
+    app.on_key(key(KeyCode::Enter));
+    app.on_key(key(KeyCode::Esc));
+    app.on_client(answer(
+        Purpose::Exec,
+        200,
+        json!({"exitCode": 0, "stdout": "", "stderr": "", "timedOut": false,
+               "stdoutTruncated": false, "stderrTruncated": false, "durationMs": 5001}),
+    ));
+    assert_eq!(app.mode, Mode::Normal);
+    assert_eq!(
+        app.status.clone().unwrap().text,
+        "exec finished (pane closed): exit 0 in 5001 ms"
+    );
+}
+
+#[test]
 fn daemon_errors_go_to_the_status_line() {
     let mut app = loaded(&[vm(1, "a", VmStatus::Running)]);
     app.on_client(answer(
