@@ -155,6 +155,11 @@ fn vm_lifecycle_over_http() {
         ),
         (Some(20), Some("open"))
     );
+    let clone_name = clone["name"].as_str().unwrap();
+    assert!(
+        clone_name.starts_with("s2-") && clone_name.len() == 9,
+        "a clone without a name is named after its snapshot: {clone_name:?}"
+    );
     let clone_id = clone["id"].as_str().unwrap();
     let (status, out) = d.call(
         "POST",
@@ -192,6 +197,11 @@ fn console_over_websocket_with_one_time_tokens() {
     }
     let d = Daemon::start();
     let (_, vm) = d.call("POST", "/v1/vms", Some(&json!({"machineType": "c1m2"})));
+    let name = vm["name"].as_str().unwrap();
+    assert!(
+        name.starts_with("c1m2-") && name.len() == 11,
+        "a VM without a name is named after its machine type: {name:?}"
+    );
     let id = vm["id"].as_str().unwrap();
     let (status, token) = d.call("POST", &format!("/v1/vms/{id}/console-token"), None);
     assert_eq!(status, 200);

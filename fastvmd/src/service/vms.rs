@@ -60,10 +60,19 @@ struct Plan {
     source: MonitorSource,
 }
 
+/// A name for a VM created without one: its machine type or snapshot name
+/// and a short random suffix (`c1m2-3fa9c2`), at most 64 characters.
+fn default_name(base: &str) -> String {
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let base: String = base.chars().take(57).collect();
+    format!("{base}-{}", &suffix[..6])
+}
+
 fn plan(inner: &Inner, caller: &Caller, req: &CreateVmRequest) -> Result<Plan, ServiceError> {
     api::validate_create_vm(req)?;
-    let name = req.name.clone().unwrap_or_default();
+    let named = |base: &str| req.name.clone().unwrap_or_else(|| default_name(base));
     if let Some(machine) = req.machine_type {
+        let name = named(machine.as_str());
         let (kernel, cmdline) = match &inner.guest {
             GuestImage::Ready { kernel, cmdline } => (kernel.clone(), cmdline.clone()),
             GuestImage::Unavailable(why) => return Err(ServiceError::Unavailable(why.clone())),
@@ -109,6 +118,7 @@ fn plan(inner: &Inner, caller: &Caller, req: &CreateVmRequest) -> Result<Plan, S
     if !inner.host.can_run_test_guest() {
         return Err(ServiceError::Unavailable(inner.host.describe()));
     }
+    let name = named(&snap.name);
     let disk_gib = req.disk_gib.unwrap_or(snap.disk_gib);
     api::check_disk_grow(disk_gib, snap.disk_gib)?;
     let firewall = match &req.firewall {
