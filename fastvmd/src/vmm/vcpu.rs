@@ -15,7 +15,7 @@ use vmm_sys_util::signal::{Killable, SIGRTMIN, register_signal_handler};
 use super::bus::{Bus, lock};
 use super::control::RunState;
 use super::exit::{ExitEvent, GuestRequest};
-use super::wakeup::{IDLE_PORT, Wakeup, requested_wait};
+use super::wakeup::{IDLE_PORT, MAX_IDLE, Wakeup, requested_wait};
 
 thread_local! {
     static KVM_RUN: Cell<*mut kvm_run> = const { Cell::new(std::ptr::null_mut()) };
@@ -175,6 +175,8 @@ pub struct VcpuContext {
     pub control: Arc<VcpuControl>,
     /// Idle requests ([`IDLE_PORT`]) wait on it.
     pub wakeup: Arc<Wakeup>,
+    /// This monitor's epoch, read by an idle `in` ([`super::wakeup`]).
+    pub epoch: u32,
     pub events: Sender<ExitEvent>,
 }
 
@@ -196,6 +198,7 @@ fn run_loop(ctx: VcpuContext) {
     // Generation 0: a ring before this thread started (console input during
     // a restore) ends the first idle wait at once instead of being missed.
     let mut seen = 0;
+    let mut epoch_read = false;
     let mut io_pending = false;
     loop {
         if io_pending && ctx.control.state() != RunState::Running {
@@ -217,6 +220,14 @@ fn run_loop(ctx: VcpuContext) {
         let event = match exit {
             Ok(VcpuExit::IoOut(IDLE_PORT, data)) => {
                 idle = Some(requested_wait(data));
+                None
+            }
+            Ok(VcpuExit::IoIn(IDLE_PORT, data)) => {
+                let bytes = ctx.epoch.to_le_bytes();
+                let n = data.len().min(4);
+                data[..n].copy_from_slice(&bytes[..n]);
+                idle = epoch_read.then_some(MAX_IDLE);
+                epoch_read = true;
                 None
             }
             Ok(VcpuExit::IoIn(port, data)) => {

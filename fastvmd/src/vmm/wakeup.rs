@@ -1,9 +1,17 @@
-//! Guest idle wait: a guest that cannot halt (the test guest runs at CPL 3)
-//! writes how long it may sleep, in microseconds, as a 32-bit value to
-//! [`IDLE_PORT`]; its vCPU thread then sleeps until something the guest may
-//! care about happens ([`Wakeup::ring`]: a device interrupt, console input, a
-//! pause or stop) or the time is up. This is `hlt` for guests without CPL 0:
-//! an idle guest stops taking a host core. Linux guests never touch the port.
+//! Guest idle wait: `hlt` for a guest that cannot halt (the test guest runs
+//! at CPL 3). Its vCPU thread sleeps until something the guest may care
+//! about happens ([`Wakeup::ring`]: a device interrupt, console input, a
+//! pause or stop) or the time is up, so an idle guest stops taking a host
+//! core. Linux guests never touch the port.
+//!
+//! - a 32-bit `out` to [`IDLE_PORT`] waits at most that many microseconds
+//!   (for a guest with a timer due);
+//! - a 32-bit `in` from it waits at most [`MAX_IDLE`] and reads the
+//!   monitor's *epoch*, a random number per monitor process: a guest that
+//!   reads a new one knows it runs in a restored clone (new vsock CID, new
+//!   identity) without polling for it. The first `in` of each vCPU returns at
+//!   once, so a clone restored in the middle of a wait sees the new epoch
+//!   before it sleeps again.
 
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
@@ -12,7 +20,7 @@ use super::bus::lock;
 
 /// The idle port (a 32-bit `out`: the longest wait in microseconds).
 pub const IDLE_PORT: u16 = 0x610;
-/// Longest wait honoured, whatever the guest asks.
+/// Longest wait honoured, whatever the guest asks; also the wait of an `in`.
 pub const MAX_IDLE: Duration = Duration::from_millis(100);
 
 /// Wakes idle vCPUs. Every ring is seen by every waiter that waits with an
@@ -59,6 +67,16 @@ pub fn requested_wait(data: &[u8]) -> Duration {
     let n = data.len().min(4);
     micros[..n].copy_from_slice(&data[..n]);
     Duration::from_micros(u64::from(u32::from_le_bytes(micros))).min(MAX_IDLE)
+}
+
+/// A fresh epoch for this monitor process (never 0, which a guest may use
+/// for "none seen yet").
+pub fn new_epoch() -> u32 {
+    let mut b = [0u8; 4];
+    if getrandom::fill(&mut b).is_err() {
+        b = std::process::id().to_le_bytes();
+    }
+    u32::from_le_bytes(b).max(1)
 }
 
 #[cfg(test)]

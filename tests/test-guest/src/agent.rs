@@ -143,22 +143,30 @@ impl Agent {
         self.conns.retain(|c| !c.dead);
     }
 
-    /// When the agent next has something to do by itself (a timer), as a
-    /// TSC value; `None` when it has work now. Device events wake the guest
-    /// through the monitor's idle port, so they need no deadline.
-    pub fn idle_until(&self) -> Option<u64> {
-        if self.progressed {
-            return None;
-        }
+    /// Whether the last [`Agent::poll`] handled a device event.
+    pub fn progressed(&self) -> bool {
+        self.progressed
+    }
+
+    /// The TSC value of the agent's next timer (a `sleep` ending, the
+    /// power-off grace), if one runs; while it does the periodic CID check
+    /// is due too. Device events wake the guest through the monitor's idle
+    /// port, so they need no timer.
+    pub fn next_timer(&self) -> Option<u64> {
         let timers = self
             .conns
             .iter()
             .filter_map(|c| c.waiting.as_ref().map(|w| w.deadline));
-        Some(
-            timers
-                .chain(self.power_off_at)
-                .fold(self.next_cid_check, u64::min),
-        )
+        timers
+            .chain(self.power_off_at)
+            .min()
+            .map(|t| t.min(self.next_cid_check))
+    }
+
+    /// Looks at the CID on the next poll (the monitor's epoch changed: this
+    /// may be a clone with a new identity).
+    pub fn check_cid_now(&mut self) {
+        self.next_cid_check = 0;
     }
 
     /// Re-opens the device when its CID changed (a restored snapshot clone):

@@ -54,9 +54,9 @@ pub fn outw(port: u16, v: u16) {
     };
 }
 
-/// The monitor's idle port: a 32-bit write of N asks it to stop running this
-/// vCPU for up to N µs, or until an interrupt or console input arrives (a
-/// CPL 3 guest cannot `hlt`). Monitors without it return at once.
+/// The monitor's idle port (a CPL 3 guest cannot `hlt`): the monitor stops
+/// running this vCPU until an interrupt or console input arrives, or the
+/// time is up. Monitors without it return at once (reads give all ones).
 const IDLE_PORT: u16 = 0x610;
 
 /// Gives the host core back for at most `micros` µs.
@@ -65,6 +65,18 @@ pub fn idle(micros: u32) {
     unsafe {
         asm!("out dx, eax", in("dx") IDLE_PORT, in("eax") micros, options(nomem, nostack, preserves_flags))
     };
+}
+
+/// Gives the host core back until something happens (at most the monitor's
+/// limit, 100 ms); returns the monitor's epoch, which changes when the VM
+/// is a restored clone running under a new monitor.
+pub fn idle_until_event() -> u32 {
+    let epoch: u32;
+    // SAFETY: port I/O at IOPL 3 has no memory effects; the monitor handles the exit.
+    unsafe {
+        asm!("in eax, dx", in("dx") IDLE_PORT, out("eax") epoch, options(nomem, nostack, preserves_flags))
+    };
+    epoch
 }
 
 /// FIFO control register offset; 0x07 enables and clears both FIFOs.

@@ -28,9 +28,6 @@ use crate::agent::{Agent, Context};
 use crate::devices::BlkDisk;
 use crate::io::Serial;
 
-/// Longest idle wait: console input and device interrupts end it early.
-const MAX_IDLE_MS: u64 = 50;
-
 /// The line the host waits for before talking to the guest.
 const READY_LINE: &str = "fastvm-test-guest ready";
 
@@ -46,17 +43,19 @@ pub extern "C" fn rust_main(zero_page: u64) -> ! {
     println!("{READY_LINE}");
 
     let mut memory = Memory::new();
+    let mut epoch = 0;
     loop {
-        let mut idle_until = Some(cpu::now() + cpu::ticks(MAX_IDLE_MS));
+        let mut busy = false;
         for _ in 0..64 {
             match Serial::try_get() {
                 Some(b) => {
                     Serial::put(b);
-                    idle_until = None;
+                    busy = true;
                 }
                 None => break,
             }
         }
+        let mut timer = None;
         if let Some(agent) = agent.as_mut() {
             let mut ctx = Context {
                 memory: &mut memory,
@@ -66,11 +65,21 @@ pub extern "C" fn rust_main(zero_page: u64) -> ! {
             if agent.power_off_at.is_some_and(|t| cpu::now() >= t) {
                 io::power_off();
             }
-            idle_until = idle_until.zip(agent.idle_until()).map(|(a, b)| a.min(b));
+            busy |= agent.progressed();
+            timer = agent.next_timer();
         }
-        match idle_until {
-            Some(until) => io::idle(cpu::micros_until(until)),
-            None => core::hint::spin_loop(),
+        if busy {
+            core::hint::spin_loop();
+        } else if let Some(t) = timer {
+            io::idle(cpu::micros_until(t));
+        } else {
+            let now = io::idle_until_event();
+            if now != epoch {
+                epoch = now;
+                if let Some(agent) = agent.as_mut() {
+                    agent.check_cid_now();
+                }
+            }
         }
     }
 }

@@ -24,7 +24,7 @@ use super::devices::virtio::mmio::MmioTransport;
 use super::exit::ExitEvent;
 use super::lockdir::DirLock;
 use super::vcpu::{self, VcpuContext, VcpuControl};
-use super::wakeup::Wakeup;
+use super::wakeup::{self, Wakeup};
 use super::{VmmError, signals};
 
 /// File names inside the VM directory.
@@ -240,6 +240,7 @@ pub fn run(
     );
     vcpu::install_kick_handler().map_err(VmmError::Kvm)?;
     let events_tx = lock(&machine.events).clone();
+    let epoch = wakeup::new_epoch();
     for (index, fd) in machine.vcpu_fds.iter().enumerate() {
         vcpu::spawn(VcpuContext {
             index: index as u8,
@@ -248,6 +249,7 @@ pub fn run(
             mmio_bus: machine.mmio_bus.clone(),
             control: machine.vcpus.clone(),
             wakeup: machine.wakeup.clone(),
+            epoch,
             events: events_tx.clone(),
         })
         .map_err(VmmError::Io)?;
