@@ -64,8 +64,12 @@ fn plan(inner: &Inner, caller: &Caller, req: &CreateVmRequest) -> Result<Plan, S
     api::validate_create_vm(req)?;
     let name = req.name.clone().unwrap_or_default();
     if let Some(machine) = req.machine_type {
-        let (kernel, cmdline) = match &inner.guest {
-            GuestImage::Ready { kernel, cmdline } => (kernel.clone(), cmdline.clone()),
+        let (kernel, cmdline, base_disk) = match &inner.guest {
+            GuestImage::Ready {
+                kernel,
+                cmdline,
+                disk,
+            } => (kernel.clone(), cmdline.clone(), disk.clone()),
             GuestImage::Unavailable(why) => return Err(ServiceError::Unavailable(why.clone())),
         };
         let disk_gib = req.disk_gib.unwrap_or(machine.default_disk_gib());
@@ -90,6 +94,7 @@ fn plan(inner: &Inner, caller: &Caller, req: &CreateVmRequest) -> Result<Plan, S
                 cmdline,
                 vcpus: machine.vcpus() as u8,
                 memory_mib: machine.memory_mib(),
+                base_disk,
             },
         });
     }
