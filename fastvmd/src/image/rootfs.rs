@@ -137,7 +137,11 @@ mod tests {
             .map(Path::new)
             .find(|p| p.is_file())
         else {
-            eprintln!("SKIP staging_holds_init_busybox_applets_and_etc: busybox is not installed");
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIP staging_holds_init_busybox_applets_and_etc: busybox is not installed"
+            );
             return;
         };
         let dir = tempfile::tempdir().unwrap();
