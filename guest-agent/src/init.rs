@@ -6,6 +6,7 @@ use std::ffi::CString;
 use std::fs::OpenOptions;
 use std::io;
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -167,13 +168,15 @@ pub fn setup() {
     }
 }
 
-/// Runs one login shell on the console and waits for it to end.
-fn console_shell_once() -> io::Result<()> {
-    let tty = OpenOptions::new().read(true).write(true).open(CONSOLE)?;
+/// Runs one login shell on `console` and waits for it to end.
+fn console_shell_once(console: &Path) -> io::Result<()> {
+    let tty = OpenOptions::new().read(true).write(true).open(console)?;
     let mut cmd = Command::new("/bin/sh");
-    cmd.arg0("-sh")
-        .current_dir("/root")
-        .stdin(Stdio::from(tty.try_clone()?))
+    cmd.arg0("-sh");
+    if Path::new("/root").is_dir() {
+        cmd.current_dir("/root");
+    }
+    cmd.stdin(Stdio::from(tty.try_clone()?))
         .stdout(Stdio::from(tty.try_clone()?))
         .stderr(Stdio::from(tty));
     // SAFETY: setsid and ioctl are async-signal-safe; the closure touches
@@ -191,15 +194,15 @@ fn console_shell_once() -> io::Result<()> {
     Ok(())
 }
 
-/// Keeps a login shell on the console, starting a new one whenever it exits.
-pub fn spawn_console_shell() {
+/// Keeps a login shell on `console`, starting a new one whenever it exits.
+pub fn spawn_console_shell(console: PathBuf) {
     let started = std::thread::Builder::new()
         .name("console".into())
-        .spawn(|| {
+        .spawn(move || {
             loop {
                 let start = Instant::now();
-                if let Err(e) = console_shell_once() {
-                    eprintln!("guest-agent: console shell: {e}");
+                if let Err(e) = console_shell_once(&console) {
+                    eprintln!("guest-agent: console shell on {}: {e}", console.display());
                 }
                 if start.elapsed() < RESPAWN_PAUSE {
                     std::thread::sleep(RESPAWN_PAUSE);

@@ -17,8 +17,15 @@ fn spawn_session<S: Read + Write + AsFd + Send + 'static>(stream: S) {
     let started = std::thread::Builder::new()
         .name("session".into())
         .spawn(move || {
-            if let Err(e) = crate::session::serve(stream) {
-                eprintln!("guest-agent: connection ended: {e}");
+            match crate::session::serve(stream) {
+                Ok(()) => {}
+                // The host went away mid-reply: an ordinary end.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+                    ) => {}
+                Err(e) => eprintln!("guest-agent: connection ended: {e}"),
             }
         });
     if let Err(e) = started {

@@ -1,8 +1,11 @@
 //! `guest-agent` entry point.
 //!
-//! - As PID 1 (the guest's `/sbin/init`): sets the guest up and serves the
-//!   agent protocol on vsock; arguments are ignored (the kernel passes
-//!   unknown command-line words to init).
+//! - As PID 1 (the guest's `/sbin/init`): sets the guest up, keeps a shell
+//!   on the console and serves the agent protocol on vsock. Other
+//!   arguments are ignored (the kernel passes unknown command-line words to
+//!   init); two options exist for running it as PID 1 of a namespace:
+//!   `--unix PATH` serves on a Unix socket instead of vsock, and
+//!   `--console DEV` (or `none`) replaces `/dev/ttyS0`.
 //! - `guest-agent --unix PATH`: serves the protocol on a Unix socket, as a
 //!   child subreaper so orphans of its commands are reaped (tests, hosts).
 //! - `guest-agent --vsock [PORT]`: serves on vsock without the PID 1 duties.
@@ -24,15 +27,37 @@ fn become_subreaper() {
     }
 }
 
-fn main() -> ExitCode {
-    if std::process::id() == 1 {
-        init::setup();
-        reaper::start();
-        init::spawn_console_shell();
-        listen::serve_vsock(AGENT_PORT);
+/// The value after `flag` in `args`, if any.
+fn option<'a>(args: &[&'a str], flag: &str) -> Option<&'a str> {
+    args.windows(2).find(|w| w[0] == flag).map(|w| w[1])
+}
+
+fn run_as_init(args: &[&str]) -> ExitCode {
+    init::setup();
+    reaper::start();
+    match option(args, "--console") {
+        Some("none") => {}
+        Some(dev) => init::spawn_console_shell(dev.into()),
+        None => init::spawn_console_shell(init::CONSOLE.into()),
     }
+    match option(args, "--unix") {
+        Some(path) => match listen::serve_unix(std::path::Path::new(path)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("guest-agent: {path}: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        None => listen::serve_vsock(AGENT_PORT),
+    }
+}
+
+fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    if std::process::id() == 1 {
+        return run_as_init(&args);
+    }
     match args.as_slice() {
         ["--unix", path] => {
             become_subreaper();
