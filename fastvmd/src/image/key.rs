@@ -3,9 +3,11 @@
 
 use sha2::{Digest, Sha256};
 
-/// Version of the build recipe; bump it when the steps change in a way
-/// that changes the output.
-pub const RECIPE_VERSION: u32 = 1;
+/// Version of the kernel recipe; bump it when the steps change in a way
+/// that changes the kernel.
+pub const KERNEL_RECIPE_VERSION: u32 = 1;
+/// Version of the root filesystem recipe (layout, `/etc`, mkfs options).
+pub const ROOTFS_RECIPE_VERSION: u32 = 2;
 /// Hex digits of the hash used in directory names.
 const KEY_LEN: usize = 16;
 
@@ -33,7 +35,7 @@ pub fn hash_parts(parts: &[(&str, &[u8])]) -> String {
 /// Key of the kernel: recipe, source package and version, config fragment.
 pub fn kernel_key(source_package: &str, source_version: &str, fragment: &str) -> String {
     hash_parts(&[
-        ("recipe", &RECIPE_VERSION.to_le_bytes()),
+        ("recipe", &KERNEL_RECIPE_VERSION.to_le_bytes()),
         ("source-package", source_package.as_bytes()),
         ("source-version", source_version.as_bytes()),
         ("fragment", fragment.as_bytes()),
@@ -44,7 +46,7 @@ pub fn kernel_key(source_package: &str, source_version: &str, fragment: &str) ->
 pub fn rootfs_key(busybox_version: &str, agent_binary: &[u8], size_gib: u64) -> String {
     let agent = Sha256::digest(agent_binary);
     hash_parts(&[
-        ("recipe", &RECIPE_VERSION.to_le_bytes()),
+        ("recipe", &ROOTFS_RECIPE_VERSION.to_le_bytes()),
         ("busybox-version", busybox_version.as_bytes()),
         ("agent-sha256", agent.as_slice()),
         ("size-gib", &size_gib.to_le_bytes()),

@@ -104,15 +104,10 @@ pub fn make_image(
     run_logged(
         "mkfs.ext4",
         Command::new(super::tools::which("mkfs.ext4").unwrap_or_else(|| "mkfs.ext4".into()))
-            .args([
-                "-q",
-                "-F",
-                "-L",
-                "fastvm-root",
-                "-E",
-                "root_owner=0:0",
-                "-d",
-            ])
+            // The file is sparse, so already zero: no need to write the
+            // journal's zeros (which would allocate 64 MiB per VM disk).
+            .args(["-q", "-F", "-L", "fastvm-root"])
+            .args(["-E", "root_owner=0:0,lazy_journal_init=1", "-d"])
             .arg(staging)
             .arg(&image),
         log,
