@@ -43,9 +43,10 @@ pub const AGENT: &str = "guest-agent";
 /// Size of the root filesystem image (sparse).
 pub const ROOTFS_SIZE_GIB: u64 = 10;
 /// Kernel command line of the Linux guest (the monitor appends its
-/// virtio-mmio devices).
-pub const LINUX_CMDLINE: &str = "console=ttyS0 reboot=k panic=1 pci=off nomodule quiet \
-     i8042.noaux i8042.nomux i8042.dumbkbd root=/dev/vda rw rootfstype=ext4";
+/// virtio-mmio devices). No `pci=off` or `nomodule`: the kernel has neither
+/// PCI nor modules, and would hand unknown words to init.
+pub const LINUX_CMDLINE: &str =
+    "console=ttyS0 reboot=k panic=1 quiet root=/dev/vda rw rootfstype=ext4";
 
 /// Errors of building or finding the image.
 #[derive(Debug, thiserror::Error)]
