@@ -218,6 +218,16 @@ fn linux_guest_boots_through_serve_runs_exec_and_console() {
         out["stdout"], "5\n",
         "PID 1 mounted proc, sys, dev, tmp, run: {out}"
     );
+    let out = exec(&d, &id, json!({"command": ["date", "+%s"]}));
+    let guest_now: i64 = out["stdout"].as_str().unwrap().trim().parse().unwrap();
+    let host_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        (guest_now - host_now).abs() < 5,
+        "guest clock {guest_now}, host {host_now}"
+    );
     let out = exec(
         &d,
         &id,

@@ -9,15 +9,17 @@ use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::session::Options;
+
 /// Pause before listening again after the listener failed (for example a
 /// vsock transport reset after a snapshot restore).
 const RELISTEN_DELAY: Duration = Duration::from_millis(20);
 
-fn spawn_session<S: Read + Write + AsFd + Send + 'static>(stream: S) {
+fn spawn_session<S: Read + Write + AsFd + Send + 'static>(stream: S, opts: Options) {
     let started = std::thread::Builder::new()
         .name("session".into())
         .spawn(move || {
-            match crate::session::serve(stream) {
+            match crate::session::serve(stream, opts) {
                 Ok(()) => {}
                 // The host went away mid-reply: an ordinary end.
                 Err(e)
@@ -34,12 +36,12 @@ fn spawn_session<S: Read + Write + AsFd + Send + 'static>(stream: S) {
 }
 
 /// Serves connections on the Unix socket at `path` forever.
-pub fn serve_unix(path: &Path) -> io::Result<()> {
+pub fn serve_unix(path: &Path, opts: Options) -> io::Result<()> {
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)?;
     loop {
         match listener.accept() {
-            Ok((stream, _)) => spawn_session(stream),
+            Ok((stream, _)) => spawn_session(stream, opts),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
@@ -106,7 +108,7 @@ fn vsock_listener(port: u32) -> io::Result<OwnedFd> {
 
 /// Serves connections on vsock `port` forever, listening again whenever the
 /// listener fails.
-pub fn serve_vsock(port: u32) -> ! {
+pub fn serve_vsock(port: u32, opts: Options) -> ! {
     loop {
         let listener = match vsock_listener(port) {
             Ok(l) => l,
@@ -130,7 +132,7 @@ pub fn serve_vsock(port: u32) -> ! {
             if fd >= 0 {
                 // SAFETY: accept4 returned a new fd that nothing else owns.
                 let stream = unsafe { File::from_raw_fd(fd) };
-                spawn_session(VsockStream(stream));
+                spawn_session(VsockStream(stream), opts);
                 continue;
             }
             let err = io::Error::last_os_error();

@@ -13,6 +13,7 @@
 use std::process::ExitCode;
 
 use fastvm_proto::agent::AGENT_PORT;
+use guest_agent::session::Options;
 use guest_agent::{init, listen, reaper};
 
 const USAGE: &str = "usage: guest-agent (as PID 1) | --unix PATH | --vsock [PORT]";
@@ -41,14 +42,15 @@ fn run_as_init(args: &[&str]) -> ExitCode {
         None => init::spawn_console_shell(init::CONSOLE.into()),
     }
     match option(args, "--unix") {
-        Some(path) => match listen::serve_unix(std::path::Path::new(path)) {
+        // PID 1 of a namespace on a host: the wall clock is the host's.
+        Some(path) => match listen::serve_unix(std::path::Path::new(path), Options::default()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("guest-agent: {path}: {e}");
                 ExitCode::FAILURE
             }
         },
-        None => listen::serve_vsock(AGENT_PORT),
+        None => listen::serve_vsock(AGENT_PORT, Options { set_clock: true }),
     }
 }
 
@@ -62,7 +64,7 @@ fn main() -> ExitCode {
         ["--unix", path] => {
             become_subreaper();
             reaper::start();
-            match listen::serve_unix(std::path::Path::new(path)) {
+            match listen::serve_unix(std::path::Path::new(path), Options::default()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("guest-agent: {path}: {e}");
@@ -81,7 +83,7 @@ fn main() -> ExitCode {
             };
             become_subreaper();
             reaper::start();
-            listen::serve_vsock(port)
+            listen::serve_vsock(port, Options::default())
         }
         _ => {
             eprintln!("{USAGE}");

@@ -137,6 +137,16 @@ fn ready_and_ping() {
     assert_eq!(client.recv(), Frame::Pong { nonce: 42 });
     client.send(&Frame::Pong { nonce: 1 });
     assert!(matches!(client.recv(), Frame::Error { .. }));
+    // Outside the guest the agent never touches the host's clock.
+    client.send(&Frame::SetClock {
+        nonce: 3,
+        unix_ms: 0,
+    });
+    match client.recv() {
+        Frame::Error { message } => assert!(message.contains("clock"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(std::time::SystemTime::now() > std::time::UNIX_EPOCH + Duration::from_secs(1 << 30));
 }
 
 #[test]
