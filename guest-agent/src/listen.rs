@@ -109,15 +109,22 @@ fn vsock_listener(port: u32) -> io::Result<OwnedFd> {
 /// Serves connections on vsock `port` forever, listening again whenever the
 /// listener fails.
 pub fn serve_vsock(port: u32, opts: Options) -> ! {
+    let mut failures = 0u32;
     loop {
         let listener = match vsock_listener(port) {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("guest-agent: cannot listen on vsock port {port}: {e}");
-                std::thread::sleep(Duration::from_secs(1));
+                // Said once, then retried quietly: a guest without its vsock
+                // device yet should not flood the console.
+                if failures == 0 {
+                    eprintln!("guest-agent: cannot listen on vsock port {port}: {e}; retrying");
+                }
+                failures = failures.saturating_add(1);
+                std::thread::sleep(RELISTEN_DELAY);
                 continue;
             }
         };
+        failures = 0;
         loop {
             use std::os::fd::AsRawFd;
             // SAFETY: accept4 on our listening fd; no address is requested.
