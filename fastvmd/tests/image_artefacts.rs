@@ -2,7 +2,9 @@
 //! (the image cache: `$FASTVM_IMAGE_CACHE`, else `<data dir>/images`): the
 //! kernel's `.config` has every option the fragment requires, the agent is
 //! static and serves the protocol, the root filesystem holds init, busybox
-//! and the agent. Skipped, with the reason, where no image was built.
+//! and the agent, and its userland runs under its own init (PID 1 of fresh
+//! namespaces, chrooted into the extracted tree). Skipped, with the reason,
+//! where no image was built.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -199,5 +201,73 @@ fn rootfs_holds_init_busybox_and_the_agent() {
     let etc = debugfs(&img.rootfs, "ls /etc");
     for name in ["hostname", "passwd", "profile"] {
         assert!(etc.contains(name), "/etc/{name} missing: {etc}");
+    }
+}
+
+/// `unshare` and its child (PID 1 of the new namespaces), killed on drop.
+struct Namespaced(std::process::Child);
+
+impl Drop for Namespaced {
+    fn drop(&mut self) {
+        let pid = self.0.id();
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        for init in children
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
+            // SAFETY: kills the namespace init this test started.
+            unsafe { libc::kill(init, libc::SIGKILL) };
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn rootfs_userland_runs_under_its_own_init() {
+    let test = "rootfs_userland_runs_under_its_own_init";
+    let Some(img) = current_image(test) else {
+        return;
+    };
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        skip(test, "needs root for namespaces and chroot");
+        return;
+    }
+    if Command::new("unshare").arg("--version").output().is_err() {
+        skip(test, "unshare (util-linux) is not installed");
+        return;
+    }
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let root = tmp.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    debugfs(&img.rootfs, &format!("rdump / {}", root.display()));
+    let _init = Namespaced(
+        Command::new("unshare")
+            .args(["--pid", "--fork", "--mount", "--uts", "--net"])
+            .args(["--propagation", "private", "chroot"])
+            .arg(&root)
+            .args(["/sbin/init", "--unix", "/agent.sock", "--console", "none"])
+            .spawn()
+            .unwrap(),
+    );
+    let sock = root.join("agent.sock");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stream = loop {
+        if let Ok(s) = UnixStream::connect(&sock) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the image's init never listened");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let script = "echo $0; readlink /bin/sh; hostname; cat /proc/1/comm; \
+                  awk '{print $2}' /proc/mounts | grep -c -x -E '/(proc|sys|dev|tmp|run)'";
+    match exchange(stream, &ExecRequest::new(["sh", "-c", script])) {
+        Frame::ExecResult(r) => {
+            assert_eq!(r.exit_code, 0, "{r:?}");
+            assert_eq!(r.stdout, "sh\n/bin/busybox\nfastvm\ninit\n5\n", "{r:?}");
+        }
+        other => panic!("{other:?}"),
     }
 }
