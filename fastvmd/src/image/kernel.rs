@@ -145,18 +145,26 @@ impl KernelBuild<'_> {
         let _ = fs::remove_file(&log);
         let tree = work.join(self.package);
         if !tree.join("Makefile").is_file() {
+            // Extract next to it and rename, so an interrupted extraction
+            // never looks like a source tree.
             progress(&format!("kernel: extracting {}", self.tarball.display()));
             let _ = fs::remove_dir_all(&tree);
+            let staging = work.join("extract.tmp");
+            let _ = fs::remove_dir_all(&staging);
+            fs::create_dir_all(&staging).map_err(io_err(&staging))?;
             run_logged(
                 "extract the kernel source",
                 Command::new("tar")
                     .arg("-xf")
                     .arg(self.tarball)
                     .arg("-C")
-                    .arg(work),
+                    .arg(&staging),
                 &log,
                 progress,
             )?;
+            let extracted = staging.join(self.package);
+            fs::rename(&extracted, &tree).map_err(io_err(&extracted))?;
+            let _ = fs::remove_dir_all(&staging);
         }
         let fragment_path = work.join("fastvm.config");
         fs::write(&fragment_path, self.fragment).map_err(io_err(&fragment_path))?;
