@@ -242,6 +242,78 @@ mod tests {
         assert!(req.contains(&Required::Disabled("CONFIG_MODULES".into())));
     }
 
+    /// A stand-in source tarball whose Makefile and merge script do just
+    /// what the steps need, to check the orchestration without a real build.
+    fn fake_source(dir: &Path) -> PathBuf {
+        let tree = dir.join("src/linux-source-fake");
+        fs::create_dir_all(tree.join("scripts/kconfig")).unwrap();
+        fs::write(
+            tree.join("Makefile"),
+            "tinyconfig:\n\techo CONFIG_TINY=y > .config\nolddefconfig:\n\t@true\n\
+             vmlinux:\n\techo kernel > vmlinux\n",
+        )
+        .unwrap();
+        fs::write(
+            tree.join("scripts/kconfig/merge_config.sh"),
+            "#!/bin/sh\n# -m .config FRAGMENT\ncat \"$3\" >> \"$2\"\n",
+        )
+        .unwrap();
+        let tarball = dir.join("linux-source-fake.tar.xz");
+        let ok = Command::new("tar")
+            .arg("-cJf")
+            .arg(&tarball)
+            .arg("-C")
+            .arg(dir.join("src"))
+            .arg("linux-source-fake")
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        tarball
+    }
+
+    #[test]
+    fn the_steps_run_in_order_and_the_result_is_checked() {
+        if super::super::tools::which("make").is_none() {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIP the_steps_run_in_order_and_the_result_is_checked: make is not installed"
+            );
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let tarball = fake_source(dir.path());
+        let build = |fragment: &'static str, out: &str| {
+            KernelBuild {
+                tarball: &tarball,
+                package: "linux-source-fake",
+                version: "1",
+                fragment,
+                work_dir: dir.path().join("work"),
+                jobs: 1,
+            }
+            .build(&dir.path().join(out), &|_| {})
+        };
+        build("CONFIG_A=y\n", "good").unwrap();
+        assert_eq!(
+            fs::read_to_string(dir.path().join("good").join(VMLINUX)).unwrap(),
+            "kernel\n"
+        );
+        let config = fs::read_to_string(dir.path().join("good").join(KERNEL_CONFIG)).unwrap();
+        assert_eq!(config, "CONFIG_TINY=y\nCONFIG_A=y\n");
+        assert!(!dir.path().join("work/extract.tmp").exists());
+
+        // The tree is reused; a requirement the config breaks fails the build.
+        match build("CONFIG_A=y\n# CONFIG_TINY is not set\n", "bad") {
+            Err(ImageError::MissingOptions(names)) => {
+                assert_eq!(names, vec!["CONFIG_TINY (must be unset)"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!dir.path().join("bad").exists());
+    }
+
     #[test]
     fn missing_and_forbidden_options_are_named() {
         let fragment = "# comment\nCONFIG_A=y\nCONFIG_B=y\n# CONFIG_C is not set\nCONFIG_D=y\n";
