@@ -13,7 +13,8 @@
 //! On connect the agent sends [`Frame::Ready`]. The host may then send
 //! [`Frame::Ping`] (answered by [`Frame::Pong`]) or [`Frame::Exec`] (answered
 //! by [`Frame::ExecResult`], whose fields are exactly the API's
-//! `ExecVMResponse`). Timeouts are enforced by the host: when an exec runs past
+//! `ExecVMResponse`), or [`Frame::SetClock`] (answered by [`Frame::Pong`]).
+//! Timeouts are enforced by the host: when an exec runs past
 //! its deadline the host closes the connection and the agent kills the command.
 
 use alloc::collections::BTreeMap;
@@ -52,6 +53,12 @@ pub enum Frame {
     ExecResult(ExecResult),
     /// The agent could not act on the last frame (bad frame, unsupported op).
     Error { message: String },
+    /// Sets the guest's wall clock to the host's (sent when a VM becomes
+    /// ready, so a clone restored from a snapshot does not keep the
+    /// snapshot's time). Answered by [`Frame::Pong`] with the same nonce;
+    /// an agent that cannot set the clock answers [`Frame::Error`].
+    #[serde(rename_all = "camelCase")]
+    SetClock { nonce: u64, unix_ms: u64 },
 }
 
 /// What the agent says about itself when a connection opens.
@@ -349,6 +356,20 @@ mod tests {
         out.push(b"cdef");
         assert!(out.truncated);
         assert_eq!(out.into_string(), "abcd");
+    }
+
+    #[test]
+    fn set_clock_uses_camel_case_fields() {
+        let frame = Frame::SetClock {
+            nonce: 7,
+            unix_ms: 1_700_000_000_000,
+        };
+        let json = serde_json::to_string(&frame).unwrap();
+        assert_eq!(
+            json,
+            r#"{"type":"setClock","nonce":7,"unixMs":1700000000000}"#
+        );
+        assert_eq!(decode_payload(json.as_bytes()).unwrap(), frame);
     }
 
     #[test]

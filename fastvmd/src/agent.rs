@@ -162,6 +162,29 @@ impl AgentConn {
         }
     }
 
+    /// Sets the guest's wall clock to `now`. `Ok(false)` when the agent
+    /// answers that it cannot (the test guest has no clock to set).
+    pub fn set_clock(
+        &mut self,
+        now: std::time::SystemTime,
+        timeout: Duration,
+    ) -> Result<bool, AgentError> {
+        let start = Instant::now();
+        let unix_ms = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.nonce += 1;
+        let nonce = self.nonce;
+        self.send(&Frame::SetClock { nonce, unix_ms })?;
+        match self.read_frame(start + timeout)? {
+            Frame::Pong { nonce: n } if n == nonce => Ok(true),
+            Frame::Error { .. } => Ok(false),
+            other => Err(AgentError::Protocol(format!(
+                "expected pong {nonce}, got {other:?}"
+            ))),
+        }
+    }
+
     /// Sends a ping and waits for the matching pong.
     pub fn ping(&mut self, timeout: Duration) -> Result<Duration, AgentError> {
         let start = Instant::now();

@@ -36,6 +36,86 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Say what kind of KVM host this is and which guests it can run.
     Host,
+    /// The Linux guest image (kernel + root filesystem).
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+/// `fastvmd image ...`
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Build the guest kernel (from Debian's linux-source) and the root
+    /// filesystem (busybox-static + guest-agent as /sbin/init), cached by
+    /// the hash of their inputs; does nothing when they are up to date.
+    Build(ImageBuildArgs),
+}
+
+/// Arguments of `fastvmd image build`.
+#[derive(Debug, Args)]
+pub struct ImageBuildArgs {
+    /// Image cache (default: $FASTVM_IMAGE_CACHE, else <data dir>/images).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Data directory whose images/ is the default cache (default:
+    /// $FASTVM_HOME, /var/lib/fastvm as root, else ~/.local/share/fastvm).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Use this static guest-agent binary instead of building it from the
+    /// source tree.
+    #[arg(long, value_name = "PATH")]
+    pub agent: Option<PathBuf>,
+    /// Parallel kernel build jobs (default: the number of CPUs).
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+}
+
+/// Runs `fastvmd image build`.
+pub fn run_image_build(args: ImageBuildArgs) -> ExitCode {
+    let data_dir = args
+        .data_dir
+        .unwrap_or_else(fastvmd::serve::default_data_dir);
+    let cache = args
+        .cache_dir
+        .unwrap_or_else(|| fastvmd::image::cache_dir(&data_dir));
+    let jobs = args.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let opts = fastvmd::image::build::BuildOptions {
+        cache,
+        agent: args.agent,
+        jobs: jobs.max(1),
+    };
+    let start = std::time::Instant::now();
+    let progress = |line: &str| eprintln!("image: {line}");
+    match fastvmd::image::build::build(&opts, &progress) {
+        Ok(built) => {
+            println!("kernel: {}", built.image.vmlinux.display());
+            println!("rootfs: {}", built.image.rootfs.display());
+            println!(
+                "current: {}",
+                opts.cache.join(fastvmd::image::CURRENT).display()
+            );
+            eprintln!(
+                "image: ready in {:.1}s (kernel {}, rootfs {})",
+                start.elapsed().as_secs_f64(),
+                if built.kernel_cached {
+                    "cached"
+                } else {
+                    "built"
+                },
+                if built.rootfs_cached {
+                    "cached"
+                } else {
+                    "built"
+                },
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("fastvmd image build: error: {e}");
+            ExitCode::from(EXIT_ERROR as u8)
+        }
+    }
 }
 
 /// Arguments of `fastvmd call`.

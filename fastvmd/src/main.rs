@@ -21,6 +21,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        cli::Command::Image(cli::ImageCommand::Build(build)) => cli::run_image_build(build),
         cli::Command::Host => {
             println!("{}", fastvmd::vmm::host::detect().describe());
             ExitCode::SUCCESS

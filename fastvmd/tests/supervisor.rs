@@ -16,11 +16,14 @@ fn start_exec_snapshot_restore_destroy() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let GuestImage::Ready { kernel, cmdline } = GuestImage::prepare(
+    let GuestImage::Ready {
+        kernel, cmdline, ..
+    } = GuestImage::prepare(
         GuestChoice::Test,
         &host::detect(),
         &tmp.path().join("images"),
-    ) else {
+    )
+    else {
         panic!("the test guest should be available here");
     };
     let sup = Supervisor::new(tmp.path().join("vms"), env!("CARGO_BIN_EXE_fastvmd").into());
@@ -32,6 +35,7 @@ fn start_exec_snapshot_restore_destroy() {
                 cmdline,
                 vcpus: 1,
                 memory_mib: 64,
+                base_disk: None,
             },
             disk_gib: 1,
             vsock_cid: 3,

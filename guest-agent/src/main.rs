@@ -1,10 +1,93 @@
-//! `guest-agent`: PID 1 inside Linux guests (exec over vsock, console shell).
+//! `guest-agent` entry point.
 //!
-//! Not built yet: the agent protocol it will serve is
-//! `fastvm_proto::agent`, already spoken by the test guest. Until then this
-//! binary says so and exits with status 2.
+//! - As PID 1 (the guest's `/sbin/init`): sets the guest up, keeps a shell
+//!   on the console and serves the agent protocol on vsock. Other
+//!   arguments are ignored (the kernel passes unknown command-line words to
+//!   init); two options exist for running it as PID 1 of a namespace:
+//!   `--unix PATH` serves on a Unix socket instead of vsock, and
+//!   `--console DEV` (or `none`) replaces `/dev/ttyS0`.
+//! - `guest-agent --unix PATH`: serves the protocol on a Unix socket, as a
+//!   child subreaper so orphans of its commands are reaped (tests, hosts).
+//! - `guest-agent --vsock [PORT]`: serves on vsock without the PID 1 duties.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("guest-agent: not built yet; the test guest serves the agent protocol for now");
-    std::process::ExitCode::from(2)
+use std::process::ExitCode;
+
+use fastvm_proto::agent::AGENT_PORT;
+use guest_agent::session::Options;
+use guest_agent::{init, listen, reaper};
+
+const USAGE: &str = "usage: guest-agent (as PID 1) | --unix PATH | --vsock [PORT]";
+
+fn become_subreaper() {
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag; no memory involved.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        eprintln!(
+            "guest-agent: cannot become a child subreaper: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// The value after `flag` in `args`, if any.
+fn option<'a>(args: &[&'a str], flag: &str) -> Option<&'a str> {
+    args.windows(2).find(|w| w[0] == flag).map(|w| w[1])
+}
+
+fn run_as_init(args: &[&str]) -> ExitCode {
+    init::setup();
+    reaper::start();
+    match option(args, "--console") {
+        Some("none") => {}
+        Some(dev) => init::spawn_console_shell(dev.into()),
+        None => init::spawn_console_shell(init::CONSOLE.into()),
+    }
+    match option(args, "--unix") {
+        // PID 1 of a namespace on a host: the wall clock is the host's.
+        Some(path) => match listen::serve_unix(std::path::Path::new(path), Options::default()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("guest-agent: {path}: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        None => listen::serve_vsock(AGENT_PORT, Options { set_clock: true }),
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    if std::process::id() == 1 {
+        return run_as_init(&args);
+    }
+    match args.as_slice() {
+        ["--unix", path] => {
+            become_subreaper();
+            reaper::start();
+            match listen::serve_unix(std::path::Path::new(path), Options::default()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("guest-agent: {path}: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        ["--vsock"] | ["--vsock", _] => {
+            let port = match args.get(1).map(|p| p.parse::<u32>()) {
+                None => AGENT_PORT,
+                Some(Ok(p)) => p,
+                Some(Err(_)) => {
+                    eprintln!("{USAGE}");
+                    return ExitCode::from(2);
+                }
+            };
+            become_subreaper();
+            reaper::start();
+            listen::serve_vsock(port, Options::default())
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
 }

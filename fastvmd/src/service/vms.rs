@@ -73,8 +73,12 @@ fn plan(inner: &Inner, caller: &Caller, req: &CreateVmRequest) -> Result<Plan, S
     let named = |base: &str| req.name.clone().unwrap_or_else(|| default_name(base));
     if let Some(machine) = req.machine_type {
         let name = named(machine.as_str());
-        let (kernel, cmdline) = match &inner.guest {
-            GuestImage::Ready { kernel, cmdline } => (kernel.clone(), cmdline.clone()),
+        let (kernel, cmdline, base_disk) = match &inner.guest {
+            GuestImage::Ready {
+                kernel,
+                cmdline,
+                disk,
+            } => (kernel.clone(), cmdline.clone(), disk.clone()),
             GuestImage::Unavailable(why) => return Err(ServiceError::Unavailable(why.clone())),
         };
         let disk_gib = req.disk_gib.unwrap_or(machine.default_disk_gib());
@@ -99,6 +103,7 @@ fn plan(inner: &Inner, caller: &Caller, req: &CreateVmRequest) -> Result<Plan, S
                 cmdline,
                 vcpus: machine.vcpus() as u8,
                 memory_mib: machine.memory_mib(),
+                base_disk,
             },
         });
     }

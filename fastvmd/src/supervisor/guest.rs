@@ -1,9 +1,11 @@
 //! Which guest new VMs boot, and where its image is.
 //!
 //! `test` is the freestanding test guest, embedded in this binary and
-//! written to the data dir on start. `linux` is the kernel + rootfs image
-//! built by `fastvmd image build`; until it exists, or on a host that
-//! cannot boot Linux, creating a VM is refused with the reason.
+//! written to the data dir on start. `linux` (the default) is the kernel +
+//! rootfs image built by `fastvmd image build` and found in the image cache
+//! (`crate::image::cache_dir`); each VM's disk starts as a copy of the
+//! rootfs. Until the image exists, or on a host that cannot boot Linux,
+//! creating a VM is refused with the reason.
 
 use std::path::{Path, PathBuf};
 
@@ -21,8 +23,13 @@ pub enum GuestChoice {
 /// A guest ready to boot, or why it is not.
 #[derive(Debug, Clone)]
 pub enum GuestImage {
-    /// Boot this kernel (no disk image of its own: VMs get empty disks).
-    Ready { kernel: PathBuf, cmdline: String },
+    /// Boot this kernel; each VM's disk starts as a copy of `disk` (the
+    /// root filesystem), or empty when there is none.
+    Ready {
+        kernel: PathBuf,
+        cmdline: String,
+        disk: Option<PathBuf>,
+    },
     /// VMs cannot be created; the reason goes in every 503.
     Unavailable(String),
 }
@@ -45,6 +52,7 @@ impl GuestImage {
                     Ok(()) => GuestImage::Ready {
                         kernel,
                         cmdline: crate::vmm::config::DEFAULT_CMDLINE.into(),
+                        disk: None,
                     },
                     Err(e) => GuestImage::Unavailable(format!(
                         "cannot write the test guest to {}: {e}",
@@ -53,17 +61,27 @@ impl GuestImage {
                 }
             }
             GuestChoice::Linux => {
+                let cache = crate::image::cache_dir_or(images_dir.to_path_buf());
+                let image = crate::image::Image::current(&cache);
                 if !host.can_boot_linux() {
+                    let built = match &image {
+                        Ok(_) => "the image is built".to_string(),
+                        Err(e) => e.to_string(),
+                    };
                     return GuestImage::Unavailable(format!(
-                        "this host cannot boot the Linux guest: {}; start with --guest test",
+                        "this host cannot boot the Linux guest: {} ({built}); start with \
+                         --guest test",
                         host.describe()
                     ));
                 }
-                GuestImage::Unavailable(
-                    "the Linux guest image is not available in this build yet; start with \
-                     --guest test"
-                        .into(),
-                )
+                match image {
+                    Ok(image) => GuestImage::Ready {
+                        kernel: image.vmlinux,
+                        cmdline: crate::image::LINUX_CMDLINE.into(),
+                        disk: Some(image.rootfs),
+                    },
+                    Err(e) => GuestImage::Unavailable(e.to_string()),
+                }
             }
         }
     }

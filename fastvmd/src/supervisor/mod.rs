@@ -78,11 +78,19 @@ impl Supervisor {
     }
 
     /// Waits up to `wait` for the guest agent to answer; true when it did.
+    /// Then sets the guest's clock from the host's (best effort), so a VM
+    /// restored from a snapshot does not keep the snapshot's time.
     pub fn wait_agent(&self, id: &str, wait: Duration) -> bool {
         let path = self.vm_dir(id).join(VSOCK_SOCKET);
-        AgentConn::connect_when_ready(&path, Instant::now() + wait)
-            .and_then(|mut c| c.ping(wait))
-            .is_ok()
+        let mut conn = match AgentConn::connect_when_ready(&path, Instant::now() + wait) {
+            Ok(conn) => conn,
+            Err(_) => return false,
+        };
+        if conn.ping(wait).is_err() {
+            return false;
+        }
+        let _ = conn.set_clock(std::time::SystemTime::now(), wait);
+        true
     }
 
     fn control(&self, id: &str) -> Result<ControlClient, SupervisorError> {

@@ -40,6 +40,9 @@ pub enum MonitorSource {
         cmdline: String,
         vcpus: u8,
         memory_mib: u64,
+        /// The disk starts as a copy of this image (reflink or sparse copy);
+        /// empty when `None`.
+        base_disk: Option<PathBuf>,
     },
     Restore {
         snapshot: PathBuf,
@@ -82,15 +85,23 @@ pub fn start(exe: &Path, dir: &Path, spec: &MonitorSpec) -> Result<u32, Supervis
             cmdline,
             vcpus,
             memory_mib,
+            base_disk,
         } => {
             let disk = dir.join(DISK_FILE);
+            if let Some(base) = base_disk
+                && !disk.exists()
+            {
+                crate::vmm::snapshot::disk::clone_disk(base, &disk).map_err(prepare_err(&disk))?;
+            }
             let file = OpenOptions::new()
                 .create(true)
                 .truncate(false)
                 .write(true)
                 .open(&disk)
                 .map_err(prepare_err(&disk))?;
-            file.set_len(spec.disk_gib << 30)
+            let len = file.metadata().map_err(prepare_err(&disk))?.len();
+            // Grow to the requested size, never shrink a copied image.
+            file.set_len(len.max(spec.disk_gib << 30))
                 .map_err(prepare_err(&disk))?;
             cmd.arg("--kernel")
                 .arg(kernel)

@@ -1,0 +1,81 @@
+//! `fastvmd bench --linux`: boot-to-ready of the Linux guest image (start
+//! of the monitor to the agent's first `Pong`), on hosts that can boot it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use fastvmd::agent::AgentConn;
+use fastvmd::image::{self, Image};
+
+use super::boot::{Row, exec_round_trips};
+use super::{BenchArgs, Monitor, median, ms, p99};
+
+/// Boots the image once; returns the time to the first `Pong` and the
+/// connection.
+fn boot_to_ready(image: &Image, memory_mib: u64) -> Result<(Duration, Monitor, AgentConn), String> {
+    let (vmlinux, rootfs) = (image.vmlinux.clone(), image.rootfs.clone());
+    let (mut m, started) = Monitor::spawn(move |tmp| {
+        let disk = tmp.join("disk");
+        fastvmd::vmm::snapshot::disk::clone_disk(&rootfs, &disk).map_err(|e| e.to_string())?;
+        Ok(vec![
+            "--kernel".into(),
+            vmlinux.display().to_string(),
+            "--cmdline".into(),
+            image::LINUX_CMDLINE.into(),
+            "--vcpus".into(),
+            "1".into(),
+            "--memory-mib".into(),
+            memory_mib.to_string(),
+            "--disk".into(),
+            disk.display().to_string(),
+            "--vsock-cid".into(),
+            "3".into(),
+        ])
+    })?;
+    let deadline = started + Duration::from_secs(30);
+    drop(m.connect("vsock.sock", deadline)?);
+    let mut conn = AgentConn::connect_when_ready(&m.dir.join("vsock.sock"), deadline)
+        .map_err(|e| e.to_string())?;
+    conn.ping(Duration::from_secs(5))
+        .map_err(|e| e.to_string())?;
+    Ok((started.elapsed(), m, conn))
+}
+
+/// Measures the Linux image found in the image cache.
+pub fn measure(args: &BenchArgs) -> Result<Vec<Row>, String> {
+    let host = fastvmd::vmm::host::detect();
+    if !host.can_boot_linux() {
+        return Err(format!(
+            "cannot boot the Linux guest here: {}",
+            host.describe()
+        ));
+    }
+    let cache: PathBuf = image::cache_dir(&fastvmd::serve::default_data_dir());
+    let image = Image::current(&cache).map_err(|e| e.to_string())?;
+    let mut ready = Vec::with_capacity(args.boots);
+    let mut last = None;
+    for _ in 0..args.boots.max(1) {
+        let (t, m, conn) = boot_to_ready(&image, args.memory_mib)?;
+        ready.push(t);
+        last = Some((m, conn));
+    }
+    let (_monitor, conn) = last.ok_or("no boot")?;
+    let execs = exec_round_trips(conn, args.execs.min(200))?;
+    Ok(vec![
+        (
+            format!("Linux boot to agent ready, median of {}", ready.len()),
+            ms(median(ready.clone())),
+            "≤ 150 ms".into(),
+        ),
+        (
+            "Linux boot to agent ready, p99".into(),
+            ms(p99(ready)),
+            "".into(),
+        ),
+        (
+            "Linux exec round trip (echo), median".into(),
+            ms(median(execs)),
+            "".into(),
+        ),
+    ])
+}

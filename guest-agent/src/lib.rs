@@ -1,0 +1,17 @@
+//! `guest-agent`: PID 1 of FastVM Linux guests.
+//!
+//! It mounts the basic filesystems, reaps orphans, sets the hostname,
+//! brings up `lo`, keeps a login shell on the serial console, and serves
+//! the agent protocol (`fastvm_proto::agent`) on vsock port `AGENT_PORT`:
+//! `Ready` on connect, `Ping`/`Pong`, and `Exec` (see [`exec`]).
+//!
+//! The protocol engine ([`session`]) works over any byte stream; the vsock
+//! listener in the guest and the Unix-socket listener used by the tests are
+//! thin layers over it ([`listen`]).
+
+pub mod exec;
+pub mod init;
+pub mod listen;
+pub mod output;
+pub mod reaper;
+pub mod session;

@@ -1,0 +1,158 @@
+//! One host connection, over any byte stream: the agent sends `Ready`, then
+//! answers `Ping` with `Pong`, `Exec` with `ExecResult` and `SetClock` with
+//! `Pong` (after setting the wall clock; only inside the guest, see
+//! [`Options`]) until the host closes the connection. The vsock and
+//! Unix-socket listeners only accept and hand streams here.
+
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
+
+use fastvm_proto::agent::{self, Decoder, ExecResult, Frame, FrameError, PROTOCOL_VERSION, Ready};
+
+use crate::output::shorten;
+
+/// Name and version announced in `Ready`.
+pub const AGENT_NAME: &str = concat!("guest-agent ", env!("CARGO_PKG_VERSION"));
+
+/// What a session may do besides exec.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Obey `SetClock`. Only as PID 1 of the guest: anywhere else the clock
+    /// is the host's own (time namespaces do not cover the wall clock).
+    pub set_clock: bool,
+}
+
+/// A `timespec` for `unix_ms` milliseconds after the epoch.
+pub fn timespec_of(unix_ms: u64) -> libc::timespec {
+    libc::timespec {
+        tv_sec: (unix_ms / 1000) as libc::time_t,
+        tv_nsec: ((unix_ms % 1000) * 1_000_000) as libc::c_long,
+    }
+}
+
+fn set_clock(opts: Options, unix_ms: u64) -> Result<(), String> {
+    if !opts.set_clock {
+        return Err("this agent does not set the clock (not the guest's PID 1)".into());
+    }
+    let ts = timespec_of(unix_ms);
+    // SAFETY: clock_settime reads one valid timespec.
+    if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) } != 0 {
+        return Err(format!(
+            "cannot set the clock: {}",
+            io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// Serves one connection until the host closes it or an I/O error.
+pub fn serve<S: Read + Write + AsFd>(mut stream: S, opts: Options) -> io::Result<()> {
+    send(
+        &mut stream,
+        &Frame::Ready(Ready {
+            version: PROTOCOL_VERSION,
+            agent: AGENT_NAME.into(),
+        }),
+    )?;
+    let mut decoder = Decoder::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let frame = match decoder.next_frame() {
+            Ok(Some(frame)) => frame,
+            Ok(None) => {
+                let n = stream.read(&mut buf)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                decoder.push(&buf[..n]);
+                continue;
+            }
+            Err(e) => {
+                // The stream is out of step: say why and close.
+                let _ = send(&mut stream, &error_frame(&e));
+                return Ok(());
+            }
+        };
+        match frame {
+            Frame::Ping { nonce } => send(&mut stream, &Frame::Pong { nonce })?,
+            Frame::SetClock { nonce, unix_ms } => match set_clock(opts, unix_ms) {
+                Ok(()) => send(&mut stream, &Frame::Pong { nonce })?,
+                Err(message) => send(&mut stream, &Frame::Error { message })?,
+            },
+            Frame::Exec(req) => match crate::exec::run(&req, Some(stream.as_fd())) {
+                Some(result) => send(&mut stream, &Frame::ExecResult(fit(result)))?,
+                None => return Ok(()), // the host hung up; the command was killed
+            },
+            other => send(
+                &mut stream,
+                &Frame::Error {
+                    message: format!("unexpected frame from the host: {}", kind(&other)),
+                },
+            )?,
+        }
+    }
+}
+
+fn error_frame(e: &FrameError) -> Frame {
+    Frame::Error {
+        message: e.to_string(),
+    }
+}
+
+fn kind(frame: &Frame) -> &'static str {
+    match frame {
+        Frame::Ready(_) => "ready",
+        Frame::Ping { .. } => "ping",
+        Frame::Pong { .. } => "pong",
+        Frame::Exec(_) => "exec",
+        Frame::ExecResult(_) => "execResult",
+        Frame::Error { .. } => "error",
+        Frame::SetClock { .. } => "setClock",
+    }
+}
+
+fn send<W: Write>(stream: &mut W, frame: &Frame) -> io::Result<()> {
+    let bytes = agent::encode(frame).map_err(|e| io::Error::other(e.to_string()))?;
+    stream.write_all(&bytes)?;
+    stream.flush()
+}
+
+/// Shrinks the longer output until the result fits in one frame: text with
+/// replacement or escaped control characters can be several times longer
+/// as JSON than the bytes the caps counted.
+fn fit(mut result: ExecResult) -> ExecResult {
+    loop {
+        match agent::encode(&Frame::ExecResult(result.clone())) {
+            Err(FrameError::TooLarge(_)) => {}
+            _ => return result,
+        }
+        let out_longer = result.stdout.len() >= result.stderr.len();
+        let (text, flag) = if out_longer {
+            (&mut result.stdout, &mut result.stdout_truncated)
+        } else {
+            (&mut result.stderr, &mut result.stderr_truncated)
+        };
+        let half = text.len() / 2;
+        shorten(text, half);
+        *flag = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timespec_splits_milliseconds() {
+        let ts = timespec_of(1_700_000_123_456);
+        assert_eq!((ts.tv_sec, ts.tv_nsec), (1_700_000_123, 456_000_000));
+        let ts = timespec_of(999);
+        assert_eq!((ts.tv_sec, ts.tv_nsec), (0, 999_000_000));
+    }
+
+    #[test]
+    fn the_clock_is_left_alone_outside_the_guest() {
+        let err = set_clock(Options::default(), 0).unwrap_err();
+        assert!(err.contains("PID 1"), "{err}");
+    }
+}
