@@ -36,6 +36,9 @@ pub const HEADER_LEN: usize = 12;
 pub const MAX_PAYLOAD: usize = 64 << 20;
 /// Default cap on captured stdout and stderr (each), when a request gives none.
 pub const DEFAULT_OUTPUT_CAP: u64 = 4 << 20;
+/// Exit code of a command stopped by its timeout (as `timeout(1)`), with
+/// `timedOut` set.
+pub const TIMEOUT_EXIT_CODE: i32 = 124;
 
 /// One message between host and agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

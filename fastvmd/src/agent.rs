@@ -11,8 +11,12 @@ use fastvm_proto::agent::{
     self, AGENT_PORT, Decoder, ExecRequest, ExecResult, Frame, HEADER_LEN, Ready,
 };
 
-/// Exit code reported for a command the host stopped waiting for.
-pub const TIMEOUT_EXIT_CODE: i32 = 124;
+pub use fastvm_proto::agent::TIMEOUT_EXIT_CODE;
+
+/// How long past an exec's timeout the host still waits for the agent's own
+/// timed-out result (which keeps the output so far): the agent stops the
+/// command with SIGTERM and SIGKILL 500 ms later, then answers.
+pub const RESULT_GRACE: Duration = Duration::from_secs(1);
 
 /// Why talking to the agent failed.
 #[derive(Debug, thiserror::Error)]
@@ -199,9 +203,11 @@ impl AgentConn {
         }
     }
 
-    /// Runs a command. When `timeout` passes first, the connection is closed
-    /// (the agent then kills the command) and a result with `timed_out` set
-    /// is returned.
+    /// Runs a command with `timeout`, which the agent enforces: its result
+    /// then has `timed_out` set and the output so far. An agent that has not
+    /// answered [`RESULT_GRACE`] after the timeout is given up on: the
+    /// connection is closed (the agent then kills the command) and a result
+    /// with `timed_out` set and no output is returned.
     pub fn exec(
         mut self,
         request: &ExecRequest,
@@ -211,7 +217,7 @@ impl AgentConn {
         let mut request = request.clone();
         request.timeout_ms = Some(timeout.as_millis() as u64);
         self.send(&Frame::Exec(request))?;
-        match self.read_frame(start + timeout) {
+        match self.read_frame(start + timeout + RESULT_GRACE) {
             Ok(Frame::ExecResult(result)) => Ok((result, Some(self))),
             Ok(Frame::Error { message }) => Err(AgentError::Protocol(message)),
             Ok(other) => Err(AgentError::Protocol(format!(

@@ -70,7 +70,10 @@ fn vm_lifecycle_over_http() {
         Some(&json!({"command": ["sleep", "5000"], "timeoutSec": 1})),
     );
     assert_eq!(status, 200, "{out}");
-    assert_eq!(out["timedOut"], true);
+    assert_eq!(
+        (&out["timedOut"], &out["exitCode"]),
+        (&json!(true), &json!(124))
+    );
     let (status, _) = d.call(
         "POST",
         &format!("/v1/vms/{id}/exec"),

@@ -4,10 +4,12 @@
 mod common;
 
 use std::os::unix::fs::FileExt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{TestVm, VmOpts, can_run_vms};
-use fastvmd::agent::{AgentError, vsock_connect};
+use fastvm_proto::agent::{ExecRequest, TIMEOUT_EXIT_CODE};
+use fastvmd::agent::{AgentError, RESULT_GRACE, vsock_connect};
+use fastvmd::vmm::control::Request;
 
 #[test]
 fn builtin_commands_over_vsock() {
@@ -85,9 +87,29 @@ fn host_side_timeout_and_closed_ports() {
         return;
     }
     let vm = TestVm::start(VmOpts::default());
+    // The agent enforces the timeout itself and answers with exit code 124.
     let r = vm.exec_timeout(&["sleep", "10000"], Duration::from_millis(300));
     assert!(r.timed_out, "{r:?}");
+    assert_eq!(r.exit_code, TIMEOUT_EXIT_CODE, "{r:?}");
     assert!(r.duration_ms >= 300 && r.duration_ms < 5000, "{r:?}");
+    // An agent that cannot answer (its VM is paused) is given up on once
+    // the timeout and the grace have passed.
+    let conn = vm.agent();
+    vm.control(Request::Pause).expect("pause");
+    let started = Instant::now();
+    let (r, conn) = conn
+        .exec(
+            &ExecRequest::new(["echo", "late"]),
+            Duration::from_millis(300),
+        )
+        .expect("exec");
+    let waited = started.elapsed();
+    vm.control(Request::Resume).expect("resume");
+    assert!(r.timed_out && conn.is_none(), "{r:?}");
+    assert!(
+        waited >= Duration::from_millis(300) + RESULT_GRACE && waited < Duration::from_secs(10),
+        "gave up after {waited:?}"
+    );
     // The guest drops the abandoned command and keeps serving.
     assert_eq!(vm.exec(&["echo", "after"]).stdout, "after\n");
     // Nothing listens on port 4444: the monitor closes the connection.

@@ -30,8 +30,7 @@ use crate::reaper::{self, WaitStatus};
 pub const KILL_GRACE: Duration = Duration::from_millis(500);
 /// How long output is still read after the command exited.
 pub const LINGER: Duration = Duration::from_millis(100);
-/// Exit code reported for a command stopped by its timeout (as `timeout(1)`).
-pub const TIMEOUT_EXIT_CODE: i32 = 124;
+pub use fastvm_proto::agent::TIMEOUT_EXIT_CODE;
 /// Bytes read from a pipe at a time.
 const READ_CHUNK: usize = 64 * 1024;
 

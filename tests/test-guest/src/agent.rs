@@ -6,7 +6,7 @@ use alloc::collections::VecDeque;
 use alloc::string::ToString;
 use alloc::vec::Vec;
 
-use fastvm_proto::agent::{AGENT_PORT, Decoder, Frame, PROTOCOL_VERSION, Ready};
+use fastvm_proto::agent::{AGENT_PORT, Decoder, Frame, PROTOCOL_VERSION, Ready, TIMEOUT_EXIT_CODE};
 use test_guest::commands::{self, Action, Disk, Memory, Output};
 use test_guest::credit::PeerCredit;
 use virtio_drivers::Error;
@@ -33,6 +33,8 @@ struct Waiting {
     start: u64,
     deadline: u64,
     output: Output,
+    /// The request's timeout ends it before the sleep does.
+    times_out: bool,
 }
 
 /// One host connection.
@@ -298,7 +300,11 @@ fn serve(conn: &mut Conn, ctx: &mut Context<'_>, now: u64) {
             return;
         }
         let w = conn.waiting.take().expect("checked above");
-        let result = w.output.finish(cpu::ms_between(w.start, now));
+        let mut result = w.output.finish(cpu::ms_between(w.start, now));
+        if w.times_out {
+            result.exit_code = TIMEOUT_EXIT_CODE;
+            result.timed_out = true;
+        }
         conn.queue(&Frame::ExecResult(result));
     }
     while conn.waiting.is_none() && !conn.poweroff_after_flush {
@@ -319,11 +325,13 @@ fn serve(conn: &mut Conn, ctx: &mut Context<'_>, now: u64) {
                         conn.queue(&Frame::ExecResult(result));
                     }
                     Action::Sleep { ms, output } => {
-                        let deadline = start + cpu::ticks(ms);
+                        // Like guest-agent, the command ends at its timeout.
+                        let limit = req.timeout_ms.filter(|t| *t < ms);
                         conn.waiting = Some(Waiting {
                             start,
-                            deadline,
+                            deadline: start + cpu::ticks(limit.unwrap_or(ms)),
                             output,
+                            times_out: limit.is_some(),
                         });
                     }
                     Action::PowerOff(output) => {
