@@ -7,6 +7,7 @@ pub mod agent;
 pub mod api;
 pub mod auth;
 pub mod call;
+pub mod net;
 pub mod serve;
 pub mod service;
 pub mod socket;

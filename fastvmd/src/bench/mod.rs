@@ -1,9 +1,10 @@
 //! `fastvmd bench`: measures the monitor with the test guest and prints a
-//! Markdown table: boot ([`boot`]), snapshot/restore ([`snapshot`]) and the
-//! daemon's API ([`api`]).
+//! Markdown table: boot ([`boot`]), snapshot/restore ([`snapshot`]), the
+//! daemon's API ([`api`]) and networking ([`net`]).
 
 mod api;
 mod boot;
+mod net;
 mod snapshot;
 
 use std::os::unix::net::UnixStream;
@@ -37,6 +38,18 @@ pub struct BenchArgs {
     /// Guest kernel (default: the test guest built with fastvmd).
     #[arg(long)]
     pub kernel: Option<PathBuf>,
+    /// Measure only this part.
+    #[arg(long, value_enum)]
+    pub only: Option<BenchPart>,
+}
+
+/// A part of the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchPart {
+    Boot,
+    Snapshot,
+    Api,
+    Net,
 }
 
 /// A monitor process in a temporary directory, killed on drop.
@@ -160,9 +173,20 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         return Err(host.describe());
     }
     eprintln!("host: {}", host.describe());
-    let mut rows = boot::measure(&args, &kernel)?;
-    rows.extend(snapshot::measure(&args, &kernel)?);
-    rows.extend(api::measure(&args)?);
+    let wanted = |part: BenchPart| args.only.is_none_or(|only| only == part);
+    let mut rows = Vec::new();
+    if wanted(BenchPart::Boot) {
+        rows.extend(boot::measure(&args, &kernel)?);
+    }
+    if wanted(BenchPart::Snapshot) {
+        rows.extend(snapshot::measure(&args, &kernel)?);
+    }
+    if wanted(BenchPart::Api) {
+        rows.extend(api::measure(&args)?);
+    }
+    if wanted(BenchPart::Net) {
+        rows.extend(net::measure(&args, &kernel)?);
+    }
     println!("| measurement | result | target |");
     println!("|---|---|---|");
     for (what, result, target) in rows {
