@@ -23,10 +23,12 @@
 //!
 //! In `open` mode every frame passes.
 
+mod live;
 mod packet;
 #[cfg(test)]
 mod tests;
 
+pub use live::{FrameCounters, LivePolicy};
 pub use packet::{Ipv6Summary, Malformed, Upper, parse_ipv6, proto};
 
 use fastvm_proto::api::{FirewallMode, FirewallPolicy, FirewallProtocol, Ipv6Cidr};
