@@ -15,6 +15,7 @@ mod devices;
 mod entry;
 mod hal;
 mod io;
+mod net;
 mod rt;
 
 use alloc::string::String;
@@ -38,7 +39,7 @@ pub extern "C" fn rust_main(zero_page: u64) -> ! {
     let zp = unsafe { core::slice::from_raw_parts(zero_page as *const u8, 4096) };
     rt::init_heap(zp);
     let line = boot::run(zp);
-    let (mut disk, mut agent) = open_devices(&line);
+    let (mut disk, mut agent, mut net) = open_devices(&line);
     println!("{READY_LINE}");
 
     let mut memory = Memory::new();
@@ -48,6 +49,9 @@ pub extern "C" fn rust_main(zero_page: u64) -> ! {
                 Some(b) => Serial::put(b),
                 None => break,
             }
+        }
+        if let Some(net) = net.as_mut() {
+            net.poll();
         }
         if let Some(agent) = agent.as_mut() {
             let mut ctx = Context {
@@ -65,9 +69,11 @@ pub extern "C" fn rust_main(zero_page: u64) -> ! {
 
 /// Opens every announced virtio-mmio device the guest drives and prints a
 /// `boot-check virtio` line.
-fn open_devices(line: &str) -> (Option<BlkDisk>, Option<Agent>) {
+fn open_devices(line: &str) -> (Option<BlkDisk>, Option<Agent>, Option<net::Net>) {
     let mut disk = None;
     let mut agent = None;
+    let mut nic = None;
+    let net_config = test_guest::netcfg::parse(line);
     let mut problems = String::new();
     let announced = cmdline::virtio_mmio_devices(line);
     for dev in &announced {
@@ -76,6 +82,13 @@ fn open_devices(line: &str) -> (Option<BlkDisk>, Option<Agent>) {
             DeviceType::Socket if agent.is_none() => {
                 devices::open_vsock(t).map(|v| agent = Some(Agent::new(dev.base, v)))
             }
+            DeviceType::Network if nic.is_none() => match net_config {
+                Some(config) => net::Net::open(dev.base, t, config).map(|n| nic = Some(n)),
+                None => {
+                    println!("net: no fastvm.ip6= on the command line; NIC unused");
+                    Ok(())
+                }
+            },
             _ => Ok(()),
         });
         if let Err(e) = opened {
@@ -93,5 +106,5 @@ fn open_devices(line: &str) -> (Option<BlkDisk>, Option<Agent>) {
     } else {
         println!("boot-check virtio FAIL{problems} {summary}");
     }
-    (disk, agent)
+    (disk, agent, nic)
 }
