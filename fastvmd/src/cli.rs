@@ -97,6 +97,13 @@ pub struct ServeArgs {
     /// Default quota of an org: number of snapshots.
     #[arg(long, value_name = "N", default_value_t = 50)]
     pub quota_snapshots: u64,
+    /// Run VMs without a NIC even when this host allows taps.
+    #[arg(long)]
+    pub no_net: bool,
+    /// The IPv6 /64 VMs get addresses from (default: a ULA made at first
+    /// start and kept in the data dir).
+    #[arg(long, value_name = "PREFIX")]
+    pub ipv6_prefix: Option<fastvmd::net::addr::Prefix>,
 }
 
 /// Runs the daemon.
@@ -114,6 +121,8 @@ pub fn run_serve(args: ServeArgs) -> ExitCode {
             disk_gib: args.quota_disk_gib,
             snapshot_count: args.quota_snapshots,
         }),
+        network: !args.no_net,
+        ipv6_prefix: args.ipv6_prefix,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

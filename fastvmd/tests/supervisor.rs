@@ -35,6 +35,8 @@ fn start_exec_snapshot_restore_destroy() {
             },
             disk_gib: 1,
             vsock_cid: 3,
+            nic: None,
+            firewall_json: None,
         })
         .expect("start");
     assert!(sup.is_alive("a"));
@@ -69,6 +71,8 @@ fn start_exec_snapshot_restore_destroy() {
         },
         disk_gib: 2,
         vsock_cid: 4,
+        nic: None,
+        firewall_json: None,
     })
     .expect("restore");
     let r = sup
@@ -101,6 +105,8 @@ fn start_exec_snapshot_restore_destroy() {
             },
             disk_gib: 1,
             vsock_cid: 5,
+            nic: None,
+            firewall_json: None,
         })
         .unwrap_err()
         .to_string();
