@@ -221,6 +221,13 @@ pub fn init_tracing() {
 
 /// Runs the monitor and turns its ending into an exit status.
 pub fn run_vmm(args: VmmArgs) -> ExitCode {
+    if args.restore.is_none()
+        && args.tap.is_none()
+        && (args.mac.is_some() || args.firewall.is_some())
+    {
+        eprintln!("fastvmd vmm: error: --mac and --firewall describe a NIC: give --tap too");
+        return ExitCode::from(EXIT_ERROR as u8);
+    }
     let outcome = match args.restore {
         Some(snapshot) => machine::restore_and_run(&RestoreConfig {
             snapshot,

@@ -1,4 +1,5 @@
-//! Network measurements: the ingress filter's cost per frame.
+//! Network measurements: the ingress filter's cost per frame, and TCP
+//! throughput from this host to a guest with the filter on and off.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -99,7 +100,124 @@ pub fn filter_rows() -> Result<Vec<Row>, String> {
     )])
 }
 
-/// Every network row.
-pub fn measure(_args: &super::BenchArgs, _kernel: &std::path::Path) -> Result<Vec<Row>, String> {
-    filter_rows()
+/// Bytes sent per throughput measurement.
+const THROUGHPUT_BYTES: usize = 32 << 20;
+
+/// Boots `kernel` with a NIC on a new tap under `policy`, routes its
+/// address, and measures TCP throughput to its discard port: the time from
+/// connect to the guest closing after it read everything.
+fn throughput(
+    kernel: &std::path::Path,
+    memory_mib: u64,
+    policy: &FirewallPolicy,
+) -> Result<f64, String> {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::time::Duration;
+
+    use fastvmd::net::addr::{Mac, Prefix};
+    use fastvmd::vmm::control::Request;
+    use fastvmd::vmm::control::client::ControlClient;
+
+    let tap = format!("fvb{}", std::process::id() % 1_000_000);
+    let mac = Mac::random().map_err(|e| e.to_string())?;
+    let prefix = Prefix::random_ula().map_err(|e| e.to_string())?;
+    let addr = prefix.address(mac);
+    let kernel = kernel.to_path_buf();
+    let policy_json = serde_json::to_string(policy).map_err(|e| e.to_string())?;
+    let (m, started) = super::Monitor::spawn(|_| {
+        Ok(vec![
+            "--kernel".into(),
+            kernel.display().to_string(),
+            "--vcpus".into(),
+            "1".into(),
+            "--memory-mib".into(),
+            memory_mib.to_string(),
+            "--tap".into(),
+            tap.clone(),
+            "--mac".into(),
+            mac.to_string(),
+            "--ip6".into(),
+            addr.to_string(),
+            "--firewall".into(),
+            policy_json,
+        ])
+    })?;
+    let control = m.dir.join("control.sock");
+    while ControlClient::connect(&control)
+        .and_then(|mut c| c.call(&Request::Status))
+        .is_err()
+    {
+        if started.elapsed() > Duration::from_secs(20) {
+            return Err("the monitor did not come up".into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    fastvmd::net::host::configure_tap(&tap, addr)?;
+    let target = SocketAddr::from((addr, 9));
+    let mut stream = loop {
+        match TcpStream::connect_timeout(&target, Duration::from_millis(300)) {
+            Ok(s) => break s,
+            Err(e) if started.elapsed() > Duration::from_secs(20) => {
+                return Err(format!("guest discard port: {e}"));
+            }
+            Err(_) => {}
+        }
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .map_err(|e| e.to_string())?;
+    let chunk = vec![0x5a_u8; 64 << 10];
+    let start = Instant::now();
+    let mut sent = 0;
+    while sent < THROUGHPUT_BYTES {
+        stream.write_all(&chunk).map_err(|e| e.to_string())?;
+        sent += chunk.len();
+    }
+    stream
+        .shutdown(std::net::Shutdown::Write)
+        .map_err(|e| e.to_string())?;
+    let mut rest = [0u8; 64];
+    while stream
+        .read(&mut rest)
+        .map_err(|e| format!("waiting for the guest: {e}"))?
+        > 0
+    {}
+    let secs = start.elapsed().as_secs_f64();
+    drop(m);
+    Ok(sent as f64 / secs / f64::from(1 << 20))
+}
+
+/// Every network row; the throughput rows need tap permission.
+pub fn measure(args: &super::BenchArgs, kernel: &std::path::Path) -> Result<Vec<Row>, String> {
+    let mut rows = filter_rows()?;
+    if let Some(why) = fastvmd::net::host::tap_unavailable() {
+        eprintln!("bench: no throughput rows: {why}");
+        return Ok(rows);
+    }
+    let restricted = FirewallPolicy {
+        mode: FirewallMode::Restricted,
+        ingress: vec![FirewallRule {
+            protocol: FirewallProtocol::Tcp,
+            port_start: 9,
+            port_end: None,
+            source_cidrs: None,
+            description: None,
+        }],
+    };
+    let open = FirewallPolicy {
+        mode: FirewallMode::Open,
+        ingress: Vec::new(),
+    };
+    let on = throughput(kernel, args.memory_mib, &restricted)?;
+    let off = throughput(kernel, args.memory_mib, &open)?;
+    rows.push((
+        format!(
+            "host → guest TCP throughput over the tap ({} MiB to the test guest's discard port)",
+            THROUGHPUT_BYTES >> 20
+        ),
+        format!("{on:.1} MiB/s with the filter on (restricted, 1 rule), {off:.1} MiB/s off (open)"),
+        "-".into(),
+    ));
+    Ok(rows)
 }
