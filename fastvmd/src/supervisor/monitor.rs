@@ -92,7 +92,14 @@ pub fn start(exe: &Path, dir: &Path, spec: &MonitorSpec) -> Result<u32, Supervis
     if let Some(nic) = &spec.nic {
         cmd.args(["--tap", &nic.tap, "--mac", &nic.mac.to_string()]);
     }
-    if let Some(policy) = &spec.firewall_json {
+    // A booted VM without a NIC has no policy to enforce; a clone's
+    // snapshot may have a NIC even when this start gives it no tap.
+    let restore = matches!(spec.source, MonitorSource::Restore { .. });
+    if let Some(policy) = spec
+        .firewall_json
+        .as_ref()
+        .filter(|_| spec.nic.is_some() || restore)
+    {
         cmd.args(["--firewall", policy]);
     }
     match &spec.source {
