@@ -127,8 +127,7 @@ impl Drop for NetVm {
 }
 
 /// Waits until the guest answers TCP 7000, and with `udp` UDP 7000 (the
-/// policy must allow them). The guest's stack holds its first answers back
-/// while it resolves the gateway, so the first datagrams may go unanswered.
+/// policy must allow them).
 fn wait_guest(lab: &NetLab, addr: Ipv6Addr, udp: bool) {
     lab.in_client(move || {
         let deadline = Instant::now() + Duration::from_secs(20);

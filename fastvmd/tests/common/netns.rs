@@ -61,6 +61,19 @@ impl NetLab {
         run(&["netns", "add", &lab.host])?;
         run(&["netns", "add", &lab.client])?;
         let (h, c) = (lab.host.as_str(), lab.client.as_str());
+        // No duplicate address detection on the new links: while the veth's
+        // link-local address is tentative (about a second) the host cannot
+        // resolve the client, and forwarded answers wait.
+        for ns in [h, c] {
+            run(&[
+                "netns",
+                "exec",
+                ns,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.default.accept_dad=0",
+            ])?;
+        }
         for args in [
             vec!["-n", h, "link", "set", "lo", "up"],
             vec!["-n", c, "link", "set", "lo", "up"],
