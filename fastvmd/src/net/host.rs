@@ -14,6 +14,11 @@ pub fn tap_unavailable() -> Option<String> {
     if !has_cap_net_admin() {
         return Some("no CAP_NET_ADMIN".into());
     }
+    let ipv6_off = std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6")
+        .map_or(true, |v| v.trim() == "1");
+    if ipv6_off {
+        return Some("IPv6 is disabled on this host".into());
+    }
     if let Err(e) = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
