@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::netns::{self, CLIENT, CLIENT2, NetLab, tcp_greeting, udp_echo};
+use common::netns::{self, CLIENT, CLIENT2, NetLab, ping, tcp_greeting, udp_echo};
 use fastvm_proto::api::{FirewallMode, FirewallPolicy, FirewallProtocol, FirewallRule};
 use fastvmd::net::addr::{Mac, Prefix};
 use fastvmd::vmm::control::client::ControlClient;
@@ -179,11 +179,12 @@ fn open_restricted_ndp_and_live_changes() {
     let addr = vm.addr;
     wait_guest(&lab, addr, true);
 
-    // Open: every port.
+    // Open: every port, and echo requests.
     assert_eq!(
         reachable(&lab, addr, CLIENT),
         (vec![7000, 7001, 7002], vec![7000, 7001, 7002])
     );
+    assert!(lab.in_client(move || ping(addr, Duration::from_secs(2))));
 
     // Restricted: TCP 7001 from anywhere, UDP 7002 only from CLIENT2.
     let restricted = FirewallPolicy {
@@ -197,6 +198,10 @@ fn open_restricted_ndp_and_live_changes() {
     assert_eq!(info.policy, restricted);
     assert_eq!(reachable(&lab, addr, CLIENT), (vec![7001], vec![]));
     assert_eq!(reachable(&lab, addr, CLIENT2), (vec![7001], vec![7002]));
+    assert!(
+        !lab.in_client(move || ping(addr, BLOCKED_WAIT)),
+        "echo requests are not essential ICMPv6"
+    );
     let info = vm.control().firewall(None).unwrap();
     assert!(info.rx_dropped > 0, "{info:?}");
 

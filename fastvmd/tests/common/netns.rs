@@ -217,3 +217,65 @@ pub fn udp_echo(src: Ipv6Addr, addr: Ipv6Addr, port: u16, timeout: Duration) -> 
         Err(e) => panic!("UDP from {src} to [{addr}]:{port}: {e}"),
     }
 }
+
+/// Sends one ICMPv6 echo request to `addr` (raw socket: CAP_NET_RAW);
+/// whether the reply came within `timeout`.
+pub fn ping(addr: Ipv6Addr, timeout: Duration) -> bool {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: plain socket creation; the fd is owned right away.
+    let raw = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_ICMPV6) };
+    assert!(
+        raw >= 0,
+        "raw ICMPv6 socket: {}",
+        io::Error::last_os_error()
+    );
+    // SAFETY: `raw` is a new descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let id = (std::process::id() & 0xffff) as u16;
+    // Echo request: type 128, code 0, checksum (the kernel fills it), id, seq.
+    let mut request = vec![128u8, 0, 0, 0];
+    request.extend_from_slice(&id.to_be_bytes());
+    request.extend_from_slice(&1u16.to_be_bytes());
+    request.extend_from_slice(b"fastvm ping");
+    // SAFETY: an all-zero sockaddr_in6 is valid; family and address are set below.
+    let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+    sa.sin6_family = libc::AF_INET6 as u16;
+    sa.sin6_addr.s6_addr = addr.octets();
+    // SAFETY: `request` and `sa` are valid for the lengths given.
+    let sent = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            request.as_ptr().cast(),
+            request.len(),
+            0,
+            (&sa as *const libc::sockaddr_in6).cast(),
+            std::mem::size_of::<libc::sockaddr_in6>() as u32,
+        )
+    };
+    assert_eq!(
+        sent,
+        request.len() as isize,
+        "{}",
+        io::Error::last_os_error()
+    );
+    let deadline = std::time::Instant::now() + timeout;
+    let mut buf = [0u8; 1500];
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(&mut pfd, 1, left.as_millis().max(1) as i32) } <= 0 {
+            return false;
+        }
+        // SAFETY: `buf` is valid for its length.
+        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        // Echo reply (129) with our id; the socket sees every ICMPv6 message.
+        if n >= 8 && buf[0] == 129 && buf[4..6] == id.to_be_bytes() {
+            return true;
+        }
+    }
+    false
+}
