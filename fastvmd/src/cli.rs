@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use fastvmd::vmm::config::{DEFAULT_CMDLINE, RestoreConfig, VmConfig};
+use fastvmd::vmm::config::{DEFAULT_CMDLINE, NicConfig, RestoreConfig, VmConfig};
 use fastvmd::vmm::exit::EXIT_ERROR;
 use fastvmd::vmm::machine;
 
@@ -177,6 +177,13 @@ pub struct ServeArgs {
     /// Default quota of an org: number of snapshots.
     #[arg(long, value_name = "N", default_value_t = 50)]
     pub quota_snapshots: u64,
+    /// Run VMs without a NIC even when this host allows taps.
+    #[arg(long)]
+    pub no_net: bool,
+    /// The IPv6 /64 VMs get addresses from (default: a ULA made at first
+    /// start and kept in the data dir).
+    #[arg(long, value_name = "PREFIX")]
+    pub ipv6_prefix: Option<fastvmd::net::addr::Prefix>,
 }
 
 /// Runs the daemon.
@@ -194,6 +201,8 @@ pub fn run_serve(args: ServeArgs) -> ExitCode {
             disk_gib: args.quota_disk_gib,
             snapshot_count: args.quota_snapshots,
         }),
+        network: !args.no_net,
+        ipv6_prefix: args.ipv6_prefix,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -254,6 +263,29 @@ pub struct VmmArgs {
     /// With --restore: the clone's new CID (default: the snapshot's).
     #[arg(long, value_name = "CID")]
     pub vsock_cid: Option<u64>,
+    /// Give the VM a virtio-net NIC on this tap (opened, or created when
+    /// missing; needs CAP_NET_ADMIN). With --restore: the clone's tap.
+    #[arg(long, value_name = "NAME")]
+    pub tap: Option<String>,
+    /// The NIC's MAC (default: random, 02:xx:...). With --restore: the
+    /// clone's new MAC (default: the snapshot's).
+    #[arg(long, value_name = "MAC")]
+    pub mac: Option<fastvmd::net::addr::Mac>,
+    /// The NIC's ingress policy as the API's FirewallPolicy JSON (default:
+    /// restricted, no rules). With --restore: default the snapshot's.
+    #[arg(long, value_name = "JSON", value_parser = parse_policy)]
+    pub firewall: Option<fastvm_proto::api::FirewallPolicy>,
+    /// Tell the guest its IPv6 address: appends `fastvm.ip6=ADDR/128
+    /// fastvm.gw6=fe80::1` to the command line.
+    #[arg(long, value_name = "ADDR", conflicts_with = "restore")]
+    pub ip6: Option<std::net::Ipv6Addr>,
+}
+
+fn parse_policy(s: &str) -> Result<fastvm_proto::api::FirewallPolicy, String> {
+    let policy: fastvm_proto::api::FirewallPolicy =
+        serde_json::from_str(s).map_err(|e| format!("not a FirewallPolicy: {e}"))?;
+    fastvm_proto::api::validate_firewall_policy(&policy).map_err(|e| e.to_string())?;
+    Ok(policy)
 }
 
 /// Logs to stderr; `RUST_LOG` sets the level (default: warnings).
@@ -269,19 +301,50 @@ pub fn init_tracing() {
 
 /// Runs the monitor and turns its ending into an exit status.
 pub fn run_vmm(args: VmmArgs) -> ExitCode {
+    if args.restore.is_none()
+        && args.tap.is_none()
+        && (args.mac.is_some() || args.firewall.is_some())
+    {
+        eprintln!("fastvmd vmm: error: --mac and --firewall describe a NIC: give --tap too");
+        return ExitCode::from(EXIT_ERROR as u8);
+    }
     let outcome = match args.restore {
         Some(snapshot) => machine::restore_and_run(&RestoreConfig {
             snapshot,
             dir: args.dir,
             disk_gib: args.disk_gib,
             vsock_cid: args.vsock_cid,
+            tap: args.tap,
+            mac: args.mac,
+            firewall: args.firewall,
         }),
         None => machine::boot_and_run(&VmConfig {
+            nic: match args.tap.clone() {
+                Some(tap) => match args.mac.map_or_else(fastvmd::net::addr::Mac::random, Ok) {
+                    Ok(mac) => Some(NicConfig {
+                        tap: Some(tap),
+                        mac,
+                        firewall: args.firewall.unwrap_or_default(),
+                    }),
+                    Err(e) => {
+                        eprintln!("fastvmd vmm: error: cannot make a MAC: {e}");
+                        return ExitCode::from(EXIT_ERROR as u8);
+                    }
+                },
+                None => None,
+            },
+            cmdline: match args.ip6 {
+                Some(addr) => format!(
+                    "{} {}",
+                    args.cmdline,
+                    fastvmd::net::addr::guest_cmdline(addr)
+                ),
+                None => args.cmdline,
+            },
             dir: args.dir,
             // clap makes these present when --restore is absent.
             kernel: args.kernel.unwrap_or_default(),
             initrd: args.initrd,
-            cmdline: args.cmdline,
             vcpus: args.vcpus.unwrap_or_default(),
             memory_mib: args.memory_mib.unwrap_or_default(),
             disk: args.disk,

@@ -8,6 +8,7 @@ pub mod api;
 pub mod auth;
 pub mod call;
 pub mod image;
+pub mod net;
 pub mod serve;
 pub mod service;
 pub mod socket;

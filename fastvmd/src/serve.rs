@@ -17,6 +17,10 @@ pub struct ServeOptions {
     pub guest: GuestChoice,
     /// Quota limits of orgs that have none of their own.
     pub quota_defaults: crate::store::QuotaDefaults,
+    /// Give VMs a NIC when the host allows it.
+    pub network: bool,
+    /// The /64 for VM addresses (default: a ULA kept in the data dir).
+    pub ipv6_prefix: Option<crate::net::addr::Prefix>,
 }
 
 /// The data directory: `FASTVM_HOME`, else `/var/lib/fastvm` for root, else
@@ -61,6 +65,8 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
     let monitor_exe = std::env::current_exe().map_err(|e| format!("cannot find myself: {e}"))?;
     let mut config = ServiceConfig::new(opts.data_dir.clone(), opts.guest, monitor_exe);
     config.quota_defaults = opts.quota_defaults;
+    config.network = opts.network;
+    config.ipv6_prefix = opts.ipv6_prefix;
     let opened = Service::open(config).await.map_err(|e| e.to_string())?;
     let service = opened.service;
     announce(format_args!("data-dir: {}", opts.data_dir.display()));
@@ -73,6 +79,18 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
     match &opened.unavailable {
         Some(why) => eprintln!("fastvmd: VMs cannot be created on this host: {why}"),
         None => eprintln!("fastvmd: host: {}", service.host().describe()),
+    }
+    match &opened.network {
+        Ok(prefix) => {
+            eprintln!("fastvmd: networking: VMs get IPv6 addresses from {prefix}");
+            if !crate::net::host::ipv6_forwarding() {
+                eprintln!(
+                    "fastvmd: IPv6 forwarding is off (net.ipv6.conf.all.forwarding=0): VMs are \
+                     reachable from this host only"
+                );
+            }
+        }
+        Err(why) => eprintln!("fastvmd: networking off ({why}): VMs run without a NIC"),
     }
     if opened.adopted + opened.lost > 0 {
         eprintln!(

@@ -92,6 +92,14 @@ fn each_bad_input_gets_one_clear_line() {
         with(guest, &[("--disk", "/nonexistent/disk")]),
         "--disk /nonexistent/disk",
     );
+    run(
+        with(guest, &[("--mac", "02:00:00:00:00:01")]),
+        "give --tap too",
+    );
+    run(
+        with(guest, &[("--tap", "bad/name")]),
+        "tap name \"bad/name\"",
+    );
 }
 
 #[test]

@@ -39,6 +39,8 @@ fn start_exec_snapshot_restore_destroy() {
             },
             disk_gib: 1,
             vsock_cid: 3,
+            nic: None,
+            firewall_json: None,
         })
         .expect("start");
     assert!(sup.is_alive("a"));
@@ -73,6 +75,8 @@ fn start_exec_snapshot_restore_destroy() {
         },
         disk_gib: 2,
         vsock_cid: 4,
+        nic: None,
+        firewall_json: None,
     })
     .expect("restore");
     let r = sup
@@ -105,6 +109,8 @@ fn start_exec_snapshot_restore_destroy() {
             },
             disk_gib: 1,
             vsock_cid: 5,
+            nic: None,
+            firewall_json: None,
         })
         .unwrap_err()
         .to_string();

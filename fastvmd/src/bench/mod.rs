@@ -1,10 +1,11 @@
 //! `fastvmd bench`: measures the monitor with the test guest and prints a
-//! Markdown table: boot ([`boot`]), snapshot/restore ([`snapshot`]) and the
-//! daemon's API ([`api`]).
+//! Markdown table: boot ([`boot`]), snapshot/restore ([`snapshot`]), the
+//! daemon's API ([`api`]) and networking ([`net`]).
 
 mod api;
 mod boot;
 mod linux;
+mod net;
 mod snapshot;
 
 use std::os::unix::net::UnixStream;
@@ -40,8 +41,20 @@ pub struct BenchArgs {
     pub kernel: Option<PathBuf>,
     /// Measure the Linux guest image instead (`fastvmd image build`;
     /// needs hardware KVM): boot to agent ready and exec round trips.
-    #[arg(long, conflicts_with = "kernel")]
+    #[arg(long, conflicts_with_all = ["kernel", "only"])]
     pub linux: bool,
+    /// Measure only this part.
+    #[arg(long, value_enum)]
+    pub only: Option<BenchPart>,
+}
+
+/// A part of the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchPart {
+    Boot,
+    Snapshot,
+    Api,
+    Net,
 }
 
 /// A monitor process in a temporary directory, killed on drop.
@@ -165,14 +178,24 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         return Err(host.describe());
     }
     eprintln!("host: {}", host.describe());
-    let rows = if args.linux {
-        linux::measure(&args)?
+    let wanted = |part: BenchPart| args.only.is_none_or(|only| only == part);
+    let mut rows = Vec::new();
+    if args.linux {
+        rows.extend(linux::measure(&args)?);
     } else {
-        let mut rows = boot::measure(&args, &kernel)?;
-        rows.extend(snapshot::measure(&args, &kernel)?);
-        rows.extend(api::measure(&args)?);
-        rows
-    };
+        if wanted(BenchPart::Boot) {
+            rows.extend(boot::measure(&args, &kernel)?);
+        }
+        if wanted(BenchPart::Snapshot) {
+            rows.extend(snapshot::measure(&args, &kernel)?);
+        }
+        if wanted(BenchPart::Api) {
+            rows.extend(api::measure(&args)?);
+        }
+        if wanted(BenchPart::Net) {
+            rows.extend(net::measure(&args, &kernel)?);
+        }
+    }
     println!("| measurement | result | target |");
     println!("|---|---|---|");
     for (what, result, target) in rows {

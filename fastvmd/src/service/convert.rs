@@ -30,7 +30,7 @@ pub fn vm(row: &VmRow) -> Result<VmInstance, ServiceError> {
         cpu: row.vcpus,
         memory_mib: row.memory_mib,
         disk_gib: row.disk_gib,
-        public_ipv6: None,
+        public_ipv6: row.public_ipv6.clone(),
         status: parse::<VmStatus>("VM status", &row.status)?,
         created_at: format_rfc3339(row.created_at),
         deleted_at: row.deleted_at.map(format_rfc3339),

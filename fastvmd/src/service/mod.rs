@@ -52,6 +52,10 @@ pub struct ServiceConfig {
     pub default_exec_timeout_sec: u64,
     /// Lifetime of a console token.
     pub console_token_ttl: Duration,
+    /// Give VMs a NIC (when this host lets the daemon make taps).
+    pub network: bool,
+    /// The /64 VM addresses come from; a ULA kept in the data dir when absent.
+    pub ipv6_prefix: Option<crate::net::addr::Prefix>,
 }
 
 impl ServiceConfig {
@@ -65,6 +69,8 @@ impl ServiceConfig {
             agent_wait: Duration::from_secs(5),
             default_exec_timeout_sec: 30,
             console_token_ttl: Duration::from_secs(60),
+            network: true,
+            ipv6_prefix: None,
         }
     }
 }
@@ -88,6 +94,8 @@ pub(crate) struct Inner {
     pub jwt_secret: Vec<u8>,
     pub snapshots_dir: PathBuf,
     pub events: broadcast::Sender<Event>,
+    /// The prefix VMs get addresses from; `None`: VMs run without a NIC.
+    pub net: Option<crate::net::addr::Prefix>,
 }
 
 /// The operation layer; a cheap clone.
@@ -115,6 +123,8 @@ pub struct Opened {
     /// VMs found running and VMs marked `error` at start.
     pub adopted: usize,
     pub lost: usize,
+    /// The prefix VMs get addresses from, or why VMs run without a NIC.
+    pub network: Result<crate::net::addr::Prefix, String>,
 }
 
 fn internal(e: impl std::fmt::Display) -> ServiceError {
@@ -166,6 +176,7 @@ impl Service {
         let snapshots_dir = dir.join("snapshots");
         std::fs::create_dir_all(&snapshots_dir).map_err(internal)?;
         let (events, _) = broadcast::channel(1024);
+        let network = Self::network(&config);
         let service = Service {
             inner: Arc::new(Inner {
                 config,
@@ -176,6 +187,7 @@ impl Service {
                 jwt_secret,
                 snapshots_dir,
                 events,
+                net: network.as_ref().ok().copied(),
             }),
         };
         let first_key = service.ensure_default_org()?;
@@ -186,7 +198,23 @@ impl Service {
             unavailable,
             adopted,
             lost,
+            network,
         })
+    }
+
+    /// The prefix VMs get addresses from, or why they get no NIC.
+    fn network(config: &ServiceConfig) -> Result<crate::net::addr::Prefix, String> {
+        if !config.network {
+            return Err("turned off (--no-net)".into());
+        }
+        if let Some(why) = crate::net::host::tap_unavailable() {
+            return Err(why);
+        }
+        match config.ipv6_prefix {
+            Some(prefix) => Ok(prefix),
+            None => crate::net::addr::Prefix::load_or_create(&config.data_dir)
+                .map_err(|e| e.to_string()),
+        }
     }
 
     /// Runs blocking work (SQLite, monitor sockets) off the async threads.

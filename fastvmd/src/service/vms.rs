@@ -12,8 +12,9 @@ use fastvm_proto::socket::{EventKind, EventOp};
 use super::admin::emit_quota;
 use super::convert;
 use super::{Caller, Inner, Service, ServiceError};
+use crate::net::addr::{Mac, tap_name};
 use crate::store::{NewVm, VmRow, vm_status};
-use crate::supervisor::{GuestImage, MonitorSource, MonitorSpec};
+use crate::supervisor::{GuestImage, MonitorSource, MonitorSpec, NicSpec};
 
 /// Parses a path id, 400 naming `id` when malformed.
 pub(super) fn path_id(id: &str) -> Result<String, ServiceError> {
@@ -52,6 +53,33 @@ pub(super) fn set_status(inner: &Inner, id: &str, status: &str) {
     {
         inner.emit(EventKind::Vm, EventOp::Updated, &row.org_id, &vm);
     }
+}
+
+/// A new VM's public IPv6 address: the prefix with the interface id of a
+/// new random MAC (the MAC is recovered from the address), unused by any
+/// live VM. `None` when VMs run without a NIC.
+fn allocate_ipv6(inner: &Inner) -> Result<Option<String>, ServiceError> {
+    let Some(prefix) = inner.net else {
+        return Ok(None);
+    };
+    for _ in 0..16 {
+        let mac = Mac::random().map_err(|e| ServiceError::Internal(format!("random MAC: {e}")))?;
+        let addr = prefix.address(mac).to_string();
+        if !inner.store.ipv6_in_use(&addr)? {
+            return Ok(Some(addr));
+        }
+    }
+    Err(ServiceError::Internal("no free IPv6 address found".into()))
+}
+
+/// The NIC of a VM row with an address.
+fn nic(row: &VmRow) -> Option<NicSpec> {
+    let addr: std::net::Ipv6Addr = row.public_ipv6.as_deref()?.parse().ok()?;
+    Some(NicSpec {
+        tap: tap_name(&row.id),
+        mac: Mac::from_address(addr)?,
+        addr,
+    })
 }
 
 /// Where a new VM comes from, once the request is checked.
@@ -96,7 +124,7 @@ fn plan(inner: &Inner, caller: &Caller, req: &CreateVmRequest) -> Result<Plan, S
                 disk_gib,
                 status: vm_status::PROVISIONING.to_string(),
                 firewall_json: firewall_json(&firewall)?,
-                public_ipv6: None,
+                public_ipv6: allocate_ipv6(inner)?,
             },
             source: MonitorSource::Boot {
                 kernel,
@@ -146,7 +174,7 @@ fn plan(inner: &Inner, caller: &Caller, req: &CreateVmRequest) -> Result<Plan, S
             disk_gib,
             status: vm_status::PROVISIONING.to_string(),
             firewall_json: firewall,
-            public_ipv6: None,
+            public_ipv6: allocate_ipv6(inner)?,
         },
         source: MonitorSource::Restore {
             snapshot: inner.snapshots_dir.join(&snap.id),
@@ -201,8 +229,18 @@ impl Service {
                     source: plan.source,
                     disk_gib: row.disk_gib,
                     vsock_cid: row.vsock_cid,
+                    nic: nic(&row),
+                    firewall_json: Some(row.firewall_json.clone()),
                 };
-                match inner.supervisor.start(&spec) {
+                let started = inner.supervisor.start(&spec).and_then(|pid| {
+                    if let Some(nic) = &spec.nic {
+                        crate::net::host::configure_tap(&nic.tap, nic.addr).map_err(|e| {
+                            crate::supervisor::SupervisorError::StartFailed(format!("network: {e}"))
+                        })?;
+                    }
+                    Ok(pid)
+                });
+                match started {
                     Ok(pid) => {
                         inner.store.set_vm_monitor(&row.id, Some(pid))?;
                         Ok(row)
@@ -323,6 +361,14 @@ impl Service {
             inner
                 .store
                 .update_vm_firewall(&caller.org_id, &id, &firewall_json(&policy)?)?;
+            // Stored first, so the policy survives whatever happens next;
+            // then enforced at once by the running monitor.
+            if inner.supervisor.is_alive(&id) {
+                inner
+                    .supervisor
+                    .set_firewall(&id, &policy)
+                    .map_err(|e| ServiceError::Upstream(format!("VM {id}: {e}")))?;
+            }
             let vm = convert::vm(&find_vm(inner, &caller, &id)?)?;
             inner.emit(EventKind::Vm, EventOp::Updated, &caller.org_id, &vm);
             Ok(vm)

@@ -203,6 +203,16 @@ impl Store {
         .optional()?)
     }
 
+    /// Whether a live VM has public IPv6 address `addr`.
+    pub fn ipv6_in_use(&self, addr: &str) -> Result<bool> {
+        let c = self.lock()?;
+        Ok(c.query_row(
+            "SELECT EXISTS(SELECT 1 FROM vms WHERE public_ipv6 = ?1 AND deleted_at IS NULL)",
+            [addr],
+            |r| r.get(0),
+        )?)
+    }
+
     /// The live VMs of `org`, oldest first.
     pub fn list_vms(&self, org: &str) -> Result<Vec<VmRow>> {
         self.query_vms("WHERE org_id = ?1 AND deleted_at IS NULL", [org])

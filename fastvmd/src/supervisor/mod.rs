@@ -9,7 +9,7 @@ mod guest;
 mod monitor;
 
 pub use guest::{GuestChoice, GuestImage};
-pub use monitor::{MONITOR_LOG, MonitorSource, MonitorSpec, alive, monitor_pid};
+pub use monitor::{MONITOR_LOG, MonitorSource, MonitorSpec, NicSpec, alive, monitor_pid};
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -107,6 +107,20 @@ impl Supervisor {
     /// Writes a snapshot of VM `id` to `dir` and lets the VM run on.
     pub fn snapshot(&self, id: &str, dir: &Path) -> Result<SnapshotInfo, SupervisorError> {
         Ok(self.control(id)?.snapshot(dir.to_path_buf(), true)?)
+    }
+
+    /// Replaces the ingress policy of VM `id`'s NIC at once; `Ok(false)`
+    /// when the VM has no NIC.
+    pub fn set_firewall(
+        &self,
+        id: &str,
+        policy: &fastvm_proto::api::FirewallPolicy,
+    ) -> Result<bool, SupervisorError> {
+        match self.control(id)?.firewall(Some(policy.clone())) {
+            Ok(_) => Ok(true),
+            Err(ControlError::Refused(e)) if e.contains("no NIC") => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Runs a command through the guest agent. A command still running

@@ -30,6 +30,19 @@ pub struct MonitorSpec {
     pub disk_gib: u64,
     /// The guest's vsock CID.
     pub vsock_cid: u32,
+    /// The VM's NIC, when the host gives VMs a network.
+    pub nic: Option<NicSpec>,
+    /// The ingress policy, as the API's JSON (the snapshot's is kept when
+    /// absent on a restore).
+    pub firewall_json: Option<String>,
+}
+
+/// A VM's NIC: its tap, MAC and address.
+#[derive(Debug, Clone)]
+pub struct NicSpec {
+    pub tap: String,
+    pub mac: crate::net::addr::Mac,
+    pub addr: std::net::Ipv6Addr,
 }
 
 /// Where the VM comes from.
@@ -79,6 +92,19 @@ pub fn start(exe: &Path, dir: &Path, spec: &MonitorSpec) -> Result<u32, Supervis
     let mut cmd = Command::new(exe);
     cmd.arg("vmm").arg("--dir").arg(dir);
     cmd.args(["--vsock-cid", &spec.vsock_cid.to_string()]);
+    if let Some(nic) = &spec.nic {
+        cmd.args(["--tap", &nic.tap, "--mac", &nic.mac.to_string()]);
+    }
+    // A booted VM without a NIC has no policy to enforce; a clone's
+    // snapshot may have a NIC even when this start gives it no tap.
+    let restore = matches!(spec.source, MonitorSource::Restore { .. });
+    if let Some(policy) = spec
+        .firewall_json
+        .as_ref()
+        .filter(|_| spec.nic.is_some() || restore)
+    {
+        cmd.args(["--firewall", policy]);
+    }
     match &spec.source {
         MonitorSource::Boot {
             kernel,
@@ -103,9 +129,13 @@ pub fn start(exe: &Path, dir: &Path, spec: &MonitorSpec) -> Result<u32, Supervis
             // Grow to the requested size, never shrink a copied image.
             file.set_len(len.max(spec.disk_gib << 30))
                 .map_err(prepare_err(&disk))?;
+            let cmdline = match &spec.nic {
+                Some(nic) => format!("{cmdline} {}", crate::net::addr::guest_cmdline(nic.addr)),
+                None => cmdline.clone(),
+            };
             cmd.arg("--kernel")
                 .arg(kernel)
-                .args(["--cmdline", cmdline])
+                .args(["--cmdline", &cmdline])
                 .args(["--vcpus", &vcpus.to_string()])
                 .args(["--memory-mib", &memory_mib.to_string()])
                 .arg("--disk")

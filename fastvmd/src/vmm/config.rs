@@ -4,7 +4,10 @@
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
+use fastvm_proto::api::FirewallPolicy;
+
 use super::boot::{self, mptable::MAX_VCPUS};
+use crate::net::addr::Mac;
 
 /// Smallest guest memory accepted (boot data, kernel and page tables need room).
 pub const MIN_MEMORY_MIB: u64 = 16;
@@ -23,6 +26,16 @@ pub struct VmConfig {
     pub memory_mib: u64,
     pub disk: Option<PathBuf>,
     pub vsock_cid: Option<u64>,
+    /// A virtio-net NIC, if any.
+    pub nic: Option<NicConfig>,
+}
+
+/// A NIC: its tap (none: the link is down), MAC and ingress policy.
+#[derive(Debug, Clone)]
+pub struct NicConfig {
+    pub tap: Option<String>,
+    pub mac: Mac,
+    pub firewall: FirewallPolicy,
 }
 
 /// How to start a VM from a snapshot.
@@ -36,6 +49,12 @@ pub struct RestoreConfig {
     pub disk_gib: Option<u64>,
     /// The clone's vsock CID; the snapshot's when absent.
     pub vsock_cid: Option<u64>,
+    /// The clone NIC's tap (a snapshot with a NIC and no tap given: link down).
+    pub tap: Option<String>,
+    /// The clone NIC's MAC; the snapshot's when absent.
+    pub mac: Option<Mac>,
+    /// The clone's ingress policy; the snapshot's when absent.
+    pub firewall: Option<FirewallPolicy>,
 }
 
 impl RestoreConfig {
@@ -184,6 +203,7 @@ mod tests {
             memory_mib: 128,
             disk: None,
             vsock_cid: Some(3),
+            nic: None,
         }
     }
 

@@ -151,18 +151,19 @@ impl Agent {
     }
 
     /// The TSC value of the agent's next timer (a `sleep` ending, the
-    /// power-off grace), if one runs; while it does the periodic CID check
-    /// is due too. Device events wake the guest through the monitor's idle
-    /// port, so they need no timer.
+    /// power-off grace), if one runs. Device events wake the guest through
+    /// the monitor's idle port, so they need no timer.
     pub fn next_timer(&self) -> Option<u64> {
         let timers = self
             .conns
             .iter()
             .filter_map(|c| c.waiting.as_ref().map(|w| w.deadline));
-        timers
-            .chain(self.power_off_at)
-            .min()
-            .map(|t| t.min(self.next_cid_check))
+        timers.chain(self.power_off_at).min()
+    }
+
+    /// When the periodic CID check is due (TSC).
+    pub fn cid_check_due(&self) -> u64 {
+        self.next_cid_check
     }
 
     /// Looks at the CID on the next poll (the monitor's epoch changed: this

@@ -14,4 +14,5 @@ pub mod commands;
 pub mod credit;
 pub mod e820;
 pub mod mptable;
+pub mod netcfg;
 pub mod wire;

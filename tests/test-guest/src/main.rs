@@ -16,6 +16,7 @@ mod devices;
 mod entry;
 mod hal;
 mod io;
+mod net;
 mod rt;
 
 use alloc::string::String;
@@ -39,7 +40,7 @@ pub extern "C" fn rust_main(zero_page: u64) -> ! {
     let zp = unsafe { core::slice::from_raw_parts(zero_page as *const u8, 4096) };
     rt::init_heap(zp);
     let line = boot::run(zp);
-    let (mut disk, mut agent) = open_devices(&line);
+    let (mut disk, mut agent, mut net) = open_devices(&line);
     println!("{READY_LINE}");
 
     let mut memory = Memory::new();
@@ -55,7 +56,15 @@ pub extern "C" fn rust_main(zero_page: u64) -> ! {
                 None => break,
             }
         }
-        let mut timer = None;
+        // The earliest timer, and the periodic identity checks that are due
+        // with it (a clone found by the monitor's epoch otherwise).
+        let mut timer: Option<u64> = None;
+        let mut checks_due = u64::MAX;
+        if let Some(net) = net.as_mut() {
+            net.poll();
+            timer = net.next_timer();
+            checks_due = net.mac_check_due();
+        }
         if let Some(agent) = agent.as_mut() {
             let mut ctx = Context {
                 memory: &mut memory,
@@ -66,29 +75,44 @@ pub extern "C" fn rust_main(zero_page: u64) -> ! {
                 io::power_off();
             }
             busy |= agent.progressed();
-            timer = agent.next_timer();
+            timer = earliest(timer, agent.next_timer());
+            checks_due = checks_due.min(agent.cid_check_due());
         }
-        if busy {
+        let now = cpu::now();
+        if busy || timer.is_some_and(|t| t <= now) {
             core::hint::spin_loop();
         } else if let Some(t) = timer {
-            io::idle(cpu::micros_until(t));
+            io::idle(cpu::micros_until(t.min(checks_due.max(now))));
         } else {
-            let now = io::idle_until_event();
-            if now != epoch {
-                epoch = now;
+            let seen = io::idle_until_event();
+            if seen != epoch {
+                epoch = seen;
                 if let Some(agent) = agent.as_mut() {
                     agent.check_cid_now();
+                }
+                if let Some(net) = net.as_mut() {
+                    net.check_mac_now();
                 }
             }
         }
     }
 }
 
+/// The earlier of two optional deadlines.
+fn earliest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// Opens every announced virtio-mmio device the guest drives and prints a
 /// `boot-check virtio` line.
-fn open_devices(line: &str) -> (Option<BlkDisk>, Option<Agent>) {
+fn open_devices(line: &str) -> (Option<BlkDisk>, Option<Agent>, Option<net::Net>) {
     let mut disk = None;
     let mut agent = None;
+    let mut nic = None;
+    let net_config = test_guest::netcfg::parse(line);
     let mut problems = String::new();
     let announced = cmdline::virtio_mmio_devices(line);
     for dev in &announced {
@@ -97,6 +121,13 @@ fn open_devices(line: &str) -> (Option<BlkDisk>, Option<Agent>) {
             DeviceType::Socket if agent.is_none() => {
                 devices::open_vsock(t).map(|v| agent = Some(Agent::new(dev.base, v)))
             }
+            DeviceType::Network if nic.is_none() => match net_config {
+                Some(config) => net::Net::open(dev.base, t, config).map(|n| nic = Some(n)),
+                None => {
+                    println!("net: no fastvm.ip6= on the command line; NIC unused");
+                    Ok(())
+                }
+            },
             _ => Ok(()),
         });
         if let Err(e) = opened {
@@ -114,5 +145,5 @@ fn open_devices(line: &str) -> (Option<BlkDisk>, Option<Agent>) {
     } else {
         println!("boot-check virtio FAIL{problems} {summary}");
     }
-    (disk, agent)
+    (disk, agent, nic)
 }

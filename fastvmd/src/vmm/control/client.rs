@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use std::path::PathBuf;
 
-use super::{Request, Response, SnapshotInfo, Status};
+use super::{FirewallInfo, Request, Response, SnapshotInfo, Status};
 
 /// Why a control call failed.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +63,25 @@ impl ControlClient {
             (true, Some(info), _) => Ok(info),
             (_, _, Some(error)) => Err(ControlError::Refused(error)),
             _ => Err(ControlError::Malformed("response without snapshot".into())),
+        }
+    }
+
+    /// Reads (`None`) or replaces (`Some`) the NIC's ingress policy.
+    pub fn firewall(
+        &mut self,
+        policy: Option<fastvm_proto::api::FirewallPolicy>,
+    ) -> Result<FirewallInfo, ControlError> {
+        let request = match policy {
+            Some(policy) => Request::SetFirewall { policy },
+            None => Request::Firewall,
+        };
+        let line =
+            serde_json::to_string(&request).map_err(|e| ControlError::Malformed(e.to_string()))?;
+        let response = self.raw(&line)?;
+        match (response.ok, response.firewall, response.error) {
+            (true, Some(info), _) => Ok(info),
+            (_, _, Some(error)) => Err(ControlError::Refused(error)),
+            _ => Err(ControlError::Malformed("response without firewall".into())),
         }
     }
 

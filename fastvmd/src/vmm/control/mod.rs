@@ -1,13 +1,17 @@
 //! The monitor's control socket: one JSON request per line, one JSON answer
 //! per line. Requests: `{"op":"status"}`, `{"op":"pause"}`,
 //! `{"op":"resume"}`, `{"op":"stop"}`,
-//! `{"op":"snapshot","dir":"/path","resume":true}`.
+//! `{"op":"snapshot","dir":"/path","resume":true}`,
+//! `{"op":"firewall"}` (the NIC's policy and frame counters),
+//! `{"op":"setFirewall","policy":{"mode":"restricted","ingress":[...]}}`
+//! (replaces the policy at once).
 
 pub mod client;
 pub mod server;
 
 use std::path::{Path, PathBuf};
 
+use fastvm_proto::api::FirewallPolicy;
 use serde::{Deserialize, Serialize};
 
 /// A request on the control socket.
@@ -29,6 +33,26 @@ pub enum Request {
         #[serde(default = "resume_default")]
         resume: bool,
     },
+    /// Report the NIC's ingress policy and frame counters.
+    Firewall,
+    /// Replace the NIC's ingress policy; frames from now on are judged by it.
+    SetFirewall { policy: FirewallPolicy },
+}
+
+/// What `firewall` and `setFirewall` report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FirewallInfo {
+    pub policy: FirewallPolicy,
+    pub mac: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tap: Option<String>,
+    /// Frames from the host delivered to the guest.
+    pub rx_passed: u64,
+    /// Frames from the host the filter dropped.
+    pub rx_dropped: u64,
+    /// Frames the guest sent.
+    pub tx_frames: u64,
 }
 
 fn resume_default() -> bool {
@@ -83,6 +107,8 @@ pub struct Response {
     pub status: Option<Status>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<SnapshotInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firewall: Option<FirewallInfo>,
 }
 
 impl Response {
@@ -93,6 +119,7 @@ impl Response {
             error: None,
             status: Some(status),
             snapshot: None,
+            firewall: None,
         }
     }
 
@@ -103,6 +130,7 @@ impl Response {
             error: Some(message.into()),
             status: None,
             snapshot: None,
+            firewall: None,
         }
     }
 }
@@ -119,4 +147,12 @@ pub trait ControlTarget: Send + Sync {
     fn stop(&self);
     /// Writes a snapshot of the VM to `dir`.
     fn snapshot(&self, dir: &Path, resume: bool) -> Result<SnapshotInfo, String>;
+    /// The NIC's policy and counters.
+    fn firewall(&self) -> Result<FirewallInfo, String> {
+        Err("this VM has no NIC".into())
+    }
+    /// Replaces the NIC's policy.
+    fn set_firewall(&self, _policy: FirewallPolicy) -> Result<FirewallInfo, String> {
+        Err("this VM has no NIC".into())
+    }
 }

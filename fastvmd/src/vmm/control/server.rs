@@ -34,6 +34,20 @@ pub fn handle_line(target: &dyn ControlTarget, line: &str) -> (Response, bool) {
                 Err(e) => (Response::error(e), false),
             };
         }
+        Request::Firewall | Request::SetFirewall { .. } => {
+            let info = match request {
+                Request::SetFirewall { policy } => target.set_firewall(policy),
+                _ => target.firewall(),
+            };
+            return match info {
+                Ok(info) => {
+                    let mut response = Response::ok(target.status());
+                    response.firewall = Some(info);
+                    (response, false)
+                }
+                Err(e) => (Response::error(e), false),
+            };
+        }
         Request::Status => Ok(()),
         Request::Pause => target.pause(),
         Request::Resume => target.resume(),

@@ -20,6 +20,7 @@ use crate::vmm::devices::serial::SerialDevice;
 use crate::vmm::devices::system::{I8042, PowerPort};
 use crate::vmm::devices::virtio::blk::Block;
 use crate::vmm::devices::virtio::mmio::MmioTransport;
+use crate::vmm::devices::virtio::net::{Net, NetHandle};
 use crate::vmm::devices::virtio::vsock::Vsock;
 use crate::vmm::devices::virtio::{Interrupt, MMIO_WINDOW, VirtioDevice};
 use crate::vmm::exit::ExitEvent;
@@ -135,7 +136,23 @@ pub(super) fn mmio_bus(slots: &[VirtioSlot]) -> Result<Bus, VmmError> {
     Ok(bus)
 }
 
-fn virtio_devices(cfg: &VmConfig) -> Result<Vec<Box<dyn VirtioDevice>>, VmmError> {
+/// The NIC of `nic`: its tap opened (created if missing), its policy compiled.
+pub(super) fn nic(
+    tap: Option<&str>,
+    make: impl FnOnce(Option<crate::net::tap::Tap>) -> Result<Net, String>,
+) -> Result<(Net, NetHandle), VmmError> {
+    let tap = tap
+        .map(crate::net::tap::Tap::open)
+        .transpose()
+        .map_err(|e| VmmError::Device(e.to_string()))?;
+    let net = make(tap).map_err(VmmError::Device)?;
+    let handle = net.handle();
+    Ok((net, handle))
+}
+
+type Devices = (Vec<Box<dyn VirtioDevice>>, Option<NetHandle>);
+
+fn virtio_devices(cfg: &VmConfig) -> Result<Devices, VmmError> {
     let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
     if let Some(disk) = &cfg.disk {
         let block = Block::new(disk, false).map_err(|e| VmmError::Device(e.to_string()))?;
@@ -146,7 +163,17 @@ fn virtio_devices(cfg: &VmConfig) -> Result<Vec<Box<dyn VirtioDevice>>, VmmError
             .map_err(|e| VmmError::Device(e.to_string()))?;
         devices.push(Box::new(vsock));
     }
-    Ok(devices)
+    let mut handle = None;
+    if let Some(c) = &cfg.nic {
+        let (net, h) = nic(c.tap.as_deref(), |tap| {
+            let policy = crate::net::firewall::LivePolicy::new(c.firewall.clone())
+                .map_err(|e| format!("--firewall: {e}"))?;
+            Net::new(c.mac, tap, policy).map_err(|e| e.to_string())
+        })?;
+        devices.push(Box::new(net));
+        handle = Some(h);
+    }
+    Ok((devices, handle))
 }
 
 /// Builds the VM described by `cfg` with its vCPUs at the kernel entry.
@@ -171,7 +198,8 @@ pub fn build(cfg: &VmConfig) -> Result<(Machine, Receiver<ExitEvent>), VmmError>
     let mut cmdline = Cmdline::new(layout::CMDLINE_MAX_SIZE).map_err(cmdline_err)?;
     cmdline.insert_str(&cfg.cmdline).map_err(cmdline_err)?;
     let mut virtio = Vec::new();
-    for (index, device) in virtio_devices(cfg)?.into_iter().enumerate() {
+    let (devices, net) = virtio_devices(cfg)?;
+    for (index, device) in devices.into_iter().enumerate() {
         let (base, irq, interrupt) = virtio_interrupt(&vm, index, &legacy.wakeup)?;
         let transport = MmioTransport::new(mem.clone(), device, interrupt);
         cmdline
@@ -238,6 +266,7 @@ pub fn build(cfg: &VmConfig) -> Result<(Machine, Receiver<ExitEvent>), VmmError>
         vcpu_fds,
         legacy,
         virtio,
+        net,
         mmio_bus,
         disk_path: cfg.disk.clone(),
         kernel: cfg.kernel.display().to_string(),

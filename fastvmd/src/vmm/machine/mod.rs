@@ -18,9 +18,10 @@ use vm_memory::GuestMemoryMmap;
 
 use super::bus::{Bus, lock};
 use super::console::{self, ConsoleHub, ConsoleSerial};
-use super::control::{self, ControlTarget, RunState, SnapshotInfo, Status};
+use super::control::{self, ControlTarget, FirewallInfo, RunState, SnapshotInfo, Status};
 use super::devices::system::{I8042, PowerPort};
 use super::devices::virtio::mmio::MmioTransport;
+use super::devices::virtio::net::NetHandle;
 use super::exit::ExitEvent;
 use super::lockdir::DirLock;
 use super::vcpu::{self, VcpuContext, VcpuControl};
@@ -55,6 +56,8 @@ pub struct Machine {
     /// Idle vCPUs wait on it ([`super::wakeup`]).
     pub wakeup: Arc<Wakeup>,
     pub virtio: Vec<VirtioSlot>,
+    /// The NIC's policy and counters, when the VM has a NIC.
+    pub net: Option<NetHandle>,
     /// The disk file served by virtio-blk, if any.
     pub disk_path: Option<PathBuf>,
     /// The kernel booted (for the snapshot manifest; informative).
@@ -114,6 +117,7 @@ pub struct Parts {
     pub vcpu_fds: Vec<Arc<Mutex<VcpuFd>>>,
     pub legacy: boot::LegacyDevices,
     pub virtio: Vec<VirtioSlot>,
+    pub net: Option<NetHandle>,
     pub mmio_bus: Bus,
     pub disk_path: Option<PathBuf>,
     pub kernel: String,
@@ -144,6 +148,7 @@ impl Machine {
             power: parts.legacy.power,
             wakeup: parts.legacy.wakeup,
             virtio: parts.virtio,
+            net: parts.net,
             disk_path: parts.disk_path,
             kernel: parts.kernel,
             vcpu_count: parts.vcpu_count,
@@ -190,6 +195,28 @@ impl ControlTarget for Machine {
 
     fn snapshot(&self, dir: &Path, resume: bool) -> Result<SnapshotInfo, String> {
         self.take_snapshot(dir, resume)
+    }
+
+    fn firewall(&self) -> Result<FirewallInfo, String> {
+        let net = self.net.as_ref().ok_or("this VM has no NIC")?;
+        let (rx_passed, rx_dropped, tx_frames) = net.counters.read();
+        Ok(FirewallInfo {
+            policy: net.policy.policy(),
+            mac: net.mac.to_string(),
+            tap: net.tap.clone(),
+            rx_passed,
+            rx_dropped,
+            tx_frames,
+        })
+    }
+
+    fn set_firewall(
+        &self,
+        policy: fastvm_proto::api::FirewallPolicy,
+    ) -> Result<FirewallInfo, String> {
+        let net = self.net.as_ref().ok_or("this VM has no NIC")?;
+        net.policy.set(policy).map_err(|e| e.to_string())?;
+        self.firewall()
     }
 }
 

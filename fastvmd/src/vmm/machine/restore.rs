@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use kvm_ioctls::Kvm;
 
-use super::boot::{create_vm, kvm_err, legacy_devices, mmio_bus, virtio_interrupt};
+use super::boot::{create_vm, kvm_err, legacy_devices, mmio_bus, nic, virtio_interrupt};
 use super::snapshot::MachineState;
 use super::{Machine, Parts, VSOCK_SOCKET, VirtioSlot, VmSockets};
 use crate::vmm::config::RestoreConfig;
@@ -16,6 +16,7 @@ use crate::vmm::devices::serial::SerialDevice;
 use crate::vmm::devices::system::{I8042, PowerPort};
 use crate::vmm::devices::virtio::blk::Block;
 use crate::vmm::devices::virtio::mmio::MmioTransport;
+use crate::vmm::devices::virtio::net::Net;
 use crate::vmm::devices::virtio::vsock::Vsock;
 use crate::vmm::devices::virtio::{VirtioDevice, VirtioDeviceState};
 use crate::vmm::exit::ExitEvent;
@@ -93,6 +94,7 @@ pub fn build(cfg: &RestoreConfig) -> Result<(Machine, Receiver<ExitEvent>), VmmE
     )?;
     let mut virtio = Vec::with_capacity(state.virtio.len());
     let mut resets = Vec::new();
+    let mut net = None;
     for (index, saved) in state.virtio.iter().enumerate() {
         let (base, irq, interrupt) = virtio_interrupt(&vm, index, &legacy.wakeup)?;
         if (base, irq) != (saved.base, saved.irq) {
@@ -113,6 +115,13 @@ pub fn build(cfg: &RestoreConfig) -> Result<(Machine, Receiver<ExitEvent>), VmmE
                 let device =
                     Vsock::restore(cid, cfg.dir.join(VSOCK_SOCKET), vsock).map_err(device_err)?;
                 resets.push(device.reset_handle());
+                Box::new(device)
+            }
+            VirtioDeviceState::Net(state) => {
+                let (device, handle) = nic(cfg.tap.as_deref(), |tap| {
+                    Net::restore(state, cfg.mac, tap, cfg.firewall.clone())
+                })?;
+                net = Some(handle);
                 Box::new(device)
             }
         };
@@ -147,6 +156,7 @@ pub fn build(cfg: &RestoreConfig) -> Result<(Machine, Receiver<ExitEvent>), VmmE
         vcpu_fds,
         legacy,
         virtio,
+        net,
         mmio_bus,
         disk_path,
         kernel: manifest.kernel.clone(),

@@ -1,7 +1,7 @@
 //! Virtio devices over the virtio-mmio transport (virtio 1.x, "modern").
 //!
 //! The contract between the transport ([`mmio`]) and a device ([`blk`],
-//! [`vsock`]): the transport owns the registers and queue configuration; once
+//! [`vsock`], [`net`]): the transport owns the registers and queue configuration; once
 //! the driver sets DRIVER_OK it hands the ready queues to
 //! [`VirtioDevice::activate`], and forwards every QueueNotify write to
 //! [`VirtioDevice::queue_notify`]. A device signals the guest through its
@@ -17,6 +17,7 @@
 
 pub mod blk;
 pub mod mmio;
+pub mod net;
 mod persist;
 pub mod vsock;
 

@@ -4,6 +4,7 @@
 use virtio_queue::QueueState;
 
 use super::blk::BlockState;
+use super::net::NetState;
 use super::vsock::VsockState;
 
 /// The saved state of one virtio device, by kind.
@@ -13,6 +14,8 @@ pub enum VirtioDeviceState {
     Block(BlockState),
     /// A virtio-vsock device.
     Vsock(VsockState),
+    /// A virtio-net device.
+    Net(NetState),
 }
 
 impl VirtioDeviceState {
@@ -21,6 +24,7 @@ impl VirtioDeviceState {
         match self {
             VirtioDeviceState::Block(_) => virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK,
             VirtioDeviceState::Vsock(_) => virtio_bindings::virtio_ids::VIRTIO_ID_VSOCK,
+            VirtioDeviceState::Net(_) => virtio_bindings::virtio_ids::VIRTIO_ID_NET,
         }
     }
 }

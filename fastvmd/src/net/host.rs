@@ -1,0 +1,80 @@
+//! The host side of VM networking, run by the daemon: whether this process
+//! may create taps, and configuring a VM's tap once its monitor opened it
+//! (link up, `fe80::1` as the guest's gateway, a /128 route to the VM).
+//! Links and routes are set with `ip` from iproute2; they vanish with the
+//! tap when the monitor ends.
+
+use std::net::Ipv6Addr;
+use std::process::Command;
+
+use super::addr::GATEWAY;
+
+/// Why VMs cannot get a NIC here, or `None` when they can.
+pub fn tap_unavailable() -> Option<String> {
+    if !has_cap_net_admin() {
+        return Some("no CAP_NET_ADMIN".into());
+    }
+    let ipv6_off = std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6")
+        .map_or(true, |v| v.trim() == "1");
+    if ipv6_off {
+        return Some("IPv6 is disabled on this host".into());
+    }
+    if let Err(e) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+    {
+        return Some(format!("/dev/net/tun: {e}"));
+    }
+    match Command::new("ip").arg("-V").output() {
+        Ok(out) if out.status.success() => None,
+        Ok(out) => Some(format!("`ip -V` failed: {}", out.status)),
+        Err(e) => Some(format!("cannot run `ip` (install iproute2): {e}")),
+    }
+}
+
+/// Whether CAP_NET_ADMIN (bit 12) is in this process's effective set.
+fn has_cap_net_admin() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << 12) != 0)
+}
+
+/// Whether IPv6 forwarding is on (VMs are reachable from other hosts only then).
+pub fn ipv6_forwarding() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/forwarding").is_ok_and(|v| v.trim() == "1")
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Brings tap `name` up with the gateway address and routes `vm` to it.
+pub fn configure_tap(name: &str, vm: Ipv6Addr) -> Result<(), String> {
+    ip(&["link", "set", "dev", name, "up"])?;
+    let gateway = format!("{GATEWAY}/64");
+    let added = ip(&["-6", "addr", "add", &gateway, "dev", name, "nodad"]);
+    if let Err(e) = added
+        && !e.contains("File exists")
+    {
+        return Err(e);
+    }
+    ip(&["-6", "route", "replace", &format!("{vm}/128"), "dev", name])
+}

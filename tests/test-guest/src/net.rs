@@ -1,0 +1,358 @@
+//! The guest's IPv6 network: smoltcp over virtio-net, driven by polling.
+//!
+//! It takes the address the monitor put on the command line
+//! (`fastvm.ip6=`, `fastvm.gw6=`) and serves, for the host's tests:
+//! - TCP [`TCP_PORTS`]: a line `fastvm PORT\n` on connect, then an echo of
+//!   whatever the peer sends, until the peer closes;
+//! - TCP [`DISCARD_PORT`]: reads and drops everything (throughput);
+//! - UDP [`UDP_PORTS`]: echo.
+//!
+//! A snapshot clone gets a new MAC; the NIC's configuration space shows it,
+//! and the guest moves to the address of the new MAC within the same /64
+//! (see `test_guest::netcfg`), dropping its connections.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt::Write;
+use core::net::Ipv6Addr;
+
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
+use smoltcp::socket::{tcp, udp};
+use smoltcp::time::Instant;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
+use test_guest::netcfg::{self, NetConfig};
+use virtio_drivers::device::net::{RxBuffer, VirtIONet};
+
+use crate::cpu;
+use crate::devices::Mmio;
+use crate::hal::GuestHal;
+use crate::println;
+
+/// TCP ports answered with a greeting line, then echo.
+pub const TCP_PORTS: [u16; 3] = [7000, 7001, 7002];
+/// TCP port whose data is read and dropped.
+pub const DISCARD_PORT: u16 = 9;
+/// UDP echo ports.
+pub const UDP_PORTS: [u16; 3] = [7000, 7001, 7002];
+/// Virtqueue size of the NIC.
+const QUEUE_SIZE: usize = 16;
+/// Receive buffer size (a full frame plus the virtio-net header).
+const RX_BUFFER_LEN: usize = 2048;
+/// How often to look for a new MAC (a snapshot clone), in ms.
+const MAC_CHECK_MS: u64 = 5;
+/// Offset of the device-specific config space in a virtio-mmio window.
+const CONFIG_OFFSET: u64 = 0x100;
+/// Listening sockets per TCP port, so a new connection is taken while the
+/// previous one closes.
+const SOCKETS_PER_PORT: usize = 2;
+
+type Nic = VirtIONet<GuestHal, Mmio, QUEUE_SIZE>;
+
+/// smoltcp's view of the NIC.
+struct Phy(Nic);
+
+struct Rx<'a>(&'a mut Nic, Option<RxBuffer>);
+struct Tx<'a>(&'a mut Nic);
+
+impl RxToken for Rx<'_> {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(mut self, f: F) -> R {
+        let buf = self.1.take().expect("an RX token holds its buffer");
+        let r = f(buf.packet());
+        if let Err(e) = self.0.recycle_rx_buffer(buf) {
+            println!("net: recycling an RX buffer: {e}");
+        }
+        r
+    }
+}
+
+impl Drop for Rx<'_> {
+    fn drop(&mut self) {
+        if let Some(buf) = self.1.take() {
+            let _ = self.0.recycle_rx_buffer(buf);
+        }
+    }
+}
+
+impl TxToken for Tx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut buf = self.0.new_tx_buffer(len);
+        let r = f(buf.packet_mut());
+        if let Err(e) = self.0.send(buf) {
+            println!("net: send: {e}");
+        }
+        r
+    }
+}
+
+impl Device for Phy {
+    type RxToken<'a> = Rx<'a>;
+    type TxToken<'a> = Tx<'a>;
+
+    fn receive(&mut self, _now: Instant) -> Option<(Rx<'_>, Tx<'_>)> {
+        let buf = self.0.receive().ok()?;
+        // Both tokens need the NIC; smoltcp uses them one after the other.
+        let nic: *mut Nic = &mut self.0;
+        // SAFETY: smoltcp consumes the RX token before it uses the TX token
+        // (it answers after reading), so the two borrows are never used at once.
+        let (a, b) = unsafe { (&mut *nic, &mut *nic) };
+        Some((Rx(a, Some(buf)), Tx(b)))
+    }
+
+    fn transmit(&mut self, _now: Instant) -> Option<Tx<'_>> {
+        self.0.can_send().then_some(Tx(&mut self.0))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.max_transmission_unit = 1514;
+        caps.max_burst_size = Some(1);
+        caps.medium = Medium::Ethernet;
+        caps
+    }
+}
+
+/// What a TCP socket serves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Service {
+    GreetEcho(u16),
+    Discard,
+}
+
+/// The network stack and its services.
+pub struct Net {
+    base: u64,
+    phy: Phy,
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    tcp: Vec<(Service, SocketHandle, bool)>,
+    udp: Vec<SocketHandle>,
+    config: NetConfig,
+    mac: [u8; 6],
+    boot: u64,
+    next_mac_check: u64,
+}
+
+fn read_mac(base: u64) -> [u8; 6] {
+    let cfg = (base + CONFIG_OFFSET) as *const u8;
+    let mut mac = [0u8; 6];
+    for (i, b) in mac.iter_mut().enumerate() {
+        // SAFETY: byte reads of the identity-mapped virtio-net config space
+        // (the MAC is its first six bytes); volatile so each reaches the device.
+        *b = unsafe { cfg.add(i).read_volatile() };
+    }
+    mac
+}
+
+impl Net {
+    /// Opens the NIC at `base` with the configuration on the command line.
+    pub fn open(
+        base: u64,
+        transport: Mmio,
+        config: NetConfig,
+    ) -> Result<Net, alloc::string::String> {
+        let nic = Nic::new(transport, RX_BUFFER_LEN).map_err(|e| alloc::format!("{e}"))?;
+        let mac = read_mac(base);
+        let mut phy = Phy(nic);
+        let boot = cpu::now();
+        let iface = new_iface(&mut phy, mac, &config, Instant::from_millis(0));
+        let mut sockets = SocketSet::new(Vec::new());
+        let mut tcp = Vec::new();
+        for port in TCP_PORTS {
+            for _ in 0..SOCKETS_PER_PORT {
+                tcp.push((
+                    Service::GreetEcho(port),
+                    tcp_socket(&mut sockets, 4096),
+                    false,
+                ));
+            }
+        }
+        tcp.push((
+            Service::Discard,
+            tcp_socket(&mut sockets, 256 * 1024),
+            false,
+        ));
+        let mut udp = Vec::new();
+        for port in UDP_PORTS {
+            let rx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], vec![0; 8192]);
+            let tx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], vec![0; 8192]);
+            let mut socket = udp::Socket::new(rx, tx);
+            socket
+                .bind(port)
+                .map_err(|e| alloc::format!("UDP bind {port}: {e}"))?;
+            udp.push(sockets.add(socket));
+        }
+        let mut net = Net {
+            base,
+            phy,
+            iface,
+            sockets,
+            tcp,
+            udp,
+            config,
+            mac,
+            boot,
+            next_mac_check: boot + cpu::ticks(MAC_CHECK_MS),
+        };
+        net.listen_all();
+        println!(
+            "net: {}/{} mac {}",
+            net.address(),
+            config.prefix_len,
+            mac_text(mac)
+        );
+        Ok(net)
+    }
+
+    /// The address in use.
+    pub fn address(&self) -> Ipv6Addr {
+        netcfg::address_for_mac(self.config.addr, self.mac)
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_millis(cpu::ms_between(self.boot, cpu::now()) as i64)
+    }
+
+    fn listen_all(&mut self) {
+        for (service, handle, greeted) in &mut self.tcp {
+            let socket = self.sockets.get_mut::<tcp::Socket>(*handle);
+            if socket.state() == tcp::State::Closed {
+                let port = match service {
+                    Service::GreetEcho(p) => *p,
+                    Service::Discard => DISCARD_PORT,
+                };
+                *greeted = false;
+                if let Err(e) = socket.listen(port) {
+                    println!("net: listen {port}: {e}");
+                }
+            }
+        }
+    }
+
+    /// Moves frames and serves every socket; call from the main loop.
+    pub fn poll(&mut self) {
+        self.check_mac();
+        let now = self.now();
+        self.iface.poll(now, &mut self.phy, &mut self.sockets);
+        let mut buf = [0u8; 2048];
+        for (service, handle, greeted) in &mut self.tcp {
+            let socket = self.sockets.get_mut::<tcp::Socket>(*handle);
+            match service {
+                Service::GreetEcho(port) => {
+                    if socket.may_send() && !*greeted {
+                        let mut line = alloc::string::String::new();
+                        let _ = writeln!(line, "fastvm {port}");
+                        if socket.send_slice(line.as_bytes()).is_ok() {
+                            *greeted = true;
+                        }
+                    }
+                    while socket.can_recv()
+                        && socket.send_capacity() - socket.send_queue() >= buf.len()
+                    {
+                        match socket.recv_slice(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                let _ = socket.send_slice(&buf[..n]);
+                            }
+                        }
+                    }
+                }
+                Service::Discard => {
+                    while socket.can_recv() {
+                        match socket.recv(|data| (data.len(), data.len())) {
+                            Ok(0) | Err(_) => break,
+                            Ok(_) => {}
+                        }
+                    }
+                }
+            }
+            if !socket.may_recv() && socket.state() == tcp::State::CloseWait {
+                socket.close();
+            }
+        }
+        for handle in &self.udp {
+            let socket = self.sockets.get_mut::<udp::Socket>(*handle);
+            while let Ok((n, meta)) = socket.recv_slice(&mut buf) {
+                let _ = socket.send_slice(&buf[..n], meta.endpoint);
+            }
+        }
+        self.listen_all();
+        self.iface.poll(now, &mut self.phy, &mut self.sockets);
+    }
+
+    /// The TSC value when the stack next needs a poll (a retransmission, a
+    /// neighbor discovery timer), if any; a value not in the future means
+    /// it has work now. Arriving frames wake the guest through the NIC's
+    /// interrupt, so they need no timer.
+    pub fn next_timer(&mut self) -> Option<u64> {
+        let at = self.iface.poll_at(self.now(), &self.sockets)?;
+        Some(self.boot + cpu::ticks(at.total_millis().max(0) as u64))
+    }
+
+    /// When the periodic MAC check is due (TSC).
+    pub fn mac_check_due(&self) -> u64 {
+        self.next_mac_check
+    }
+
+    /// Looks at the MAC on the next poll (the monitor's epoch changed: this
+    /// may be a clone with a new identity).
+    pub fn check_mac_now(&mut self) {
+        self.next_mac_check = 0;
+    }
+
+    /// A clone with a new MAC moves to the new MAC's address.
+    fn check_mac(&mut self) {
+        let now = cpu::now();
+        if now < self.next_mac_check {
+            return;
+        }
+        self.next_mac_check = now + cpu::ticks(MAC_CHECK_MS);
+        let mac = read_mac(self.base);
+        if mac == self.mac {
+            return;
+        }
+        self.mac = mac;
+        for (_, handle, _) in &self.tcp {
+            self.sockets.get_mut::<tcp::Socket>(*handle).abort();
+        }
+        let at = self.now();
+        self.iface = new_iface(&mut self.phy, mac, &self.config, at);
+        self.listen_all();
+        println!("net: new mac {}, address {}", mac_text(mac), self.address());
+    }
+}
+
+fn tcp_socket(sockets: &mut SocketSet<'static>, size: usize) -> SocketHandle {
+    sockets.add(tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; size]),
+        tcp::SocketBuffer::new(vec![0; size]),
+    ))
+}
+
+fn new_iface(phy: &mut Phy, mac: [u8; 6], config: &NetConfig, now: Instant) -> Interface {
+    let hw = HardwareAddress::Ethernet(EthernetAddress(mac));
+    let mut iface = Interface::new(Config::new(hw), phy, now);
+    let addr = netcfg::address_for_mac(config.addr, mac);
+    iface.update_ip_addrs(|addrs| {
+        let _ = addrs.push(IpCidr::new(IpAddress::Ipv6(addr), config.prefix_len));
+        let _ = addrs.push(IpCidr::new(IpAddress::Ipv6(netcfg::link_local(mac)), 64));
+    });
+    if let Some(gw) = config.gateway
+        && iface.routes_mut().add_default_ipv6_route(gw).is_err()
+    {
+        println!("net: cannot add the default route");
+    }
+    iface
+}
+
+fn mac_text(m: [u8; 6]) -> alloc::string::String {
+    alloc::format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0],
+        m[1],
+        m[2],
+        m[3],
+        m[4],
+        m[5]
+    )
+}
