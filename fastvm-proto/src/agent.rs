@@ -13,9 +13,10 @@
 //! On connect the agent sends [`Frame::Ready`]. The host may then send
 //! [`Frame::Ping`] (answered by [`Frame::Pong`]) or [`Frame::Exec`] (answered
 //! by [`Frame::ExecResult`], whose fields are exactly the API's
-//! `ExecVMResponse`), or [`Frame::SetClock`] (answered by [`Frame::Pong`]).
-//! Timeouts are enforced by the host: when an exec runs past
-//! its deadline the host closes the connection and the agent kills the command.
+//! `ExecVMResponse`), [`Frame::SetClock`] or [`Frame::SetNetwork`] (answered
+//! by [`Frame::Pong`]). The agent ends a command at its `timeoutMs` and
+//! answers with `timedOut` set; a host that gets no answer shortly after
+//! closes the connection, and the agent kills the command.
 
 use alloc::collections::BTreeMap;
 use alloc::string::{String, ToString};
@@ -62,6 +63,17 @@ pub enum Frame {
     /// an agent that cannot set the clock answers [`Frame::Error`].
     #[serde(rename_all = "camelCase")]
     SetClock { nonce: u64, unix_ms: u64 },
+    /// The guest's network: its NIC's MAC (a clone restored from a snapshot
+    /// gets a new one), its IPv6 address with prefix length (`fd00::1/128`)
+    /// and its gateway. Sent when a VM with a NIC becomes ready; answered by
+    /// [`Frame::Pong`], or [`Frame::Error`] by an agent that cannot apply it.
+    #[serde(rename_all = "camelCase")]
+    SetNetwork {
+        nonce: u64,
+        mac: String,
+        ip6: String,
+        gw6: String,
+    },
 }
 
 /// What the agent says about itself when a connection opens.
@@ -371,6 +383,22 @@ mod tests {
         assert_eq!(
             json,
             r#"{"type":"setClock","nonce":7,"unixMs":1700000000000}"#
+        );
+        assert_eq!(decode_payload(json.as_bytes()).unwrap(), frame);
+    }
+
+    #[test]
+    fn set_network_uses_camel_case_fields() {
+        let frame = Frame::SetNetwork {
+            nonce: 3,
+            mac: "02:00:00:00:00:01".into(),
+            ip6: "fd00::1/128".into(),
+            gw6: "fe80::1".into(),
+        };
+        let json = serde_json::to_string(&frame).unwrap();
+        assert_eq!(
+            json,
+            r#"{"type":"setNetwork","nonce":3,"mac":"02:00:00:00:00:01","ip6":"fd00::1/128","gw6":"fe80::1"}"#
         );
         assert_eq!(decode_payload(json.as_bytes()).unwrap(), frame);
     }

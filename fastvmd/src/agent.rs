@@ -189,6 +189,34 @@ impl AgentConn {
         }
     }
 
+    /// Tells the guest its network (MAC, IPv6 address with prefix length,
+    /// gateway). `Ok(false)` when the agent answers that it cannot (the test
+    /// guest reads its address from the command line and its MAC).
+    pub fn set_network(
+        &mut self,
+        mac: &str,
+        ip6: &str,
+        gw6: &str,
+        timeout: Duration,
+    ) -> Result<bool, AgentError> {
+        let start = Instant::now();
+        self.nonce += 1;
+        let nonce = self.nonce;
+        self.send(&Frame::SetNetwork {
+            nonce,
+            mac: mac.into(),
+            ip6: ip6.into(),
+            gw6: gw6.into(),
+        })?;
+        match self.read_frame(start + timeout)? {
+            Frame::Pong { nonce: n } if n == nonce => Ok(true),
+            Frame::Error { .. } => Ok(false),
+            other => Err(AgentError::Protocol(format!(
+                "expected pong {nonce}, got {other:?}"
+            ))),
+        }
+    }
+
     /// Sends a ping and waits for the matching pong.
     pub fn ping(&mut self, timeout: Duration) -> Result<Duration, AgentError> {
         let start = Instant::now();

@@ -48,7 +48,7 @@ fn start_exec_snapshot_restore_destroy() {
         fastvmd::supervisor::monitor_pid(&sup.vm_dir("a")),
         Some(pid)
     );
-    assert!(sup.wait_agent("a", Duration::from_secs(10)));
+    assert!(sup.wait_agent("a", Duration::from_secs(10), None));
     let r = sup
         .exec(
             "a",

@@ -3,7 +3,8 @@
 //! It mounts the basic filesystems, reaps orphans, sets the hostname,
 //! brings up `lo`, keeps a login shell on the serial console, and serves
 //! the agent protocol (`fastvm_proto::agent`) on vsock port `AGENT_PORT`:
-//! `Ready` on connect, `Ping`/`Pong`, and `Exec` (see [`exec`]).
+//! `Ready` on connect, `Ping`/`Pong`, `Exec` (see [`exec`]), and the
+//! clock and network the host sets ([`network`]).
 //!
 //! The protocol engine ([`session`]) works over any byte stream; the vsock
 //! listener in the guest and the Unix-socket listener used by the tests are
@@ -12,6 +13,7 @@
 pub mod exec;
 pub mod init;
 pub mod listen;
+pub mod network;
 pub mod output;
 pub mod reaper;
 pub mod session;

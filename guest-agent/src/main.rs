@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use fastvm_proto::agent::AGENT_PORT;
 use guest_agent::session::Options;
-use guest_agent::{init, listen, reaper};
+use guest_agent::{init, listen, network, reaper};
 
 const USAGE: &str = "usage: guest-agent (as PID 1) | --unix PATH | --vsock [PORT]";
 
@@ -43,14 +43,30 @@ fn run_as_init(args: &[&str]) -> ExitCode {
     }
     match option(args, "--unix") {
         // PID 1 of a namespace on a host: the wall clock is the host's.
-        Some(path) => match listen::serve_unix(std::path::Path::new(path), Options::default()) {
+        // Its network namespace is its own, so it may configure `eth0`.
+        Some(path) => match listen::serve_unix(
+            std::path::Path::new(path),
+            Options {
+                set_clock: false,
+                network_device: Some(network::DEVICE),
+            },
+        ) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("guest-agent: {path}: {e}");
                 ExitCode::FAILURE
             }
         },
-        None => listen::serve_vsock(AGENT_PORT, Options { set_clock: true }),
+        None => {
+            network::configure_from_cmdline();
+            listen::serve_vsock(
+                AGENT_PORT,
+                Options {
+                    set_clock: true,
+                    network_device: Some(network::DEVICE),
+                },
+            )
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! One host connection, over any byte stream: the agent sends `Ready`, then
-//! answers `Ping` with `Pong`, `Exec` with `ExecResult` and `SetClock` with
-//! `Pong` (after setting the wall clock; only inside the guest, see
-//! [`Options`]) until the host closes the connection. The vsock and
+//! answers `Ping` with `Pong`, `Exec` with `ExecResult`, and `SetClock` and
+//! `SetNetwork` with `Pong` (after setting the wall clock or the network;
+//! only as PID 1, see [`Options`]) until the host closes the connection. The vsock and
 //! Unix-socket listeners only accept and hand streams here.
 
 use std::io::{self, Read, Write};
@@ -9,6 +9,7 @@ use std::os::fd::AsFd;
 
 use fastvm_proto::agent::{self, Decoder, ExecResult, Frame, FrameError, PROTOCOL_VERSION, Ready};
 
+use crate::network::GuestNetwork;
 use crate::output::shorten;
 
 /// Name and version announced in `Ready`.
@@ -20,6 +21,16 @@ pub struct Options {
     /// Obey `SetClock`. Only as PID 1 of the guest: anywhere else the clock
     /// is the host's own (time namespaces do not cover the wall clock).
     pub set_clock: bool,
+    /// Obey `SetNetwork` on this device. Only as PID 1 (of the guest, or of a
+    /// network namespace of its own).
+    pub network_device: Option<&'static str>,
+}
+
+fn set_network(opts: Options, mac: &str, ip6: &str, gw6: &str) -> Result<(), String> {
+    let Some(dev) = opts.network_device else {
+        return Err("this agent does not configure the network (not PID 1)".into());
+    };
+    GuestNetwork::parse(Some(mac), ip6, gw6)?.apply(dev)
 }
 
 /// A `timespec` for `unix_ms` milliseconds after the epoch.
@@ -79,6 +90,15 @@ pub fn serve<S: Read + Write + AsFd>(mut stream: S, opts: Options) -> io::Result
                 Ok(()) => send(&mut stream, &Frame::Pong { nonce })?,
                 Err(message) => send(&mut stream, &Frame::Error { message })?,
             },
+            Frame::SetNetwork {
+                nonce,
+                mac,
+                ip6,
+                gw6,
+            } => match set_network(opts, &mac, &ip6, &gw6) {
+                Ok(()) => send(&mut stream, &Frame::Pong { nonce })?,
+                Err(message) => send(&mut stream, &Frame::Error { message })?,
+            },
             Frame::Exec(req) => match crate::exec::run(&req, Some(stream.as_fd())) {
                 Some(result) => send(&mut stream, &Frame::ExecResult(fit(result)))?,
                 None => return Ok(()), // the host hung up; the command was killed
@@ -108,6 +128,7 @@ fn kind(frame: &Frame) -> &'static str {
         Frame::ExecResult(_) => "execResult",
         Frame::Error { .. } => "error",
         Frame::SetClock { .. } => "setClock",
+        Frame::SetNetwork { .. } => "setNetwork",
     }
 }
 

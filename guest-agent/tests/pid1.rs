@@ -241,3 +241,84 @@ fn as_pid_1_it_keeps_a_shell_on_the_console() {
     master.write_all(b"echo again$((1+1))\n").unwrap();
     read_until(master, "again2");
 }
+
+/// Sends one frame on a fresh connection and returns the answer after `Ready`.
+fn call(socket: &Path, frame: &Frame) -> Frame {
+    let mut stream = UnixStream::connect(socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream.write_all(&encode(frame).unwrap()).unwrap();
+    let mut dec = Decoder::new();
+    let mut buf = [0u8; 4096];
+    let mut replies = Vec::new();
+    while replies.len() < 2 {
+        match dec.next_frame().unwrap() {
+            Some(f) => replies.push(f),
+            None => {
+                let n = stream.read(&mut buf).unwrap();
+                assert!(n > 0, "agent closed");
+                dec.push(&buf[..n]);
+            }
+        }
+    }
+    replies.pop().unwrap()
+}
+
+#[test]
+fn as_pid_1_it_applies_the_network_the_host_sends() {
+    let Some(init) = start("as_pid_1_it_applies_the_network_the_host_sends") else {
+        return;
+    };
+    let s = &init.socket;
+    // The namespace has no NIC: one end of a veth pair stands in for
+    // virtio-net's eth0.
+    let made = sh(
+        s,
+        "ip link add eth0 type veth peer name eth1 && ip link set eth1 up",
+    );
+    if made.exit_code != 0 {
+        skip(
+            "as_pid_1_it_applies_the_network_the_host_sends",
+            &format!("cannot create a veth pair: {}", made.stderr.trim()),
+        );
+        return;
+    }
+    let set = |mac: &str, ip6: &str| {
+        call(
+            s,
+            &Frame::SetNetwork {
+                nonce: 9,
+                mac: mac.into(),
+                ip6: ip6.into(),
+                gw6: "fe80::1".into(),
+            },
+        )
+    };
+    assert_eq!(
+        set("02:00:00:00:00:01", "fd00:5::ff:fe00:1/128"),
+        Frame::Pong { nonce: 9 }
+    );
+    let link = sh(s, "ip link show dev eth0").stdout;
+    assert!(link.contains("02:00:00:00:00:01"), "{link}");
+    let addrs = sh(s, "ip -6 addr show dev eth0 scope global").stdout;
+    assert!(addrs.contains("fd00:5::ff:fe00:1/128"), "{addrs}");
+    let route = sh(s, "ip -6 route show default").stdout;
+    assert!(route.contains("via fe80::1 dev eth0"), "{route}");
+
+    // A clone's new identity replaces the old address.
+    assert_eq!(
+        set("02:00:00:00:00:02", "fd00:5::ff:fe00:2/128"),
+        Frame::Pong { nonce: 9 }
+    );
+    let addrs = sh(s, "ip -6 addr show dev eth0 scope global").stdout;
+    assert!(
+        addrs.contains("fd00:5::ff:fe00:2/128") && !addrs.contains("fd00:5::ff:fe00:1/128"),
+        "{addrs}"
+    );
+    // Bad values are refused with the reason, nothing applied.
+    match set("02:00:00:00:00:03", "not-an-address") {
+        Frame::Error { message } => assert!(message.contains("ip6"), "{message}"),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}

@@ -63,9 +63,11 @@ impl Service {
             if inner.supervisor.is_alive(&vm.id) {
                 adopted += 1;
                 if vm.status == vm_status::PROVISIONING
-                    && inner
-                        .supervisor
-                        .wait_agent(&vm.id, Duration::from_millis(500))
+                    && inner.supervisor.wait_agent(
+                        &vm.id,
+                        Duration::from_millis(500),
+                        super::vms::nic(&vm).as_ref(),
+                    )
                 {
                     set_status(inner, &vm.id, vm_status::RUNNING);
                 }

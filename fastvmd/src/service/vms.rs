@@ -73,7 +73,7 @@ fn allocate_ipv6(inner: &Inner) -> Result<Option<String>, ServiceError> {
 }
 
 /// The NIC of a VM row with an address.
-fn nic(row: &VmRow) -> Option<NicSpec> {
+pub(super) fn nic(row: &VmRow) -> Option<NicSpec> {
     let addr: std::net::Ipv6Addr = row.public_ipv6.as_deref()?.parse().ok()?;
     Some(NicSpec {
         tap: tap_name(&row.id),
@@ -256,8 +256,12 @@ impl Service {
             .await?;
         let id = row.id.clone();
         let wait = self.inner.config.agent_wait;
+        let vm_nic = nic(&row);
         let ready = self
-            .blocking(move |inner| Ok(inner.supervisor.wait_agent(&id, wait)))
+            .blocking({
+                let vm_nic = vm_nic.clone();
+                move |inner| Ok(inner.supervisor.wait_agent(&id, wait, vm_nic.as_ref()))
+            })
             .await?;
         let id = row.id.clone();
         if ready {
@@ -272,7 +276,11 @@ impl Service {
             tokio::spawn(async move {
                 let _ = service
                     .blocking(move |inner| {
-                        let up = inner.supervisor.wait_agent(&id, Duration::from_secs(120));
+                        let up = inner.supervisor.wait_agent(
+                            &id,
+                            Duration::from_secs(120),
+                            vm_nic.as_ref(),
+                        );
                         let status = if up {
                             vm_status::RUNNING
                         } else {

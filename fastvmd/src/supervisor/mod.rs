@@ -78,9 +78,10 @@ impl Supervisor {
     }
 
     /// Waits up to `wait` for the guest agent to answer; true when it did.
-    /// Then sets the guest's clock from the host's (best effort), so a VM
-    /// restored from a snapshot does not keep the snapshot's time.
-    pub fn wait_agent(&self, id: &str, wait: Duration) -> bool {
+    /// Then sets the guest's clock from the host's and tells it its network
+    /// when it has a NIC (best effort), so a VM restored from a snapshot does
+    /// not keep the snapshot's time, MAC or address.
+    pub fn wait_agent(&self, id: &str, wait: Duration, nic: Option<&NicSpec>) -> bool {
         let path = self.vm_dir(id).join(VSOCK_SOCKET);
         let mut conn = match AgentConn::connect_when_ready(&path, Instant::now() + wait) {
             Ok(conn) => conn,
@@ -90,6 +91,11 @@ impl Supervisor {
             return false;
         }
         let _ = conn.set_clock(std::time::SystemTime::now(), wait);
+        if let Some(nic) = nic {
+            let ip6 = format!("{}/128", nic.addr);
+            let gw6 = crate::net::addr::GATEWAY.to_string();
+            let _ = conn.set_network(&nic.mac.to_string(), &ip6, &gw6, wait);
+        }
         true
     }
 
