@@ -37,8 +37,17 @@ fn spawn_session<S: Read + Write + AsFd + Send + 'static>(stream: S, opts: Optio
 
 /// Serves connections on the Unix socket at `path` forever.
 pub fn serve_unix(path: &Path, opts: Options) -> io::Result<()> {
+    serve_listener(bind_unix(path)?, opts)
+}
+
+/// Binds the Unix socket at `path` (replacing a stale one).
+pub fn bind_unix(path: &Path) -> io::Result<UnixListener> {
     let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)?;
+    UnixListener::bind(path)
+}
+
+/// Serves connections on `listener` forever.
+pub fn serve_listener(listener: UnixListener, opts: Options) -> io::Result<()> {
     loop {
         match listener.accept() {
             Ok((stream, _)) => spawn_session(stream, opts),

@@ -34,6 +34,18 @@ fn option<'a>(args: &[&'a str], flag: &str) -> Option<&'a str> {
 }
 
 fn run_as_init(args: &[&str]) -> ExitCode {
+    // Bound before the mounts: a socket under /tmp or /run stays reachable
+    // from outside once PID 1 has mounted its own tmpfs over them.
+    let unix = match option(args, "--unix") {
+        Some(path) => match listen::bind_unix(std::path::Path::new(path)) {
+            Ok(listener) => Some((path, listener)),
+            Err(e) => {
+                eprintln!("guest-agent: {path}: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
     init::setup();
     reaper::start();
     match option(args, "--console") {
@@ -41,11 +53,11 @@ fn run_as_init(args: &[&str]) -> ExitCode {
         Some(dev) => init::spawn_console_shell(dev.into()),
         None => init::spawn_console_shell(init::CONSOLE.into()),
     }
-    match option(args, "--unix") {
+    match unix {
         // PID 1 of a namespace on a host: the wall clock is the host's.
         // Its network namespace is its own, so it may configure `eth0`.
-        Some(path) => match listen::serve_unix(
-            std::path::Path::new(path),
+        Some((path, listener)) => match listen::serve_listener(
+            listener,
             Options {
                 set_clock: false,
                 network_device: Some(network::DEVICE),

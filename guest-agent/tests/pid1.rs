@@ -78,7 +78,8 @@ fn start(test: &str) -> Option<Init> {
         skip(test, "unshare (util-linux) is not installed");
         return None;
     }
-    // Not under /tmp or /run: PID 1 mounts fresh tmpfs there.
+    // Under /tmp on purpose when the checkout is there: the agent binds its
+    // socket before PID 1 mounts a fresh tmpfs over /tmp.
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let socket = dir.path().join("agent.sock");
     let pty = open_pty();
