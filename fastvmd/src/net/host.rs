@@ -1,11 +1,10 @@
 //! The host side of VM networking, run by the daemon: whether this process
 //! may create taps, and configuring a VM's tap once its monitor opened it
-//! (link up, `fe80::1` as the guest's gateway, a /128 route to the VM).
-//! Links and routes are set with `ip` from iproute2; they vanish with the
-//! tap when the monitor ends.
+//! (link up, `fe80::1` as the guest's gateway, a /128 route to the VM,
+//! through the interface ioctls in [`super::tap_config`]); they vanish with
+//! the tap when the monitor ends.
 
 use std::net::Ipv6Addr;
-use std::process::Command;
 
 use super::addr::GATEWAY;
 
@@ -19,17 +18,13 @@ pub fn tap_unavailable() -> Option<String> {
     if ipv6_off {
         return Some("IPv6 is disabled on this host".into());
     }
-    if let Err(e) = std::fs::OpenOptions::new()
+    match std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/net/tun")
     {
-        return Some(format!("/dev/net/tun: {e}"));
-    }
-    match Command::new("ip").arg("-V").output() {
-        Ok(out) if out.status.success() => None,
-        Ok(out) => Some(format!("`ip -V` failed: {}", out.status)),
-        Err(e) => Some(format!("cannot run `ip` (install iproute2): {e}")),
+        Ok(_) => None,
+        Err(e) => Some(format!("/dev/net/tun: {e}")),
     }
 }
 
@@ -50,31 +45,7 @@ pub fn ipv6_forwarding() -> bool {
     std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/forwarding").is_ok_and(|v| v.trim() == "1")
 }
 
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
 /// Brings tap `name` up with the gateway address and routes `vm` to it.
 pub fn configure_tap(name: &str, vm: Ipv6Addr) -> Result<(), String> {
-    ip(&["link", "set", "dev", name, "up"])?;
-    let gateway = format!("{GATEWAY}/64");
-    let added = ip(&["-6", "addr", "add", &gateway, "dev", name, "nodad"]);
-    if let Err(e) = added
-        && !e.contains("File exists")
-    {
-        return Err(e);
-    }
-    ip(&["-6", "route", "replace", &format!("{vm}/128"), "dev", name])
+    super::tap_config::configure(name, GATEWAY, vm)
 }

@@ -7,3 +7,4 @@ pub mod addr;
 pub mod firewall;
 pub mod host;
 pub mod tap;
+pub mod tap_config;
