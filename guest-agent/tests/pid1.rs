@@ -114,28 +114,8 @@ fn start(test: &str) -> Option<Init> {
 }
 
 fn exec(socket: &Path, argv: &[&str]) -> ExecResult {
-    let mut stream = UnixStream::connect(socket).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let mut dec = Decoder::new();
-    let mut buf = [0u8; 4096];
-    let mut replies = Vec::new();
-    stream
-        .write_all(&encode(&Frame::Exec(ExecRequest::new(argv.iter().copied()))).unwrap())
-        .unwrap();
-    while replies.len() < 2 {
-        match dec.next_frame().unwrap() {
-            Some(f) => replies.push(f),
-            None => {
-                let n = stream.read(&mut buf).unwrap();
-                assert!(n > 0, "agent closed");
-                dec.push(&buf[..n]);
-            }
-        }
-    }
-    match replies.pop() {
-        Some(Frame::ExecResult(r)) => r,
+    match call(socket, &Frame::Exec(ExecRequest::new(argv.iter().copied()))) {
+        Frame::ExecResult(r) => r,
         other => panic!("{other:?}"),
     }
 }
