@@ -2,11 +2,14 @@
 //! copy-on-write from the snapshot's `memory`, KVM and device state
 //! restored, a copy-on-write disk of the clone's own, a new vsock identity.
 
+use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Instant;
 
-use kvm_ioctls::Kvm;
+use kvm_ioctls::{Kvm, VmFd};
+use vm_memory::GuestMemoryMmap;
 
 use super::boot::{create_vm, kvm_err, legacy_devices, mmio_bus, nic, virtio_interrupt};
 use super::snapshot::MachineState;
@@ -31,13 +34,37 @@ fn device_err(e: impl std::fmt::Display) -> VmmError {
     VmmError::Device(e.to_string())
 }
 
+/// What [`spawn_kvm_vm`]'s thread hands back.
+type KvmVm = Result<(Kvm, VmFd, GuestMemoryMmap), VmmError>;
+
+/// Opens KVM and creates the VM with the snapshot's memory mapped
+/// copy-on-write, on a thread of its own.
+fn spawn_kvm_vm(memory_path: PathBuf, memory_mib: u64) -> Result<JoinHandle<KvmVm>, VmmError> {
+    let work = move || -> KvmVm {
+        let kvm = Kvm::new().map_err(|e| VmmError::Kvm(format!("cannot open /dev/kvm: {e}")))?;
+        let (vm, mem) = create_vm(&kvm, |vm| {
+            let mem = map_memory(&memory_path, &memory::ranges(memory_mib << 20))?;
+            memory::register(vm, &mem)?;
+            Ok(mem)
+        })?;
+        Ok((kvm, vm, mem))
+    };
+    std::thread::Builder::new()
+        .name("restore-vm".into())
+        .spawn(work)
+        .map_err(VmmError::Io)
+}
+
 /// Builds the clone described by `cfg`, its vCPUs where the snapshot left them.
 pub fn build(cfg: &RestoreConfig) -> Result<(Machine, Receiver<ExitEvent>), VmmError> {
     cfg.validate()?;
     let started = Instant::now();
     let reader = SnapshotReader::open(&cfg.snapshot)?;
-    let state: MachineState = reader.decode_state()?;
     let manifest = reader.manifest().clone();
+    // The KVM VM and its memory are made on another thread meanwhile: on
+    // this host each KVM call is slow, and they need only the manifest.
+    let kvm_side = spawn_kvm_vm(reader.memory_path(), manifest.memory_mib)?;
+    let state: MachineState = reader.decode_state()?;
     let vcpu_count = u8::try_from(manifest.vcpus)
         .ok()
         .filter(|n| usize::from(*n) == state.vcpus.len())
@@ -75,13 +102,9 @@ pub fn build(cfg: &RestoreConfig) -> Result<(Machine, Receiver<ExitEvent>), VmmE
     };
     tracing::debug!("disk ready at {:?}", started.elapsed());
 
-    let kvm = Kvm::new().map_err(|e| VmmError::Kvm(format!("cannot open /dev/kvm: {e}")))?;
-    let memory_path = reader.memory_path();
-    let (vm, mem) = create_vm(&kvm, |vm| {
-        let mem = map_memory(&memory_path, &memory::ranges(manifest.memory_mib << 20))?;
-        memory::register(vm, &mem)?;
-        Ok(mem)
-    })?;
+    let (kvm, vm, mem) = kvm_side
+        .join()
+        .map_err(|_| VmmError::Kvm("the VM setup thread panicked".into()))??;
     state.vm.restore(&vm)?;
     tracing::debug!("kvm vm ready at {:?}", started.elapsed());
 
