@@ -165,3 +165,48 @@ fn without_network_vms_have_no_address() {
     );
     assert_eq!((status, &put["firewall"]["mode"]), (200, &json!("open")));
 }
+
+#[test]
+fn without_cap_net_admin_vms_have_no_nic_and_the_daemon_says_so_once() {
+    let test = "without_cap_net_admin_vms_have_no_nic_and_the_daemon_says_so_once";
+    if !can_run_vms(test) {
+        return;
+    }
+    if std::process::Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIP {test}: setpriv (util-linux) is not installed");
+        return;
+    }
+    // Root, but with CAP_NET_ADMIN gone from every capability set.
+    let d = Daemon::start_via(
+        &[
+            "setpriv",
+            "--inh-caps=-net_admin",
+            "--bounding-set=-net_admin",
+        ],
+        &[],
+        true,
+    );
+    for _ in 0..2 {
+        let (status, vm) = d.call("POST", "/v1/vms", Some(&json!({"machineType": "c1m2"})));
+        assert_eq!(status, 201, "{vm}");
+        assert!(vm.get("publicIpv6").is_none(), "{vm}");
+        let id = vm["id"].as_str().unwrap();
+        let (status, out) = d.call(
+            "POST",
+            &format!("/v1/vms/{id}/exec"),
+            Some(&json!({"command": ["echo", "no-nic"]})),
+        );
+        assert_eq!((status, &out["stdout"]), (200, &json!("no-nic\n")));
+    }
+    let said = std::fs::read_to_string(d.stderr_path()).unwrap();
+    assert_eq!(
+        said.matches("networking off").count(),
+        1,
+        "said once at start:\n{said}"
+    );
+    assert!(said.contains("CAP_NET_ADMIN"), "{said}");
+}

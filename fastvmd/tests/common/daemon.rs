@@ -25,8 +25,22 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
-fn spawn(data_dir: &Path, extra: &[&str]) -> (Child, String, Option<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fastvmd"))
+fn spawn(
+    launcher: &[&str],
+    data_dir: &Path,
+    extra: &[&str],
+    stderr: Stdio,
+) -> (Child, String, Option<String>) {
+    let fastvmd = env!("CARGO_BIN_EXE_fastvmd");
+    let mut cmd = match launcher.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(fastvmd);
+            c
+        }
+        None => Command::new(fastvmd),
+    };
+    let mut child = cmd
         .args([
             "serve",
             "--listen",
@@ -39,7 +53,7 @@ fn spawn(data_dir: &Path, extra: &[&str]) -> (Child, String, Option<String>) {
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .expect("spawn fastvmd serve");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -59,6 +73,15 @@ fn spawn(data_dir: &Path, extra: &[&str]) -> (Child, String, Option<String>) {
 }
 
 impl Daemon {
+    /// Where [`Daemon::start_via`] with `log_stderr` writes the daemon's stderr.
+    pub fn stderr_path(&self) -> PathBuf {
+        self.tmp
+            .as_ref()
+            .expect("the daemon's directory")
+            .path()
+            .join("serve.err")
+    }
+
     /// Starts a daemon on a new data dir.
     pub fn start() -> Daemon {
         Daemon::start_with(&[])
@@ -66,9 +89,21 @@ impl Daemon {
 
     /// Starts a daemon on a new data dir with extra `serve` arguments.
     pub fn start_with(extra: &[&str]) -> Daemon {
+        Daemon::start_via(&[], extra, false)
+    }
+
+    /// Starts a daemon through `launcher` (a command that runs the rest of
+    /// its arguments, e.g. `setpriv ...`); with `log_stderr` its stderr goes
+    /// to [`Daemon::stderr_path`] instead of the test's.
+    pub fn start_via(launcher: &[&str], extra: &[&str], log_stderr: bool) -> Daemon {
         let tmp = tempfile::tempdir().unwrap();
         let data_dir = tmp.path().join("data");
-        let (child, base, key) = spawn(&data_dir, extra);
+        let stderr = if log_stderr {
+            Stdio::from(std::fs::File::create(tmp.path().join("serve.err")).unwrap())
+        } else {
+            Stdio::inherit()
+        };
+        let (child, base, key) = spawn(launcher, &data_dir, extra, stderr);
         Daemon {
             child: Some(child),
             base,
@@ -90,7 +125,7 @@ impl Daemon {
     /// Starts the daemon again on the same data dir.
     pub fn restart(&mut self) {
         self.kill9();
-        let (child, base, key) = spawn(&self.data_dir, &[]);
+        let (child, base, key) = spawn(&[], &self.data_dir, &[], Stdio::inherit());
         assert!(key.is_none(), "no new key on a restart");
         self.child = Some(child);
         self.base = base;
