@@ -51,6 +51,36 @@ pub enum ActivateError {
     Backend(#[from] io::Error),
 }
 
+/// Copies config space bytes from `offset` into `data`; bytes past the end
+/// of `config` read as zero.
+pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = offset
+            .checked_add(i as u64)
+            .and_then(|a| usize::try_from(a).ok())
+            .and_then(|a| config.get(a).copied())
+            .unwrap_or(0);
+    }
+}
+
+/// The `N` queues the driver configured at activation, each valid in `mem`.
+pub fn take_queues<const N: usize>(
+    mem: &GuestMemory,
+    queues: Vec<virtio_queue::Queue>,
+) -> Result<[virtio_queue::Queue; N], ActivateError> {
+    use virtio_queue::QueueT;
+    let got = queues.len();
+    if got != N {
+        return Err(ActivateError::QueueCount { expected: N, got });
+    }
+    if let Some(i) = queues.iter().position(|q| !q.is_valid(mem)) {
+        return Err(ActivateError::InvalidQueue(i));
+    }
+    queues
+        .try_into()
+        .map_err(|_| ActivateError::QueueCount { expected: N, got })
+}
+
 /// The interrupt line of one device: the InterruptStatus bits plus the irqfd
 /// that raises the guest IRQ through the in-kernel irqchip.
 #[derive(Debug)]

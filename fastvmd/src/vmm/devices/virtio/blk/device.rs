@@ -13,7 +13,8 @@ use virtio_queue::{Queue, QueueState, QueueT};
 use super::request::{Disk, process};
 use super::{BlockError, ID_LEN, QUEUE_SIZE, SECTOR_SIZE};
 use crate::vmm::devices::virtio::{
-    ActivateError, GuestMemory, Interrupt, VirtioDevice, VirtioDeviceState,
+    ActivateError, GuestMemory, Interrupt, VirtioDevice, VirtioDeviceState, read_config_bytes,
+    take_queues,
 };
 
 /// Length of the configuration space served: capacity, size_max, seg_max.
@@ -187,34 +188,17 @@ impl VirtioDevice for Block {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        for (i, b) in data.iter_mut().enumerate() {
-            let at = usize::try_from(offset)
-                .ok()
-                .and_then(|o| o.checked_add(i))
-                .and_then(|o| self.config.get(o));
-            *b = at.copied().unwrap_or(0);
-        }
+        read_config_bytes(&self.config, offset, data);
     }
 
     fn activate(
         &mut self,
         mem: GuestMemory,
-        mut queues: Vec<Queue>,
+        queues: Vec<Queue>,
         interrupt: Arc<Interrupt>,
         _acked_features: u64,
     ) -> Result<(), ActivateError> {
-        if queues.len() != 1 {
-            return Err(ActivateError::QueueCount {
-                expected: 1,
-                got: queues.len(),
-            });
-        }
-        let Some(queue) = queues.pop() else {
-            return Err(ActivateError::InvalidQueue(0));
-        };
-        if !queue.is_valid(&mem) {
-            return Err(ActivateError::InvalidQueue(0));
-        }
+        let [queue] = take_queues(&mem, queues)?;
         self.active = Some(Active {
             mem,
             queue,

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use virtio_queue::{Queue, QueueState, QueueT};
+use virtio_queue::{Queue, QueueState};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
@@ -26,7 +26,8 @@ use crate::net::addr::Mac;
 use crate::net::firewall::{FrameCounters, LivePolicy};
 use crate::net::tap::Tap;
 use crate::vmm::devices::virtio::{
-    ActivateError, GuestMemory, Interrupt, VirtioDevice, VirtioDeviceState,
+    ActivateError, GuestMemory, Interrupt, VirtioDevice, VirtioDeviceState, read_config_bytes,
+    take_queues,
 };
 
 /// Virtio device ID of a network card.
@@ -268,13 +269,7 @@ impl VirtioDevice for Net {
         let mut config = [0u8; 8];
         config[..6].copy_from_slice(&self.mac.0);
         config[6..].copy_from_slice(&status.to_le_bytes());
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = offset
-                .checked_add(i as u64)
-                .and_then(|a| usize::try_from(a).ok())
-                .and_then(|a| config.get(a).copied())
-                .unwrap_or(0);
-        }
+        read_config_bytes(&config, offset, data);
     }
 
     fn activate(
@@ -284,22 +279,7 @@ impl VirtioDevice for Net {
         interrupt: Arc<Interrupt>,
         _acked_features: u64,
     ) -> Result<(), ActivateError> {
-        if queues.len() != QUEUE_SIZES.len() {
-            return Err(ActivateError::QueueCount {
-                expected: QUEUE_SIZES.len(),
-                got: queues.len(),
-            });
-        }
-        if let Some(i) = queues.iter().position(|q| !q.is_valid(&mem)) {
-            return Err(ActivateError::InvalidQueue(i));
-        }
-        let mut it = queues.into_iter();
-        let (Some(rx), Some(tx)) = (it.next(), it.next()) else {
-            return Err(ActivateError::QueueCount {
-                expected: 2,
-                got: 0,
-            });
-        };
+        let [rx, tx] = take_queues(&mem, queues)?;
         let mut inner = self.shared.lock();
         inner.queues = Some(Queues {
             mem,

@@ -22,7 +22,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use virtio_queue::{Queue, QueueState, QueueT};
+use virtio_queue::{Queue, QueueState};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
@@ -30,7 +30,8 @@ use super::VsockError;
 use super::muxer::{ConnectJob, Muxer, TOKEN_KICK, TOKEN_LISTENER};
 use super::queues::Queues;
 use crate::vmm::devices::virtio::{
-    ActivateError, GuestMemory, Interrupt, VirtioDevice, VirtioDeviceState,
+    ActivateError, GuestMemory, Interrupt, VirtioDevice, VirtioDeviceState, read_config_bytes,
+    take_queues,
 };
 
 /// Virtio device ID of vsock.
@@ -325,14 +326,7 @@ impl VirtioDevice for Vsock {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        let config = self.guest_cid.to_le_bytes();
-        for (i, b) in data.iter_mut().enumerate() {
-            let at = offset.checked_add(i as u64);
-            *b = at
-                .and_then(|a| usize::try_from(a).ok())
-                .and_then(|a| config.get(a).copied())
-                .unwrap_or(0);
-        }
+        read_config_bytes(&self.guest_cid.to_le_bytes(), offset, data);
     }
 
     fn activate(
@@ -342,22 +336,7 @@ impl VirtioDevice for Vsock {
         interrupt: Arc<Interrupt>,
         _acked_features: u64,
     ) -> Result<(), ActivateError> {
-        if queues.len() != QUEUE_SIZES.len() {
-            return Err(ActivateError::QueueCount {
-                expected: QUEUE_SIZES.len(),
-                got: queues.len(),
-            });
-        }
-        if let Some(i) = queues.iter().position(|q| !q.is_valid(&mem)) {
-            return Err(ActivateError::InvalidQueue(i));
-        }
-        let mut it = queues.into_iter();
-        let (Some(rx), Some(tx), Some(evq)) = (it.next(), it.next(), it.next()) else {
-            return Err(ActivateError::QueueCount {
-                expected: 3,
-                got: 0,
-            });
-        };
+        let [rx, tx, evq] = take_queues(&mem, queues)?;
         let mut inner = self.shared.lock();
         inner.queues = Some(Queues {
             mem,
