@@ -24,10 +24,12 @@ pub mod vsock;
 pub use persist::{SavedQueueState, VirtioDeviceState};
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use crate::vmm::wakeup::Wakeup;
 
@@ -49,6 +51,19 @@ pub enum ActivateError {
     /// The device's backend (file, socket, thread) failed to start.
     #[error("backend: {0}")]
     Backend(#[from] io::Error),
+}
+
+/// An epoll set holding a new eventfd (readable under `token`): the "kick"
+/// that wakes a device's backend thread.
+pub fn epoll_with_kick(token: u64) -> io::Result<(Epoll, EventFd)> {
+    let epoll = Epoll::new()?;
+    let kick = EventFd::new(EFD_NONBLOCK)?;
+    epoll.ctl(
+        ControlOperation::Add,
+        kick.as_raw_fd(),
+        EpollEvent::new(EventSet::IN, token),
+    )?;
+    Ok((epoll, kick))
 }
 
 /// Copies config space bytes from `offset` into `data`; bytes past the end

@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 
 use virtio_queue::{Queue, QueueState};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
-use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+use vmm_sys_util::eventfd::EventFd;
 
 use super::NetError;
 use super::rxtx::{Queues, RxBuffer, RxStop, process_rx, process_tx};
@@ -26,8 +26,8 @@ use crate::net::addr::Mac;
 use crate::net::firewall::{FrameCounters, LivePolicy};
 use crate::net::tap::Tap;
 use crate::vmm::devices::virtio::{
-    ActivateError, GuestMemory, Interrupt, VirtioDevice, VirtioDeviceState, read_config_bytes,
-    take_queues,
+    ActivateError, GuestMemory, Interrupt, VirtioDevice, VirtioDeviceState, epoll_with_kick,
+    read_config_bytes, take_queues,
 };
 
 /// Virtio device ID of a network card.
@@ -143,15 +143,7 @@ pub struct Net {
 impl Net {
     /// A NIC with `mac` on `tap`, enforcing `policy` on what it receives.
     pub fn new(mac: Mac, tap: Option<Tap>, policy: LivePolicy) -> Result<Net, NetError> {
-        let epoll = Epoll::new().map_err(NetError::EventSetup)?;
-        let kick = EventFd::new(EFD_NONBLOCK).map_err(NetError::EventSetup)?;
-        epoll
-            .ctl(
-                ControlOperation::Add,
-                kick.as_raw_fd(),
-                EpollEvent::new(EventSet::IN, TOKEN_KICK),
-            )
-            .map_err(NetError::EventSetup)?;
+        let (epoll, kick) = epoll_with_kick(TOKEN_KICK).map_err(NetError::EventSetup)?;
         if let Some(tap) = &tap {
             epoll
                 .ctl(

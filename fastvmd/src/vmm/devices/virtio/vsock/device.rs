@@ -24,14 +24,14 @@ use std::time::{Duration, Instant};
 
 use virtio_queue::{Queue, QueueState};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
-use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+use vmm_sys_util::eventfd::EventFd;
 
 use super::VsockError;
 use super::muxer::{ConnectJob, Muxer, TOKEN_KICK, TOKEN_LISTENER};
 use super::queues::Queues;
 use crate::vmm::devices::virtio::{
-    ActivateError, GuestMemory, Interrupt, VirtioDevice, VirtioDeviceState, read_config_bytes,
-    take_queues,
+    ActivateError, GuestMemory, Interrupt, VirtioDevice, VirtioDeviceState, epoll_with_kick,
+    read_config_bytes, take_queues,
 };
 
 /// Virtio device ID of vsock.
@@ -174,15 +174,7 @@ impl Vsock {
         listener
             .set_nonblocking(true)
             .map_err(VsockError::EventSetup)?;
-        let epoll = Epoll::new().map_err(VsockError::EventSetup)?;
-        let kick = EventFd::new(EFD_NONBLOCK).map_err(VsockError::EventSetup)?;
-        epoll
-            .ctl(
-                ControlOperation::Add,
-                kick.as_raw_fd(),
-                EpollEvent::new(EventSet::IN, TOKEN_KICK),
-            )
-            .map_err(VsockError::EventSetup)?;
+        let (epoll, kick) = epoll_with_kick(TOKEN_KICK).map_err(VsockError::EventSetup)?;
         epoll
             .ctl(
                 ControlOperation::Add,
