@@ -17,20 +17,16 @@ fn boot_to_ready(image: &Image, memory_mib: u64) -> Result<(Duration, Monitor, A
     let (mut m, started) = Monitor::spawn(move |tmp| {
         let disk = tmp.join("disk");
         fastvmd::vmm::snapshot::disk::clone_disk(&rootfs, &disk).map_err(|e| e.to_string())?;
-        Ok(vec![
-            "--kernel".into(),
-            vmlinux.display().to_string(),
+        let mut args = super::one_vcpu(&vmlinux, memory_mib);
+        args.extend([
             "--cmdline".into(),
             image::LINUX_CMDLINE.into(),
-            "--vcpus".into(),
-            "1".into(),
-            "--memory-mib".into(),
-            memory_mib.to_string(),
             "--disk".into(),
             disk.display().to_string(),
             "--vsock-cid".into(),
             "3".into(),
-        ])
+        ]);
+        Ok(args)
     })?;
     let deadline = started + Duration::from_secs(30);
     drop(m.connect("vsock.sock", deadline)?);

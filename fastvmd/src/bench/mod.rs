@@ -64,6 +64,18 @@ pub(crate) struct Monitor {
     _tmp: tempfile::TempDir,
 }
 
+/// `vmm` arguments for a one-vCPU guest booting `kernel` with `memory_mib`.
+pub(crate) fn one_vcpu(kernel: &Path, memory_mib: u64) -> Vec<String> {
+    vec![
+        "--kernel".into(),
+        kernel.display().to_string(),
+        "--vcpus".into(),
+        "1".into(),
+        "--memory-mib".into(),
+        memory_mib.to_string(),
+    ]
+}
+
 impl Monitor {
     /// Spawns `fastvmd vmm --dir <tmp>/vm ARGS`; `setup` prepares files in
     /// the temporary directory first and returns extra arguments.
@@ -103,18 +115,14 @@ impl Monitor {
             std::fs::File::create(&disk)
                 .and_then(|f| f.set_len(16 << 20))
                 .map_err(|e| e.to_string())?;
-            Ok(vec![
-                "--kernel".into(),
-                kernel.display().to_string(),
-                "--vcpus".into(),
-                "1".into(),
-                "--memory-mib".into(),
-                memory_mib.to_string(),
+            let mut args = one_vcpu(&kernel, memory_mib);
+            args.extend([
                 "--disk".into(),
                 disk.display().to_string(),
                 "--vsock-cid".into(),
                 "3".into(),
-            ])
+            ]);
+            Ok(args)
         })
     }
 

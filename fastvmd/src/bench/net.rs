@@ -126,13 +126,8 @@ fn throughput(
     let kernel = kernel.to_path_buf();
     let policy_json = serde_json::to_string(policy).map_err(|e| e.to_string())?;
     let (m, started) = super::Monitor::spawn(|_| {
-        Ok(vec![
-            "--kernel".into(),
-            kernel.display().to_string(),
-            "--vcpus".into(),
-            "1".into(),
-            "--memory-mib".into(),
-            memory_mib.to_string(),
+        let mut args = super::one_vcpu(&kernel, memory_mib);
+        args.extend([
             "--tap".into(),
             tap.clone(),
             "--mac".into(),
@@ -141,7 +136,8 @@ fn throughput(
             addr.to_string(),
             "--firewall".into(),
             policy_json,
-        ])
+        ]);
+        Ok(args)
     })?;
     let control = m.dir.join("control.sock");
     while ControlClient::connect(&control)
