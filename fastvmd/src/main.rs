@@ -8,6 +8,10 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    if let Some(vmm) = cli::vmm_command() {
+        cli::init_tracing();
+        return cli::run_vmm(vmm.args);
+    }
     let args = cli::Cli::parse();
     cli::init_tracing();
     match args.command {

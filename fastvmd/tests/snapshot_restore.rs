@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common::{TestVm, VmOpts, can_run_vms, type_into};
 use fastvmd::vmm::control::{Request, RunState};
+use fastvmd::vmm::exit::EXIT_STOPPED;
 
 /// A VM with a known memory value and disk bytes, snapshotted into `snap`.
 fn prepared_snapshot(snap: &Path) -> TestVm {
@@ -124,6 +125,25 @@ fn clone_outlives_its_original_and_its_snapshot() {
         clone.exec(&["disk-read", "4096", "17"]).stdout,
         "from-the-original"
     );
+}
+
+#[test]
+fn a_clone_stops_cleanly_on_sigterm() {
+    if !can_run_vms("a_clone_stops_cleanly_on_sigterm") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let snap = tmp.path().join("snap");
+    let _original = prepared_snapshot(&snap);
+    // Every thread of a restored monitor, vCPU 0's made first of all,
+    // leaves SIGTERM to the one that turns it into a clean stop.
+    let mut clone = TestVm::restore(&snap, &[]);
+    assert_eq!(clone.exec(&["mem-get", "answer"]).stdout.trim(), "42");
+    clone.terminate();
+    let (code, stderr) = clone.wait_exit(Duration::from_secs(10));
+    assert_eq!(code.code(), Some(EXIT_STOPPED), "{stderr}");
+    assert!(stderr.contains("SIGTERM"), "{stderr}");
+    assert!(!clone.dir.join("control.sock").exists());
 }
 
 #[test]

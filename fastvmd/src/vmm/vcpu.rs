@@ -180,15 +180,48 @@ pub struct VcpuContext {
     pub events: Sender<ExitEvent>,
 }
 
+/// A thread for vCPU `index` (its name and stack size).
+pub fn builder(index: u8) -> thread::Builder {
+    thread::Builder::new()
+        .name(format!("vcpu{index}"))
+        .stack_size(256 << 10)
+}
+
 /// Starts the vCPU's thread.
 pub fn spawn(ctx: VcpuContext) -> std::io::Result<()> {
     let control = ctx.control.clone();
-    let handle = thread::Builder::new()
-        .name(format!("vcpu{}", ctx.index))
-        .stack_size(256 << 10)
-        .spawn(move || run_loop(ctx))?;
-    lock(&control.threads).push(handle);
+    let handle = builder(ctx.index).spawn(move || run_loop(ctx))?;
+    adopt(&control, handle);
     Ok(())
+}
+
+/// A thread made before its vCPU could run, waiting for its context (the
+/// restore's KVM thread becomes vCPU 0 this way).
+pub struct WaitingVcpu {
+    pub context: Sender<VcpuContext>,
+    pub thread: JoinHandle<()>,
+}
+
+impl WaitingVcpu {
+    /// Starts the vCPU on the waiting thread.
+    pub fn start(self, ctx: VcpuContext) -> std::io::Result<()> {
+        let control = ctx.control.clone();
+        self.context
+            .send(ctx)
+            .map_err(|_| std::io::Error::other("the waiting vCPU thread is gone"))?;
+        adopt(&control, self.thread);
+        Ok(())
+    }
+}
+
+/// Counts `handle` among the vCPU threads that are kicked and joined.
+fn adopt(control: &VcpuControl, handle: JoinHandle<()>) {
+    lock(&control.threads).push(handle);
+}
+
+/// Runs a vCPU on the calling thread until it stops.
+pub fn run(ctx: VcpuContext) {
+    run_loop(ctx);
 }
 
 fn run_loop(ctx: VcpuContext) {

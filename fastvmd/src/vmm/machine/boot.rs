@@ -47,7 +47,16 @@ pub(super) fn create_vm(
     make_memory: impl FnOnce(&VmFd) -> Result<GuestMemoryMmap, VmmError>,
 ) -> Result<(VmFd, GuestMemoryMmap), VmmError> {
     let vm = kvm.create_vm().map_err(kvm_err("create VM"))?;
-    let mem = make_memory(&vm)?;
+    let mem = add_memory_and_chips(&vm, make_memory)?;
+    Ok((vm, mem))
+}
+
+/// Gives a new VM its memory, then its irqchip and PIT.
+pub(super) fn add_memory_and_chips(
+    vm: &VmFd,
+    make_memory: impl FnOnce(&VmFd) -> Result<GuestMemoryMmap, VmmError>,
+) -> Result<GuestMemoryMmap, VmmError> {
+    let mem = make_memory(vm)?;
     vm.set_tss_address(layout::KVM_TSS_ADDRESS as usize)
         .map_err(kvm_err("set TSS address"))?;
     vm.create_irq_chip().map_err(kvm_err("create irqchip"))?;
@@ -56,7 +65,17 @@ pub(super) fn create_vm(
         ..Default::default()
     })
     .map_err(kvm_err("create PIT"))?;
-    Ok((vm, mem))
+    Ok(mem)
+}
+
+/// Wires a device's interrupt eventfd to a GSI: at once when booting,
+/// later on the KVM thread when restoring ([`super::restore_kvm`]).
+pub(super) type IrqWiring<'a> = dyn FnMut(&EventFd, u32) -> Result<(), VmmError> + 'a;
+
+/// Registers `fd` as the irqfd of `gsi` in `vm`.
+pub(super) fn register_irqfd(vm: &VmFd, fd: &EventFd, gsi: u32) -> Result<(), VmmError> {
+    vm.register_irqfd(fd, gsi)
+        .map_err(|e| VmmError::Kvm(format!("register irqfd for GSI {gsi}: {e}")))
 }
 
 /// The port-I/O devices: serial console, i8042 and power port.
@@ -72,15 +91,14 @@ pub struct LegacyDevices {
 
 /// The serial console and the machine-control ports on a new port-I/O bus.
 pub(super) fn legacy_devices(
-    vm: &VmFd,
+    wire_irq: &mut IrqWiring,
     make_serial: impl FnOnce(EventFd, ConsoleOut) -> Result<SerialDevice<ConsoleOut>, VmmError>,
     i8042: I8042,
     power: PowerPort,
 ) -> Result<LegacyDevices, VmmError> {
     let hub = ConsoleHub::new();
     let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(VmmError::Io)?;
-    vm.register_irqfd(&serial_irq, layout::SERIAL_IRQ)
-        .map_err(kvm_err("register serial irqfd"))?;
+    wire_irq(&serial_irq, layout::SERIAL_IRQ)?;
     let serial = Arc::new(Mutex::new(make_serial(
         serial_irq,
         ConsoleOut(hub.clone()),
@@ -107,17 +125,16 @@ pub(super) fn legacy_devices(
     })
 }
 
-/// Registers the irqfd of virtio slot `index` and returns its interrupt.
+/// Wires the interrupt of virtio slot `index` and returns it.
 pub(super) fn virtio_interrupt(
-    vm: &VmFd,
+    wire_irq: &mut IrqWiring,
     index: usize,
     wakeup: &Arc<Wakeup>,
 ) -> Result<(u64, u32, Arc<Interrupt>), VmmError> {
     let base = layout::VIRTIO_MMIO_BASE + index as u64 * MMIO_WINDOW;
     let irq = layout::VIRTIO_IRQ_BASE + index as u32;
     let irqfd = EventFd::new(EFD_NONBLOCK).map_err(VmmError::Io)?;
-    vm.register_irqfd(&irqfd, irq)
-        .map_err(kvm_err("register virtio irqfd"))?;
+    wire_irq(&irqfd, irq)?;
     Ok((
         base,
         irq,
@@ -189,8 +206,9 @@ pub fn build(cfg: &VmConfig) -> Result<(Machine, Receiver<ExitEvent>), VmmError>
     tracing::debug!("kvm vm ready at {:?}", started.elapsed());
 
     let (events_tx, events_rx) = channel::<ExitEvent>();
+    let mut wire_irq = |fd: &EventFd, gsi| register_irqfd(&vm, fd, gsi);
     let legacy = legacy_devices(
-        &vm,
+        &mut wire_irq,
         |irq, out| Ok(SerialDevice::new(irq, out)),
         I8042::new(events_tx.clone()),
         PowerPort::new(events_tx.clone()),
@@ -200,7 +218,7 @@ pub fn build(cfg: &VmConfig) -> Result<(Machine, Receiver<ExitEvent>), VmmError>
     let mut virtio = Vec::new();
     let (devices, net) = virtio_devices(cfg)?;
     for (index, device) in devices.into_iter().enumerate() {
-        let (base, irq, interrupt) = virtio_interrupt(&vm, index, &legacy.wakeup)?;
+        let (base, irq, interrupt) = virtio_interrupt(&mut wire_irq, index, &legacy.wakeup)?;
         let transport = MmioTransport::new(mem.clone(), device, interrupt);
         cmdline
             .add_virtio_mmio_device(MMIO_WINDOW, GuestAddress(base), irq, None)

@@ -4,6 +4,7 @@
 
 pub mod boot;
 pub mod restore;
+pub mod restore_kvm;
 pub mod snapshot;
 
 use std::os::unix::net::UnixListener;
@@ -24,7 +25,7 @@ use super::devices::virtio::mmio::MmioTransport;
 use super::devices::virtio::net::NetHandle;
 use super::exit::ExitEvent;
 use super::lockdir::DirLock;
-use super::vcpu::{self, VcpuContext, VcpuControl};
+use super::vcpu::{self, VcpuContext, VcpuControl, WaitingVcpu};
 use super::wakeup::{self, Wakeup};
 use super::{VmmError, signals};
 
@@ -98,6 +99,19 @@ impl VmSockets {
         sockets.control = Some(bind(dir, CONTROL_SOCKET)?);
         sockets.console = Some(bind(dir, CONSOLE_SOCKET)?);
         Ok(sockets)
+    }
+
+    /// Starts serving the console (once; later calls do nothing), which
+    /// can happen before the vCPUs exist: input waits in the serial port.
+    pub fn serve_console(
+        &mut self,
+        hub: &Arc<ConsoleHub>,
+        serial: &ConsoleSerial,
+        wakeup: &Arc<Wakeup>,
+    ) {
+        if let Some(listener) = self.console.take() {
+            console::serve(listener, hub.clone(), serial.clone(), wakeup.clone());
+        }
     }
 }
 
@@ -233,43 +247,43 @@ fn bind(dir: &Path, name: &str) -> Result<UnixListener, VmmError> {
 /// Boots the VM described by `cfg` and runs it until something ends it.
 pub fn boot_and_run(cfg: &super::config::VmConfig) -> Result<ExitEvent, VmmError> {
     let (machine, events) = boot::build(cfg)?;
-    run(machine, &cfg.dir, events)
+    run(machine, &cfg.dir, events, None)
 }
 
 /// Starts the VM from a snapshot and runs it until something ends it.
 pub fn restore_and_run(cfg: &super::config::RestoreConfig) -> Result<ExitEvent, VmmError> {
-    let (machine, events) = restore::build(cfg)?;
-    run(machine, &cfg.dir, events)
+    let (machine, events, vcpu0) = restore::build(cfg)?;
+    run(machine, &cfg.dir, events, Some(vcpu0))
 }
 
-/// Serves the sockets, starts the vCPUs and waits for what ends the VM.
+/// Serves the sockets, starts the vCPUs (vCPU 0 on `vcpu0` when given, a
+/// thread made earlier) and waits for what ends the VM. What the guest
+/// needs first starts first: console, vCPUs, then control and signals.
 pub fn run(
     machine: Machine,
     dir: &Path,
     events: Receiver<ExitEvent>,
+    vcpu0: Option<WaitingVcpu>,
 ) -> Result<ExitEvent, VmmError> {
     let mut machine = machine;
-    let (Some(control_listener), Some(console_listener)) = (
-        machine.sockets.control.take(),
-        machine.sockets.console.take(),
-    ) else {
-        return Err(VmmError::Device(
-            "control and console sockets already served".into(),
-        ));
-    };
-    let machine = Arc::new(machine);
-    control::server::serve(control_listener, machine.clone()).map_err(VmmError::Io)?;
-    console::serve(
-        console_listener,
+    let (hub, serial, wakeup) = (
         machine.hub.clone(),
         machine.serial.clone(),
         machine.wakeup.clone(),
     );
+    machine.sockets.serve_console(&hub, &serial, &wakeup);
+    let Some(control_listener) = machine.sockets.control.take() else {
+        return Err(VmmError::Device(
+            "the control socket is already served".into(),
+        ));
+    };
+    let machine = Arc::new(machine);
     vcpu::install_kick_handler().map_err(VmmError::Kvm)?;
     let events_tx = lock(&machine.events).clone();
     let epoch = wakeup::new_epoch();
+    let mut vcpu0 = vcpu0;
     for (index, fd) in machine.vcpu_fds.iter().enumerate() {
-        vcpu::spawn(VcpuContext {
+        let ctx = VcpuContext {
             index: index as u8,
             fd: fd.clone(),
             io_bus: machine.io_bus.clone(),
@@ -278,9 +292,14 @@ pub fn run(
             wakeup: machine.wakeup.clone(),
             epoch,
             events: events_tx.clone(),
-        })
+        };
+        match vcpu0.take() {
+            Some(waiting) => waiting.start(ctx),
+            None => vcpu::spawn(ctx),
+        }
         .map_err(VmmError::Io)?;
     }
+    control::server::serve(control_listener, machine.clone()).map_err(VmmError::Io)?;
     signals::forward_termination(events_tx)?;
     tracing::info!(
         "VM running: {} vCPUs, {} MiB, started in {:?}",

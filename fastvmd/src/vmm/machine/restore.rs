@@ -2,16 +2,14 @@
 //! copy-on-write from the snapshot's `memory`, KVM and device state
 //! restored, a copy-on-write disk of the clone's own, a new vsock identity.
 
-use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Instant;
 
-use kvm_ioctls::{Kvm, VmFd};
-use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
 
-use super::boot::{create_vm, kvm_err, legacy_devices, mmio_bus, nic, virtio_interrupt};
+use super::boot::{legacy_devices, mmio_bus, nic, virtio_interrupt};
+use super::restore_kvm::{KvmThread, RestoredKvm, SavedKvm};
 use super::snapshot::MachineState;
 use super::{Machine, Parts, VSOCK_SOCKET, VirtioSlot, VmSockets};
 use crate::vmm::config::RestoreConfig;
@@ -25,6 +23,7 @@ use crate::vmm::devices::virtio::{VirtioDevice, VirtioDeviceState};
 use crate::vmm::exit::ExitEvent;
 use crate::vmm::lockdir::DirLock;
 use crate::vmm::snapshot::{SnapshotReader, clone_disk, grow_disk, map_memory};
+use crate::vmm::vcpu::WaitingVcpu;
 use crate::vmm::{VmmError, memory, signals};
 
 /// Name of the clone's disk inside its VM directory.
@@ -34,51 +33,47 @@ fn device_err(e: impl std::fmt::Display) -> VmmError {
     VmmError::Device(e.to_string())
 }
 
-/// What [`spawn_kvm_vm`]'s thread hands back.
-type KvmVm = Result<(Kvm, VmFd, GuestMemoryMmap), VmmError>;
-
-/// Opens KVM and creates the VM with the snapshot's memory mapped
-/// copy-on-write, on a thread of its own.
-fn spawn_kvm_vm(memory_path: PathBuf, memory_mib: u64) -> Result<JoinHandle<KvmVm>, VmmError> {
-    let work = move || -> KvmVm {
-        let kvm = Kvm::new().map_err(|e| VmmError::Kvm(format!("cannot open /dev/kvm: {e}")))?;
-        let (vm, mem) = create_vm(&kvm, |vm| {
-            let mem = map_memory(&memory_path, &memory::ranges(memory_mib << 20))?;
-            memory::register(vm, &mem)?;
-            Ok(mem)
-        })?;
-        Ok((kvm, vm, mem))
-    };
-    std::thread::Builder::new()
-        .name("restore-vm".into())
-        .spawn(work)
-        .map_err(VmmError::Io)
-}
-
-/// Builds the clone described by `cfg`, its vCPUs where the snapshot left them.
-pub fn build(cfg: &RestoreConfig) -> Result<(Machine, Receiver<ExitEvent>), VmmError> {
+/// Builds the clone described by `cfg`, its vCPUs where the snapshot left
+/// them; vCPU 0 is to run on the returned thread ([`super::restore_kvm`]).
+pub fn build(cfg: &RestoreConfig) -> Result<(Machine, Receiver<ExitEvent>, WaitingVcpu), VmmError> {
     cfg.validate()?;
     let started = Instant::now();
+    // Before any thread exists, so SIGINT/SIGTERM reach only the thread
+    // that waits for them.
+    signals::block_termination()?;
+    // KVM work starts first and runs beside everything else.
+    let kvm_thread = KvmThread::spawn()?;
     let reader = SnapshotReader::open(&cfg.snapshot)?;
     let manifest = reader.manifest().clone();
-    // The KVM VM and its memory are made on another thread meanwhile: on
-    // this host each KVM call is slow, and they need only the manifest.
-    let kvm_side = spawn_kvm_vm(reader.memory_path(), manifest.memory_mib)?;
-    let state: MachineState = reader.decode_state()?;
+    let MachineState {
+        vcpus,
+        vm: vm_state,
+        serial,
+        i8042,
+        power,
+        virtio: saved_virtio,
+    } = reader.decode_state()?;
     let vcpu_count = u8::try_from(manifest.vcpus)
         .ok()
-        .filter(|n| usize::from(*n) == state.vcpus.len())
+        .filter(|n| usize::from(*n) == vcpus.len())
         .ok_or_else(|| {
             device_err(format!(
                 "manifest says {} vCPUs, vmstate holds {}",
                 manifest.vcpus,
-                state.vcpus.len()
+                vcpus.len()
             ))
         })?;
+    let mem = map_memory(
+        &reader.memory_path(),
+        &memory::ranges(manifest.memory_mib << 20),
+    )?;
+    kvm_thread.send(SavedKvm {
+        mem: mem.clone(),
+        vm: vm_state,
+        vcpus,
+    });
     let dir_lock = DirLock::acquire(&cfg.dir)?;
     let sockets = VmSockets::bind(&cfg.dir)?;
-    signals::block_termination()?;
-    tracing::debug!("snapshot read at {:?}", started.elapsed());
 
     let disk_path = match reader.disk_path() {
         Some(source) => {
@@ -100,26 +95,26 @@ pub fn build(cfg: &RestoreConfig) -> Result<(Machine, Receiver<ExitEvent>), VmmE
         }
         None => None,
     };
-    tracing::debug!("disk ready at {:?}", started.elapsed());
+    tracing::debug!("directory and disk ready at {:?}", started.elapsed());
 
-    let (kvm, vm, mem) = kvm_side
-        .join()
-        .map_err(|_| VmmError::Kvm("the VM setup thread panicked".into()))??;
-    state.vm.restore(&vm)?;
-    tracing::debug!("kvm vm ready at {:?}", started.elapsed());
-
+    // Interrupts are wired by the KVM thread once its irqchip exists.
+    let mut irqs = Vec::new();
+    let mut wire_irq = |fd: &EventFd, gsi| {
+        irqs.push((fd.try_clone().map_err(VmmError::Io)?, gsi));
+        Ok(())
+    };
     let (events_tx, events_rx) = channel::<ExitEvent>();
     let legacy = legacy_devices(
-        &vm,
-        |irq, out| SerialDevice::restore(irq, out, &state.serial).map_err(device_err),
-        I8042::restore(events_tx.clone(), &state.i8042),
-        PowerPort::restore(events_tx.clone(), &state.power),
+        &mut wire_irq,
+        |irq, out| SerialDevice::restore(irq, out, &serial).map_err(device_err),
+        I8042::restore(events_tx.clone(), &i8042),
+        PowerPort::restore(events_tx.clone(), &power),
     )?;
-    let mut virtio = Vec::with_capacity(state.virtio.len());
+    let mut virtio = Vec::with_capacity(saved_virtio.len());
     let mut resets = Vec::new();
     let mut net = None;
-    for (index, saved) in state.virtio.iter().enumerate() {
-        let (base, irq, interrupt) = virtio_interrupt(&vm, index, &legacy.wakeup)?;
+    for (index, saved) in saved_virtio.iter().enumerate() {
+        let (base, irq, interrupt) = virtio_interrupt(&mut wire_irq, index, &legacy.wakeup)?;
         if (base, irq) != (saved.base, saved.irq) {
             return Err(device_err(format!(
                 "virtio slot {index} was at {:#x} IRQ {}, expected {base:#x} IRQ {irq}",
@@ -160,18 +155,12 @@ pub fn build(cfg: &RestoreConfig) -> Result<(Machine, Receiver<ExitEvent>), VmmE
         reset.send_transport_reset();
     }
     let mmio_bus = mmio_bus(&virtio)?;
+    let mut sockets = sockets;
+    sockets.serve_console(&legacy.hub, &legacy.serial, &legacy.wakeup);
     tracing::debug!("devices ready at {:?}", started.elapsed());
 
-    let mut vcpu_fds = Vec::with_capacity(state.vcpus.len());
-    for (index, saved) in state.vcpus.iter().enumerate() {
-        let fd = vm
-            .create_vcpu(index as u64)
-            .map_err(kvm_err("create vCPU"))?;
-        saved.restore(&fd)?;
-        vcpu_fds.push(Arc::new(Mutex::new(fd)));
-    }
-    tracing::debug!("vCPUs ready at {:?}", started.elapsed());
-
+    let (RestoredKvm { kvm, vm, vcpu_fds }, vcpu0) = kvm_thread.restored(irqs)?;
+    tracing::debug!("KVM VM and vCPUs ready at {:?}", started.elapsed());
     let machine = Machine::new(Parts {
         kvm,
         vm,
@@ -191,5 +180,5 @@ pub fn build(cfg: &RestoreConfig) -> Result<(Machine, Receiver<ExitEvent>), VmmE
         dir_lock,
         sockets,
     })?;
-    Ok((machine, events_rx))
+    Ok((machine, events_rx, vcpu0))
 }
