@@ -12,6 +12,7 @@ pub mod net;
 pub mod serve;
 pub mod service;
 pub mod socket;
+pub mod socket_wait;
 pub mod store;
 pub mod supervisor;
 pub mod vmm;

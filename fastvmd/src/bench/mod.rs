@@ -14,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use fastvmd::socket_wait::SocketWatch;
 
 /// Arguments of `fastvmd bench`.
 #[derive(Debug, Args)]
@@ -61,6 +62,9 @@ pub enum BenchPart {
 pub(crate) struct Monitor {
     pub child: Child,
     pub dir: PathBuf,
+    /// Made before the monitor starts, so waiting for its sockets costs
+    /// no CPU that the monitor could use.
+    watch: SocketWatch,
     _tmp: tempfile::TempDir,
 }
 
@@ -85,6 +89,8 @@ impl Monitor {
         let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
         let dir = tmp.path().join("vm");
         let args = setup(tmp.path())?;
+        std::fs::create_dir(&dir).map_err(|e| e.to_string())?;
+        let watch = SocketWatch::new(&dir).map_err(|e| format!("watch {}: {e}", dir.display()))?;
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let started = Instant::now();
         let child = Command::new(exe)
@@ -101,6 +107,7 @@ impl Monitor {
             Monitor {
                 child,
                 dir,
+                watch,
                 _tmp: tmp,
             },
             started,
@@ -128,18 +135,12 @@ impl Monitor {
 
     /// Connects to a socket of the VM as soon as it exists.
     pub fn connect(&mut self, name: &str, deadline: Instant) -> Result<UnixStream, String> {
-        loop {
-            if let Ok(s) = UnixStream::connect(self.dir.join(name)) {
-                return Ok(s);
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!("monitor exited early: {status}"));
-            }
-            if Instant::now() > deadline {
-                return Err(format!("{name} did not appear"));
-            }
-            std::thread::sleep(Duration::from_micros(20));
-        }
+        let child = &mut self.child;
+        self.watch
+            .connect(name, deadline, || match child.try_wait() {
+                Ok(Some(status)) => Some(format!("monitor exited early: {status}")),
+                _ => None,
+            })
     }
 
     /// A line of /proc/PID/FILE such as `VmHWM:` or `Pss:`, in KiB.

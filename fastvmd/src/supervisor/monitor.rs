@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::SupervisorError;
+use crate::socket_wait::SocketWatch;
 use crate::vmm::control::Request;
 use crate::vmm::control::client::ControlClient;
 use crate::vmm::lockdir::LOCK_FILE;
@@ -147,6 +148,9 @@ pub fn start(exe: &Path, dir: &Path, spec: &MonitorSpec) -> Result<u32, Supervis
                 .args(["--disk-gib", &spec.disk_gib.to_string()]);
         }
     }
+    // Watched before the monitor starts: waiting for its control socket
+    // then costs no CPU the starting monitor could use.
+    let mut watch = SocketWatch::new(dir).map_err(prepare_err(dir))?;
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -158,16 +162,22 @@ pub fn start(exe: &Path, dir: &Path, spec: &MonitorSpec) -> Result<u32, Supervis
     let pid = child.id();
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
+        let connected = watch.connect(CONTROL_SOCKET, deadline, || {
+            child.try_wait().ok().flatten().map(|s| s.to_string())
+        });
+        // The status call waits for the monitor to serve its socket.
+        let ready = connected.ok().map(|stream| {
+            ControlClient::from_stream(stream).and_then(|mut c| c.call(&Request::Status))
+        });
+        if matches!(ready, Some(Ok(_))) {
+            break;
+        }
+        // A reaped child keeps answering try_wait with its status.
         if let Ok(Some(status)) = child.try_wait() {
             return Err(SupervisorError::StartFailed(format!(
                 "{} ({status})",
                 last_log_line(dir)
             )));
-        }
-        let ready = ControlClient::connect(&dir.join(CONTROL_SOCKET))
-            .and_then(|mut c| c.call(&Request::Status));
-        if ready.is_ok() {
-            break;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
@@ -225,5 +235,34 @@ pub fn stop(dir: &Path, grace: Duration) {
         while alive(dir) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_monitor_that_exits_at_start_is_reported_with_its_last_words() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("vm");
+        let spec = MonitorSpec {
+            id: "vm".into(),
+            source: MonitorSource::Restore {
+                snapshot: tmp.path().join("no-such-snapshot"),
+            },
+            disk_gib: 1,
+            vsock_cid: 3,
+            nic: None,
+            firewall_json: None,
+        };
+        // `sh vmm ...` fails at once: there is no script named `vmm`.
+        let started = Instant::now();
+        let err = start(Path::new("/bin/sh"), &dir, &spec).unwrap_err();
+        assert!(
+            matches!(&err, SupervisorError::StartFailed(why) if why.contains("vmm")),
+            "{err}"
+        );
+        assert!(started.elapsed() < START_TIMEOUT, "{err}");
     }
 }

@@ -32,7 +32,11 @@ pub struct ControlClient {
 impl ControlClient {
     /// Connects with a 10 s timeout per call.
     pub fn connect(path: &Path) -> Result<Self, ControlError> {
-        let stream = UnixStream::connect(path)?;
+        Self::from_stream(UnixStream::connect(path)?)
+    }
+
+    /// A client on an open connection, with a 10 s timeout per call.
+    pub fn from_stream(stream: UnixStream) -> Result<Self, ControlError> {
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         Ok(ControlClient {
             writer: stream.try_clone()?,
