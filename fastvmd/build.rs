@@ -8,11 +8,17 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The workspace target directory: the ancestor of OUT_DIR holding CACHEDIR.TAG.
+/// The test guest is a freestanding ELF made with the host's toolchain
+/// (its own link arguments make it static and position-dependent).
+const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// The workspace target directory: the outermost ancestor of OUT_DIR
+/// holding CACHEDIR.TAG (a target triple's directory has one too).
 fn target_dir(out_dir: &Path) -> PathBuf {
     out_dir
         .ancestors()
-        .find(|p| p.join("CACHEDIR.TAG").exists())
+        .filter(|p| p.join("CACHEDIR.TAG").exists())
+        .last()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| out_dir.join("target"))
 }
@@ -39,7 +45,10 @@ fn main() {
         .arg("--manifest-path")
         .arg(guest.join("Cargo.toml"))
         .arg("--target-dir")
-        .arg(&build_dir);
+        .arg(&build_dir)
+        // Named, so the layout is the same whatever `build.target` says.
+        .arg("--target")
+        .arg(GUEST_TARGET);
     for var in [
         "RUSTFLAGS",
         "CARGO_ENCODED_RUSTFLAGS",
@@ -58,7 +67,7 @@ fn main() {
         status.success(),
         "building the test guest (tests/test-guest) failed: {status}"
     );
-    let built = build_dir.join("release/test-guest");
+    let built = build_dir.join(GUEST_TARGET).join("release/test-guest");
     let dest = dest_dir.join("test-guest");
     fs::copy(&built, &dest)
         .unwrap_or_else(|e| panic!("cannot copy {} to {}: {e}", built.display(), dest.display()));

@@ -6,7 +6,7 @@
 #   cargo build --release -p fastvmd -p fastvm-tui
 # Needs /dev/kvm and tmux; takes about a minute.
 set -euo pipefail
-B=${B:-target/release}
+B=${B:-target/x86_64-unknown-linux-gnu/release}
 D=$(mktemp -d)
 $B/fastvmd serve --guest test --no-net --listen 127.0.0.1:0 --data-dir $D/home \
   --quota-vcpu 1000 --quota-memory-mib 10000000 --quota-disk-gib 100000 >$D/serve.out 2>$D/serve.err &

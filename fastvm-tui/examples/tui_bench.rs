@@ -11,7 +11,7 @@
 //! vCPU process) do not fit on a small host; the dashboard cannot tell.
 //!
 //! Run: `cargo build --release -p fastvm-tui --bins --examples &&
-//! target/release/examples/tui_bench` (needs tmux for the idle row).
+//! target/x86_64-unknown-linux-gnu/release/examples/tui_bench` (needs tmux for the idle row).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};

@@ -86,13 +86,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_test_binary_itself_is_dynamic() {
-        // Test binaries on the gnu target link glibc dynamically.
-        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
-        let l = linkage(&me).unwrap();
+    fn a_system_shell_is_dynamic() {
+        // Debian's /bin/sh (dash) links glibc dynamically.
+        let sh = std::fs::read("/bin/sh").unwrap();
+        let l = linkage(&sh).unwrap();
         assert!(l.interpreter.is_some(), "{l:?}");
         assert!(l.needed > 0);
         assert!(!l.is_static());
+    }
+
+    #[test]
+    fn the_test_binary_itself_is_static_pie() {
+        // .cargo/config.toml links every binary static (crt-static).
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let l = linkage(&me).unwrap();
+        assert!(l.is_static(), "{l:?}");
     }
 
     #[test]
