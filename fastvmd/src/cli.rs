@@ -1,5 +1,6 @@
 //! Command-line definitions and the `vmm` entry point.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -7,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use fastvmd::vmm::config::{DEFAULT_CMDLINE, NicConfig, RestoreConfig, VmConfig};
 use fastvmd::vmm::exit::EXIT_ERROR;
 use fastvmd::vmm::machine;
+use fastvmd::vmm::machine::restore_kvm::KvmThread;
 
 /// FastVM: KVM microVMs, fast.
 #[derive(Debug, Parser)]
@@ -235,10 +237,21 @@ pub struct VmmCommand {
     pub args: VmmArgs,
 }
 
-/// The arguments when they start with the `vmm` command.
-pub fn vmm_command() -> Option<VmmCommand> {
-    let mut args = std::env::args_os().skip(1);
-    (args.next()? == "vmm").then(|| VmmCommand::parse_from(std::env::args_os().skip(1)))
+/// The arguments when they start with the `vmm` command. A restore's KVM
+/// work needs nothing from them, so it starts before they are parsed.
+pub fn vmm_command() -> Option<(VmmCommand, Option<KvmThread>)> {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    if args.first()? != "vmm" {
+        return None;
+    }
+    let restore = args
+        .iter()
+        .any(|a| a == "--restore" || a.as_encoded_bytes().starts_with(b"--restore="));
+    // On failure the restore starts its thread itself and reports why.
+    let early = restore
+        .then(machine::restore::start_kvm)
+        .and_then(Result::ok);
+    Some((VmmCommand::parse_from(args), early))
 }
 
 /// Arguments of `fastvmd vmm`.
@@ -318,7 +331,7 @@ pub fn init_tracing() {
 }
 
 /// Runs the monitor and turns its ending into an exit status.
-pub fn run_vmm(args: VmmArgs) -> ExitCode {
+pub fn run_vmm(args: VmmArgs, early: Option<KvmThread>) -> ExitCode {
     if args.restore.is_none()
         && args.tap.is_none()
         && (args.mac.is_some() || args.firewall.is_some())
@@ -327,15 +340,18 @@ pub fn run_vmm(args: VmmArgs) -> ExitCode {
         return ExitCode::from(EXIT_ERROR as u8);
     }
     let outcome = match args.restore {
-        Some(snapshot) => machine::restore_and_run(&RestoreConfig {
-            snapshot,
-            dir: args.dir,
-            disk_gib: args.disk_gib,
-            vsock_cid: args.vsock_cid,
-            tap: args.tap,
-            mac: args.mac,
-            firewall: args.firewall,
-        }),
+        Some(snapshot) => machine::restore_and_run(
+            &RestoreConfig {
+                snapshot,
+                dir: args.dir,
+                disk_gib: args.disk_gib,
+                vsock_cid: args.vsock_cid,
+                tap: args.tap,
+                mac: args.mac,
+                firewall: args.firewall,
+            },
+            early,
+        ),
         None => machine::boot_and_run(&VmConfig {
             nic: match args.tap.clone() {
                 Some(tap) => match args.mac.map_or_else(fastvmd::net::addr::Mac::random, Ok) {

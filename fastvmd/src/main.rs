@@ -8,16 +8,16 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    if let Some(vmm) = cli::vmm_command() {
+    if let Some((vmm, early_kvm)) = cli::vmm_command() {
         cli::init_tracing();
-        return cli::run_vmm(vmm.args);
+        return cli::run_vmm(vmm.args, early_kvm);
     }
     let args = cli::Cli::parse();
     cli::init_tracing();
     match args.command {
         cli::Command::Serve(serve) => cli::run_serve(serve),
         cli::Command::Call(call) => cli::run_call(call),
-        cli::Command::Vmm(vmm) => cli::run_vmm(vmm),
+        cli::Command::Vmm(vmm) => cli::run_vmm(vmm, None),
         cli::Command::Bench(bench) => match bench::run(bench) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

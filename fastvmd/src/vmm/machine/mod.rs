@@ -250,9 +250,13 @@ pub fn boot_and_run(cfg: &super::config::VmConfig) -> Result<ExitEvent, VmmError
     run(machine, &cfg.dir, events, None)
 }
 
-/// Starts the VM from a snapshot and runs it until something ends it.
-pub fn restore_and_run(cfg: &super::config::RestoreConfig) -> Result<ExitEvent, VmmError> {
-    let (machine, events, vcpu0) = restore::build(cfg)?;
+/// Starts the VM from a snapshot and runs it until something ends it;
+/// `early` is its KVM thread if [`restore::start_kvm`] made it already.
+pub fn restore_and_run(
+    cfg: &super::config::RestoreConfig,
+    early: Option<restore_kvm::KvmThread>,
+) -> Result<ExitEvent, VmmError> {
+    let (machine, events, vcpu0) = restore::build(cfg, early)?;
     run(machine, &cfg.dir, events, Some(vcpu0))
 }
 

@@ -33,16 +33,29 @@ fn device_err(e: impl std::fmt::Display) -> VmmError {
     VmmError::Device(e.to_string())
 }
 
+/// Starts a restore's KVM thread ([`super::restore_kvm`]), SIGINT and
+/// SIGTERM blocked first so that they reach only the thread that waits for
+/// them. It needs nothing from the snapshot yet, so a monitor can start it
+/// before it even parses its command line, and hand it to [`build`].
+pub fn start_kvm() -> Result<KvmThread, VmmError> {
+    signals::block_termination()?;
+    KvmThread::spawn()
+}
+
 /// Builds the clone described by `cfg`, its vCPUs where the snapshot left
-/// them; vCPU 0 is to run on the returned thread ([`super::restore_kvm`]).
-pub fn build(cfg: &RestoreConfig) -> Result<(Machine, Receiver<ExitEvent>, WaitingVcpu), VmmError> {
+/// them; vCPU 0 is to run on the returned thread. `early` is the KVM thread
+/// when [`start_kvm`] was called already.
+pub fn build(
+    cfg: &RestoreConfig,
+    early: Option<KvmThread>,
+) -> Result<(Machine, Receiver<ExitEvent>, WaitingVcpu), VmmError> {
     cfg.validate()?;
     let started = Instant::now();
-    // Before any thread exists, so SIGINT/SIGTERM reach only the thread
-    // that waits for them.
-    signals::block_termination()?;
     // KVM work starts first and runs beside everything else.
-    let kvm_thread = KvmThread::spawn()?;
+    let kvm_thread = match early {
+        Some(thread) => thread,
+        None => start_kvm()?,
+    };
     let reader = SnapshotReader::open(&cfg.snapshot)?;
     let manifest = reader.manifest().clone();
     let MachineState {
