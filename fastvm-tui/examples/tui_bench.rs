@@ -7,8 +7,9 @@
 //!    socket server that speaks the daemon's protocol and lists 200 VMs, then
 //!    stays silent; utime+stime from /proc over 30 s.
 //!
-//! The server is a stand-in because 200 test-guest VMs (each a busy-polling
-//! vCPU process) do not fit on a small host; the dashboard cannot tell.
+//! The server is a stand-in, so this needs no KVM and no daemon; the
+//! dashboard cannot tell. `bench/real-daemon-200-vms.sh` measures the idle
+//! CPU against a real daemon running 200 test-guest VMs.
 //!
 //! Run: `cargo build --release -p fastvm-tui --bins --examples &&
 //! target/x86_64-unknown-linux-gnu/release/examples/tui_bench` (needs tmux for the idle row).

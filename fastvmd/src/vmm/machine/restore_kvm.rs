@@ -23,10 +23,14 @@ use crate::vmm::kvm_state::vm::VmState;
 use crate::vmm::vcpu::{self, VcpuContext, WaitingVcpu};
 use crate::vmm::{VmmError, memory};
 
-/// How long this thread spins for vCPU 0's context before sleeping: the
-/// main thread sends it ~0.1 ms after the VM is handed over, and waking a
-/// sleeping thread on another core costs about as much on a nested host.
-const SPIN: Duration = Duration::from_millis(1);
+/// How long a hand-over between the two threads is awaited by polling
+/// (yielding the core to anything else runnable) before sleeping. A thread
+/// that sleeps lets its idle core halt, and on a nested host waking a
+/// halted core costs ~0.1 ms, many milliseconds when the host is busy;
+/// the waits here are shorter than that. The main thread waits for the
+/// VM ~0.1-0.5 ms, this thread for vCPU 0's context ~0.1 ms.
+const VM_WAIT_SPIN: Duration = Duration::from_millis(2);
+const CONTEXT_WAIT_SPIN: Duration = Duration::from_micros(500);
 
 /// What the main thread hands over once the snapshot is read and checked.
 pub struct SavedKvm {
@@ -69,7 +73,7 @@ impl KvmThread {
                 let ok = outcome.is_ok();
                 if restored_tx.send(outcome).is_ok()
                     && ok
-                    && let Ok(ctx) = recv_spinning(&context_rx)
+                    && let Ok(ctx) = recv_polling(&context_rx, CONTEXT_WAIT_SPIN)
                 {
                     vcpu::run(ctx);
                 }
@@ -94,22 +98,21 @@ impl KvmThread {
     /// the thread then waits to run vCPU 0.
     pub fn restored(self, irqs: Irqs) -> Result<(RestoredKvm, WaitingVcpu), VmmError> {
         let _ = self.irqs.send(irqs);
-        let restored = self
-            .restored
-            .recv()
+        let restored = recv_polling(&self.restored, VM_WAIT_SPIN)
             .map_err(|_| VmmError::Kvm("the KVM restore thread ended early".into()))??;
         Ok((restored, self.vcpu0))
     }
 }
 
-/// Receives from `rx`, spinning for up to [`SPIN`] before blocking.
-fn recv_spinning<T>(rx: &Receiver<T>) -> Result<T, RecvError> {
-    let until = Instant::now() + SPIN;
+/// Receives from `rx`, polling for up to `spin` before blocking; each
+/// poll yields, so a thread on the same core is not held up.
+fn recv_polling<T>(rx: &Receiver<T>, spin: Duration) -> Result<T, RecvError> {
+    let until = Instant::now() + spin;
     loop {
         match rx.try_recv() {
             Ok(value) => return Ok(value),
             Err(TryRecvError::Disconnected) => return Err(RecvError),
-            Err(TryRecvError::Empty) if Instant::now() < until => std::hint::spin_loop(),
+            Err(TryRecvError::Empty) if Instant::now() < until => std::thread::yield_now(),
             Err(TryRecvError::Empty) => return rx.recv(),
         }
     }
