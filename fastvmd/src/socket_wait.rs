@@ -1,12 +1,16 @@
 //! Connecting to a Unix socket that a starting process is about to create,
 //! without polling: the directory is watched with inotify, so the waiter
 //! sleeps until something appears in it instead of taking a core from the
-//! process it waits for.
+//! process it waits for. Closing an inotify instance waits for an SRCU
+//! grace period (often 10-20 ms), so one thread closes them all, off the
+//! waiter's path.
 
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::mpsc::{Sender, channel};
 use std::time::{Duration, Instant};
 
 use inotify::{Inotify, WatchMask};
@@ -17,8 +21,27 @@ const RETRY: Duration = Duration::from_millis(2);
 
 /// A watch on a directory, made before the process that fills it starts.
 pub struct SocketWatch {
-    inotify: Inotify,
+    /// Always `Some` until dropped.
+    inotify: Option<Inotify>,
     dir: PathBuf,
+}
+
+impl Drop for SocketWatch {
+    fn drop(&mut self) {
+        static CLOSER: OnceLock<Option<Sender<Inotify>>> = OnceLock::new();
+        let closer = CLOSER.get_or_init(|| {
+            let (tx, rx) = channel::<Inotify>();
+            std::thread::Builder::new()
+                .name("inotify-close".into())
+                .spawn(move || rx.into_iter().for_each(drop))
+                .ok()
+                .map(|_| tx)
+        });
+        if let (Some(closer), Some(inotify)) = (closer, self.inotify.take()) {
+            // If the closer is gone, the instance comes back and closes here.
+            let _ = closer.send(inotify);
+        }
+    }
 }
 
 impl SocketWatch {
@@ -29,7 +52,7 @@ impl SocketWatch {
             .watches()
             .add(dir, WatchMask::CREATE | WatchMask::MOVED_TO)?;
         Ok(SocketWatch {
-            inotify,
+            inotify: Some(inotify),
             dir: dir.to_path_buf(),
         })
     }
@@ -58,18 +81,22 @@ impl SocketWatch {
             }
             self.sleep((deadline - now).min(RETRY));
             // Drain what woke us; which entry it was does not matter.
-            while self
-                .inotify
-                .read_events(&mut events)
-                .is_ok_and(|mut e| e.next().is_some())
-            {}
+            if let Some(inotify) = self.inotify.as_mut() {
+                while inotify
+                    .read_events(&mut events)
+                    .is_ok_and(|mut e| e.next().is_some())
+                {}
+            }
         }
     }
 
     /// Sleeps until the watch has an event or `timeout` passes.
     fn sleep(&self, timeout: Duration) {
+        let Some(inotify) = &self.inotify else {
+            return;
+        };
         let mut fd = libc::pollfd {
-            fd: self.inotify.as_raw_fd(),
+            fd: inotify.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         };
@@ -99,6 +126,30 @@ mod tests {
         assert!(stream.is_ok(), "{stream:?}");
         assert!(started.elapsed() >= Duration::from_millis(50));
         binder.join().unwrap();
+    }
+
+    fn open_inotify_instances() -> usize {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|target| target.to_string_lossy().contains("inotify"))
+            .count()
+    }
+
+    #[test]
+    fn dropped_watches_are_closed_by_the_closer_thread() {
+        let tmp = tempfile::tempdir().unwrap();
+        let watches: Vec<_> = (0..20)
+            .map(|_| SocketWatch::new(tmp.path()).unwrap())
+            .collect();
+        assert!(open_inotify_instances() >= 20);
+        drop(watches);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // Other tests in this process may hold a few of their own.
+        while open_inotify_instances() >= 20 {
+            assert!(Instant::now() < deadline, "dropped watches stay open");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     #[test]
