@@ -42,7 +42,18 @@ impl Agent {
     }
 
     fn connect(&self) -> Client {
-        let stream = UnixStream::connect(&self.socket).unwrap();
+        // The socket file appears at bind, a moment before the agent listens.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let stream = loop {
+            match UnixStream::connect(&self.socket) {
+                Ok(stream) => break stream,
+                Err(e) if Instant::now() < deadline => {
+                    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => panic!("the agent never accepted: {e}"),
+            }
+        };
         stream
             .set_read_timeout(Some(Duration::from_secs(60)))
             .unwrap();
