@@ -3,7 +3,6 @@
 //! [`machine::run`] builds the VM from a [`config::VmConfig`] and runs it
 //! until the guest powers off, reboots or crashes, or the host stops it.
 
-pub mod affinity;
 pub mod boot;
 pub mod bus;
 pub mod config;

@@ -18,7 +18,6 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::boot::{add_memory_and_chips, kvm_err, register_irqfd};
-use crate::vmm::affinity::{self, CpuSet};
 use crate::vmm::kvm_state::vcpu::VcpuState;
 use crate::vmm::kvm_state::vm::VmState;
 use crate::vmm::vcpu::{self, VcpuContext, WaitingVcpu};
@@ -68,10 +67,9 @@ impl KvmThread {
         let (irqs, irqs_rx) = channel();
         let (restored_tx, restored) = channel();
         let (context, context_rx) = channel::<VcpuContext>();
-        let cores = CpuSet::current();
         let thread = vcpu::builder(0)
             .spawn(move || {
-                let outcome = restore(&saved_rx, &irqs_rx, cores);
+                let outcome = restore(&saved_rx, &irqs_rx);
                 let ok = outcome.is_ok();
                 if restored_tx.send(outcome).is_ok()
                     && ok
@@ -81,10 +79,6 @@ impl KvmThread {
                 }
             })
             .map_err(VmmError::Io)?;
-        // It would often wait for this thread's time slice to end.
-        if let Some(cores) = &cores {
-            affinity::start_elsewhere(&thread, cores);
-        }
         Ok(KvmThread {
             saved,
             irqs,
@@ -124,19 +118,11 @@ fn recv_polling<T>(rx: &Receiver<T>, spin: Duration) -> Result<T, RecvError> {
     }
 }
 
-fn restore(
-    saved: &Receiver<SavedKvm>,
-    irqs: &Receiver<Irqs>,
-    cores: Option<CpuSet>,
-) -> Result<RestoredKvm, VmmError> {
+fn restore(saved: &Receiver<SavedKvm>, irqs: &Receiver<Irqs>) -> Result<RestoredKvm, VmmError> {
     let kvm = Kvm::new().map_err(|e| VmmError::Kvm(format!("cannot open /dev/kvm: {e}")))?;
     let vm = kvm.create_vm().map_err(kvm_err("create VM"))?;
     let abandoned = |_| VmmError::Kvm("restore abandoned".into());
     let saved = saved.recv().map_err(abandoned)?;
-    // Steered off the main thread's core to start; vCPU 0 may run anywhere.
-    if let Some(cores) = cores {
-        cores.apply_to_this_thread();
-    }
     add_memory_and_chips(&vm, |vm| {
         memory::register(vm, &saved.mem)?;
         Ok(saved.mem)
