@@ -29,8 +29,8 @@ use crate::vmm::{VmmError, memory};
 /// halted core costs ~0.1 ms, many milliseconds when the host is busy;
 /// the waits here are shorter than that. The main thread waits for the
 /// VM ~0.1-0.5 ms, this thread for vCPU 0's context ~0.1 ms.
-const VM_WAIT_SPIN: Duration = Duration::from_millis(2);
-const CONTEXT_WAIT_SPIN: Duration = Duration::from_micros(500);
+const VM_WAIT_POLL: Duration = Duration::from_millis(2);
+const CONTEXT_WAIT_POLL: Duration = Duration::from_micros(500);
 
 /// What the main thread hands over once the snapshot is read and checked.
 pub struct SavedKvm {
@@ -73,7 +73,7 @@ impl KvmThread {
                 let ok = outcome.is_ok();
                 if restored_tx.send(outcome).is_ok()
                     && ok
-                    && let Ok(ctx) = recv_polling(&context_rx, CONTEXT_WAIT_SPIN)
+                    && let Ok(ctx) = recv_polling(&context_rx, CONTEXT_WAIT_POLL)
                 {
                     vcpu::run(ctx);
                 }
@@ -98,16 +98,16 @@ impl KvmThread {
     /// the thread then waits to run vCPU 0.
     pub fn restored(self, irqs: Irqs) -> Result<(RestoredKvm, WaitingVcpu), VmmError> {
         let _ = self.irqs.send(irqs);
-        let restored = recv_polling(&self.restored, VM_WAIT_SPIN)
+        let restored = recv_polling(&self.restored, VM_WAIT_POLL)
             .map_err(|_| VmmError::Kvm("the KVM restore thread ended early".into()))??;
         Ok((restored, self.vcpu0))
     }
 }
 
-/// Receives from `rx`, polling for up to `spin` before blocking; each
+/// Receives from `rx`, polling for up to `poll` before blocking; each
 /// poll yields, so a thread on the same core is not held up.
-fn recv_polling<T>(rx: &Receiver<T>, spin: Duration) -> Result<T, RecvError> {
-    let until = Instant::now() + spin;
+fn recv_polling<T>(rx: &Receiver<T>, poll: Duration) -> Result<T, RecvError> {
+    let until = Instant::now() + poll;
     loop {
         match rx.try_recv() {
             Ok(value) => return Ok(value),
