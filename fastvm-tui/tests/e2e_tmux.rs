@@ -20,8 +20,20 @@ fn fastvmd_bin() -> Option<PathBuf> {
     bin.is_file().then_some(bin)
 }
 
-fn skip(test: &str, why: &str) {
+/// The `fastvmd` binary when this host can run `test` (tmux, and /dev/kvm
+/// when `kvm`); otherwise prints why the test skips.
+fn prerequisites(test: &str, kvm: bool) -> Option<PathBuf> {
+    let why = if Command::new("tmux").arg("-V").output().is_err() {
+        "tmux is not installed"
+    } else if kvm && !Path::new("/dev/kvm").exists() {
+        "no /dev/kvm"
+    } else if let Some(fastvmd) = fastvmd_bin() {
+        return Some(fastvmd);
+    } else {
+        "no fastvmd binary next to the tests (run cargo test --workspace)"
+    };
     eprintln!("SKIP {test}: {why}");
+    None
 }
 
 /// A `fastvmd serve` on a temporary data dir; on drop, its VMs are deleted
@@ -231,18 +243,9 @@ fn row<'a>(screen: &'a str, name: &str) -> Option<&'a str> {
 #[test]
 fn create_exec_console_delete_in_tmux() {
     let test = "create_exec_console_delete_in_tmux";
-    let Some(fastvmd) = fastvmd_bin() else {
-        return skip(
-            test,
-            "no fastvmd binary next to the tests (run cargo test --workspace)",
-        );
+    let Some(fastvmd) = prerequisites(test, true) else {
+        return;
     };
-    if Command::new("tmux").arg("-V").output().is_err() {
-        return skip(test, "tmux is not installed");
-    }
-    if !Path::new("/dev/kvm").exists() {
-        return skip(test, "no /dev/kvm");
-    }
     let mut daemon = Daemon::start(&fastvmd);
     let socket = daemon.socket.to_str().unwrap().to_string();
     let tui = Tmux::start(&["sh", "-c", &wrapped(&socket)], 140, 40);
@@ -260,7 +263,8 @@ fn create_exec_console_delete_in_tmux() {
         row(s, "e2e-vm").is_some() || s.contains("error 503")
     });
     if screen.contains("error 503") {
-        return skip(test, "the daemon cannot run VMs on this host (503)");
+        eprintln!("SKIP {test}: the daemon cannot run VMs on this host (503)");
+        return;
     }
     tui.wait_for("the VM to run", t, |s| {
         row(s, "e2e-vm").is_some_and(|r| r.contains("running"))
@@ -329,16 +333,9 @@ fn create_exec_console_delete_in_tmux() {
 
 #[test]
 fn sigterm_restores_the_terminal() {
-    let test = "sigterm_restores_the_terminal";
-    let Some(fastvmd) = fastvmd_bin() else {
-        return skip(
-            test,
-            "no fastvmd binary next to the tests (run cargo test --workspace)",
-        );
+    let Some(fastvmd) = prerequisites("sigterm_restores_the_terminal", false) else {
+        return;
     };
-    if Command::new("tmux").arg("-V").output().is_err() {
-        return skip(test, "tmux is not installed");
-    }
     let daemon = Daemon::start(&fastvmd);
     let tui = Tmux::start(
         &["sh", "-c", &wrapped(daemon.socket.to_str().unwrap())],
