@@ -190,7 +190,7 @@ pub fn builder(index: u8) -> thread::Builder {
 /// Starts the vCPU's thread.
 pub fn spawn(ctx: VcpuContext) -> std::io::Result<()> {
     let control = ctx.control.clone();
-    let handle = builder(ctx.index).spawn(move || run_loop(ctx))?;
+    let handle = builder(ctx.index).spawn(move || run(ctx))?;
     adopt(&control, handle);
     Ok(())
 }
@@ -221,10 +221,6 @@ fn adopt(control: &VcpuControl, handle: JoinHandle<()>) {
 
 /// Runs a vCPU on the calling thread until it stops.
 pub fn run(ctx: VcpuContext) {
-    run_loop(ctx);
-}
-
-fn run_loop(ctx: VcpuContext) {
     let fd = ctx.fd.clone();
     let run_ptr: *mut kvm_run = lock(&fd).get_kvm_run();
     KVM_RUN.with(|p| p.set(run_ptr));

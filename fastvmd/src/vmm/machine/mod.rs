@@ -270,12 +270,9 @@ pub fn run(
     vcpu0: Option<WaitingVcpu>,
 ) -> Result<ExitEvent, VmmError> {
     let mut machine = machine;
-    let (hub, serial, wakeup) = (
-        machine.hub.clone(),
-        machine.serial.clone(),
-        machine.wakeup.clone(),
-    );
-    machine.sockets.serve_console(&hub, &serial, &wakeup);
+    machine
+        .sockets
+        .serve_console(&machine.hub, &machine.serial, &machine.wakeup);
     let Some(control_listener) = machine.sockets.control.take() else {
         return Err(VmmError::Device(
             "the control socket is already served".into(),
