@@ -1,14 +1,45 @@
-//! Command-line definitions and the `vmm` entry point.
+//! The `fastvmd` command line: definitions, [`main`] (what the binary
+//! runs) and the `vmm` entry point. A library module so that other binaries
+//! of the workspace (the nested Linux test's `fastvmd` build) run the same
+//! program.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::vmm::config::{DEFAULT_CMDLINE, NicConfig, RestoreConfig, VmConfig};
+use crate::vmm::exit::EXIT_ERROR;
+use crate::vmm::machine;
+use crate::vmm::machine::restore_kvm::KvmThread;
 use clap::{Args, Parser, Subcommand};
-use fastvmd::vmm::config::{DEFAULT_CMDLINE, NicConfig, RestoreConfig, VmConfig};
-use fastvmd::vmm::exit::EXIT_ERROR;
-use fastvmd::vmm::machine;
-use fastvmd::vmm::machine::restore_kvm::KvmThread;
+
+/// The whole `fastvmd` program: `fastvmd vmm --restore` is recognised
+/// before clap parses anything (a restore starts its KVM thread first).
+pub fn main() -> ExitCode {
+    if let Some((vmm, early_kvm)) = vmm_command() {
+        init_tracing();
+        return run_vmm(vmm.args, early_kvm);
+    }
+    let args = Cli::parse();
+    init_tracing();
+    match args.command {
+        Command::Serve(serve) => run_serve(serve),
+        Command::Call(call) => run_call(call),
+        Command::Vmm(vmm) => run_vmm(vmm, None),
+        Command::Bench(bench) => match crate::bench::run(bench) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("fastvmd bench: error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Image(ImageCommand::Build(build)) => run_image_build(build),
+        Command::Host => {
+            println!("{}", crate::vmm::host::detect().describe());
+            ExitCode::SUCCESS
+        }
+    }
+}
 
 /// FastVM: KVM microVMs, fast.
 #[derive(Debug, Parser)]
@@ -27,7 +58,7 @@ pub enum Command {
     #[command(about = VMM_ABOUT, long_about = VMM_LONG_ABOUT)]
     Vmm(VmmArgs),
     /// Call any operation of a running daemon over its local socket.
-    #[command(after_help = fastvmd::call::HELP)]
+    #[command(after_help = crate::call::HELP)]
     Call(CallArgs),
     /// Measure boot, snapshots and the API (with the test guest) and print a
     /// Markdown table.
@@ -69,29 +100,27 @@ pub struct ImageBuildArgs {
 
 /// Runs `fastvmd image build`.
 pub fn run_image_build(args: ImageBuildArgs) -> ExitCode {
-    let data_dir = args
-        .data_dir
-        .unwrap_or_else(fastvmd::serve::default_data_dir);
+    let data_dir = args.data_dir.unwrap_or_else(crate::serve::default_data_dir);
     let cache = args
         .cache_dir
-        .unwrap_or_else(|| fastvmd::image::cache_dir(&data_dir));
+        .unwrap_or_else(|| crate::image::cache_dir(&data_dir));
     let jobs = args.jobs.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
-    let opts = fastvmd::image::build::BuildOptions {
+    let opts = crate::image::build::BuildOptions {
         cache,
         agent: args.agent,
         jobs: jobs.max(1),
     };
     let start = std::time::Instant::now();
     let progress = |line: &str| eprintln!("image: {line}");
-    match fastvmd::image::build::build(&opts, &progress) {
+    match crate::image::build::build(&opts, &progress) {
         Ok(built) => {
             println!("kernel: {}", built.image.vmlinux.display());
             println!("rootfs: {}", built.image.rootfs.display());
             println!(
                 "current: {}",
-                opts.cache.join(fastvmd::image::CURRENT).display()
+                opts.cache.join(crate::image::CURRENT).display()
             );
             eprintln!(
                 "image: ready in {:.1}s (kernel {}, rootfs {})",
@@ -136,8 +165,8 @@ pub fn run_call(args: CallArgs) -> ExitCode {
     let socket = args
         .socket
         .or_else(|| std::env::var_os("FASTVM_SOCKET").map(PathBuf::from))
-        .unwrap_or_else(|| fastvmd::serve::default_data_dir().join(fastvmd::socket::SOCKET_FILE));
-    match fastvmd::call::call(&socket, &args.op, args.json.as_deref()) {
+        .unwrap_or_else(|| crate::serve::default_data_dir().join(crate::socket::SOCKET_FILE));
+    match crate::call::call(&socket, &args.op, args.json.as_deref()) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("fastvmd call: error: {e}");
@@ -161,7 +190,7 @@ pub struct ServeArgs {
     pub socket: Option<PathBuf>,
     /// Guest that new VMs boot: the Linux image, or the test guest.
     #[arg(long, value_enum, default_value = "linux")]
-    pub guest: fastvmd::supervisor::GuestChoice,
+    pub guest: crate::supervisor::GuestChoice,
     /// Default quota of an org: vCPUs of its live VMs (`fastvmd call
     /// setQuotaLimits` sets one org's own).
     #[arg(long, value_name = "N", default_value_t = 16)]
@@ -181,19 +210,17 @@ pub struct ServeArgs {
     /// The IPv6 /64 VMs get addresses from (default: a ULA made at first
     /// start and kept in the data dir).
     #[arg(long, value_name = "PREFIX")]
-    pub ipv6_prefix: Option<fastvmd::net::addr::Prefix>,
+    pub ipv6_prefix: Option<crate::net::addr::Prefix>,
 }
 
 /// Runs the daemon.
 pub fn run_serve(args: ServeArgs) -> ExitCode {
-    let opts = fastvmd::serve::ServeOptions {
+    let opts = crate::serve::ServeOptions {
         listen: args.listen,
-        data_dir: args
-            .data_dir
-            .unwrap_or_else(fastvmd::serve::default_data_dir),
+        data_dir: args.data_dir.unwrap_or_else(crate::serve::default_data_dir),
         socket: args.socket,
         guest: args.guest,
-        quota_defaults: fastvmd::store::QuotaDefaults(fastvmd::store::QuotaValues {
+        quota_defaults: crate::store::QuotaDefaults(crate::store::QuotaValues {
             vcpu: args.quota_vcpu,
             memory_mib: args.quota_memory_mib,
             disk_gib: args.quota_disk_gib,
@@ -212,7 +239,7 @@ pub fn run_serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_ERROR as u8);
         }
     };
-    match runtime.block_on(fastvmd::serve::run(opts)) {
+    match runtime.block_on(crate::serve::run(opts)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("fastvmd serve: error: {e}");
@@ -301,7 +328,7 @@ pub struct VmmArgs {
     /// The NIC's MAC (default: random, 02:xx:...). With --restore: the
     /// clone's new MAC (default: the snapshot's).
     #[arg(long, value_name = "MAC")]
-    pub mac: Option<fastvmd::net::addr::Mac>,
+    pub mac: Option<crate::net::addr::Mac>,
     /// The NIC's ingress policy as the API's FirewallPolicy JSON (default:
     /// restricted, no rules). With --restore: default the snapshot's.
     #[arg(long, value_name = "JSON", value_parser = parse_policy)]
@@ -354,7 +381,7 @@ pub fn run_vmm(args: VmmArgs, early: Option<KvmThread>) -> ExitCode {
         ),
         None => machine::boot_and_run(&VmConfig {
             nic: match args.tap.clone() {
-                Some(tap) => match args.mac.map_or_else(fastvmd::net::addr::Mac::random, Ok) {
+                Some(tap) => match args.mac.map_or_else(crate::net::addr::Mac::random, Ok) {
                     Ok(mac) => Some(NicConfig {
                         tap: Some(tap),
                         mac,
@@ -368,11 +395,7 @@ pub fn run_vmm(args: VmmArgs, early: Option<KvmThread>) -> ExitCode {
                 None => None,
             },
             cmdline: match args.ip6 {
-                Some(addr) => format!(
-                    "{} {}",
-                    args.cmdline,
-                    fastvmd::net::addr::guest_cmdline(addr)
-                ),
+                Some(addr) => format!("{} {}", args.cmdline, crate::net::addr::guest_cmdline(addr)),
                 None => args.cmdline,
             },
             dir: args.dir,

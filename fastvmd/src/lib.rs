@@ -6,7 +6,9 @@
 pub mod agent;
 pub mod api;
 pub mod auth;
+pub mod bench;
 pub mod call;
+pub mod cli;
 pub mod image;
 pub mod net;
 pub mod serve;

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-use fastvmd::store::{NewVm, QuotaValues, Store, vm_status};
+use crate::store::{NewVm, QuotaValues, Store, vm_status};
 
 use super::boot::Row;
 use super::{BenchArgs, median, ms, p99};
@@ -24,7 +24,7 @@ impl Drop for Daemon {
         let _ = self.child.wait();
         if let Ok(entries) = std::fs::read_dir(self.data.path().join("home/vms")) {
             for entry in entries.flatten() {
-                if let Some(pid) = fastvmd::supervisor::monitor_pid(&entry.path()) {
+                if let Some(pid) = crate::supervisor::monitor_pid(&entry.path()) {
                     // SAFETY: kills a monitor this benchmark started.
                     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
                 }

@@ -5,8 +5,8 @@ use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::agent::AgentConn;
 use fastvm_proto::agent::ExecRequest;
-use fastvmd::agent::AgentConn;
 
 use super::{BenchArgs, Monitor, median, ms, p99};
 

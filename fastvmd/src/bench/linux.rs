@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use fastvmd::agent::AgentConn;
-use fastvmd::image::{self, Image};
+use crate::agent::AgentConn;
+use crate::image::{self, Image};
 
 use super::boot::{Row, exec_round_trips};
 use super::{BenchArgs, Monitor, median, ms, p99};
@@ -16,7 +16,7 @@ fn boot_to_ready(image: &Image, memory_mib: u64) -> Result<(Duration, Monitor, A
     let (vmlinux, rootfs) = (image.vmlinux.clone(), image.rootfs.clone());
     let (mut m, started) = Monitor::spawn(move |tmp| {
         let disk = tmp.join("disk");
-        fastvmd::vmm::snapshot::disk::clone_disk(&rootfs, &disk).map_err(|e| e.to_string())?;
+        crate::vmm::snapshot::disk::clone_disk(&rootfs, &disk).map_err(|e| e.to_string())?;
         let mut args = super::one_vcpu(&vmlinux, memory_mib);
         args.extend([
             "--cmdline".into(),
@@ -39,14 +39,14 @@ fn boot_to_ready(image: &Image, memory_mib: u64) -> Result<(Duration, Monitor, A
 
 /// Measures the Linux image found in the image cache.
 pub fn measure(args: &BenchArgs) -> Result<Vec<Row>, String> {
-    let host = fastvmd::vmm::host::detect();
+    let host = crate::vmm::host::detect();
     if !host.can_boot_linux() {
         return Err(format!(
             "cannot boot the Linux guest here: {}",
             host.describe()
         ));
     }
-    let cache: PathBuf = image::cache_dir(&fastvmd::serve::default_data_dir());
+    let cache: PathBuf = image::cache_dir(&crate::serve::default_data_dir());
     let image = Image::current(&cache).map_err(|e| e.to_string())?;
     let mut ready = Vec::with_capacity(args.boots);
     let mut last = None;

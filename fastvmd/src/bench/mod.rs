@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::socket_wait::SocketWatch;
 use clap::Args;
-use fastvmd::socket_wait::SocketWatch;
 
 /// Arguments of `fastvmd bench`.
 #[derive(Debug, Args)]
@@ -181,8 +181,8 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
     let kernel = args
         .kernel
         .clone()
-        .unwrap_or_else(|| PathBuf::from(fastvmd::TEST_GUEST_PATH));
-    let host = fastvmd::vmm::host::detect();
+        .unwrap_or_else(|| PathBuf::from(crate::TEST_GUEST_PATH));
+    let host = crate::vmm::host::detect();
     if !host.can_run_test_guest() {
         return Err(host.describe());
     }

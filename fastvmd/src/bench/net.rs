@@ -4,8 +4,8 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+use crate::net::firewall::{Filter, Verdict};
 use fastvm_proto::api::{FirewallMode, FirewallPolicy, FirewallProtocol, FirewallRule};
-use fastvmd::net::firewall::{Filter, Verdict};
 
 use super::boot::Row;
 
@@ -91,7 +91,7 @@ pub fn filter_rows() -> Result<Vec<Row>, String> {
     let pass = rounds(&allowed, Verdict::Pass)?;
     let drop = rounds(
         &blocked,
-        Verdict::Drop(fastvmd::net::firewall::DropReason::NoRule),
+        Verdict::Drop(crate::net::firewall::DropReason::NoRule),
     )?;
     Ok(vec![(
         "ingress filter per frame (restricted, 16 rules, 2 extension headers)".into(),
@@ -115,9 +115,9 @@ fn throughput(
     use std::net::{SocketAddr, TcpStream};
     use std::time::Duration;
 
-    use fastvmd::net::addr::{Mac, Prefix};
-    use fastvmd::vmm::control::Request;
-    use fastvmd::vmm::control::client::ControlClient;
+    use crate::net::addr::{Mac, Prefix};
+    use crate::vmm::control::Request;
+    use crate::vmm::control::client::ControlClient;
 
     let tap = format!("fvb{}", std::process::id() % 1_000_000);
     let mac = Mac::random().map_err(|e| e.to_string())?;
@@ -149,7 +149,7 @@ fn throughput(
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    fastvmd::net::host::configure_tap(&tap, addr)?;
+    crate::net::host::configure_tap(&tap, addr)?;
     let target = SocketAddr::from((addr, 9));
     let mut stream = loop {
         match TcpStream::connect_timeout(&target, Duration::from_millis(300)) {
@@ -187,7 +187,7 @@ fn throughput(
 /// Every network row; the throughput rows need tap permission.
 pub fn measure(args: &super::BenchArgs, kernel: &std::path::Path) -> Result<Vec<Row>, String> {
     let mut rows = filter_rows()?;
-    if let Some(why) = fastvmd::net::host::tap_unavailable() {
+    if let Some(why) = crate::net::host::tap_unavailable() {
         eprintln!("bench: no throughput rows: {why}");
         return Ok(rows);
     }

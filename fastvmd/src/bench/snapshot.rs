@@ -6,10 +6,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::agent::AgentConn;
+use crate::vmm::control::SnapshotInfo;
+use crate::vmm::control::client::ControlClient;
 use fastvm_proto::agent::ExecRequest;
-use fastvmd::agent::AgentConn;
-use fastvmd::vmm::control::SnapshotInfo;
-use fastvmd::vmm::control::client::ControlClient;
 
 use super::boot::{Row, exec_round_trips};
 use super::{BenchArgs, Monitor, median, mib, ms, p99};
