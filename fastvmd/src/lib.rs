@@ -10,6 +10,7 @@ pub mod bench;
 pub mod call;
 pub mod cli;
 pub mod image;
+pub mod nested;
 pub mod net;
 pub mod serve;
 pub mod service;

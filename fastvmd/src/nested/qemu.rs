@@ -1,0 +1,194 @@
+//! Runs L1 under QEMU's software emulation with AMD SVM: the kernel log on
+//! the first serial line (a file), the payload's output on the second,
+//! read as it arrives; a deadline ends a run that hangs.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use super::initramfs::EXIT_MARK;
+use super::{NestedError, QEMU, which};
+
+/// The emulated CPU: every TCG feature, with SVM and nested paging.
+pub const CPU: &str = "max,+svm,+npt";
+
+/// One L1 boot.
+#[derive(Debug, Clone)]
+pub struct L1Machine {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    /// Where the two serial logs are written.
+    pub workdir: PathBuf,
+    /// The run is ended (QEMU killed) after this long.
+    pub timeout: Duration,
+}
+
+/// What an L1 run left.
+#[derive(Debug)]
+pub struct L1Outcome {
+    /// Everything the payload wrote to the results line.
+    pub results: String,
+    /// The payload's exit status, when it ended (`L1 EXIT <n>`).
+    pub payload_exit: Option<i32>,
+    /// QEMU's exit status; `None` when the deadline killed it.
+    pub qemu_exit: Option<ExitStatus>,
+    /// The console log (kernel messages, payload stderr).
+    pub console: PathBuf,
+    pub elapsed: Duration,
+}
+
+impl L1Outcome {
+    /// The last `lines` lines of the console log.
+    pub fn console_tail(&self, lines: usize) -> String {
+        let text = std::fs::read(&self.console).unwrap_or_default();
+        let text = String::from_utf8_lossy(&text);
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+/// Why QEMU cannot run here, or `None`.
+pub fn unavailable() -> Option<String> {
+    if which(QEMU).is_none() {
+        return Some(format!(
+            "{QEMU} not found: install it with `apt-get install qemu-system-x86`"
+        ));
+    }
+    None
+}
+
+struct Killer(Child);
+
+impl Drop for Killer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl L1Machine {
+    /// Boots L1 and waits for it to power off (or the deadline), handing
+    /// each line of the results to `on_line` as it arrives.
+    pub fn run(&self, on_line: &mut dyn FnMut(&str)) -> Result<L1Outcome, NestedError> {
+        if let Some(why) = unavailable() {
+            return Err(NestedError::Missing(why));
+        }
+        let console = self.workdir.join("l1-console.log");
+        let results = self.workdir.join("l1-results.log");
+        for f in [&console, &results] {
+            std::fs::write(f, b"").map_err(|e| NestedError::step("L1 logs", e))?;
+        }
+        let started = Instant::now();
+        let child = Command::new(QEMU)
+            .args(["-accel", "tcg,thread=multi", "-cpu", CPU, "-machine", "q35"])
+            .args(["-m", &self.memory_mib.to_string()])
+            .args(["-smp", &self.cpus.to_string()])
+            .args([
+                "-nodefaults",
+                "-no-user-config",
+                "-display",
+                "none",
+                "-no-reboot",
+            ])
+            .arg("-kernel")
+            .arg(&self.kernel)
+            .arg("-initrd")
+            .arg(&self.initrd)
+            .args([
+                "-append",
+                "console=ttyS0 panic=-1 loglevel=4 mitigations=off",
+            ])
+            .arg("-serial")
+            .arg(format!("file:{}", console.display()))
+            .arg("-serial")
+            .arg(format!("file:{}", results.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| NestedError::step(QEMU, e))?;
+        let mut qemu = Killer(child);
+        let mut reader = LineReader::open(&results)?;
+        let mut text = String::new();
+        let mut payload_exit = None;
+        let deadline = started + self.timeout;
+        let qemu_exit = loop {
+            let exited = qemu.0.try_wait().map_err(|e| NestedError::step(QEMU, e))?;
+            for line in reader.lines() {
+                if let Some(code) = line.strip_prefix(EXIT_MARK) {
+                    payload_exit = code.trim().parse().ok();
+                }
+                on_line(&line);
+                text.push_str(&line);
+                text.push('\n');
+            }
+            if let Some(status) = exited {
+                break Some(status);
+            }
+            if Instant::now() >= deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let mut stderr = String::new();
+        if let Some(mut err) = qemu.0.stderr.take()
+            && qemu_exit.is_some()
+        {
+            let _ = err.read_to_string(&mut stderr);
+        }
+        if let Some(status) = qemu_exit
+            && !status.success()
+            && text.is_empty()
+        {
+            return Err(NestedError::step(
+                QEMU,
+                format!("{status}: {}", stderr.trim()),
+            ));
+        }
+        Ok(L1Outcome {
+            results: text,
+            payload_exit,
+            qemu_exit,
+            console,
+            elapsed: started.elapsed(),
+        })
+    }
+}
+
+/// Whole lines appended to a file since the last look.
+struct LineReader {
+    file: std::fs::File,
+    pos: u64,
+    partial: Vec<u8>,
+}
+
+impl LineReader {
+    fn open(path: &Path) -> Result<Self, NestedError> {
+        let file = std::fs::File::open(path).map_err(|e| NestedError::step("L1 results", e))?;
+        Ok(LineReader {
+            file,
+            pos: 0,
+            partial: Vec::new(),
+        })
+    }
+
+    fn lines(&mut self) -> Vec<String> {
+        let mut buf = Vec::new();
+        if self.file.seek(SeekFrom::Start(self.pos)).is_ok()
+            && let Ok(n) = self.file.read_to_end(&mut buf)
+        {
+            self.pos += n as u64;
+        }
+        self.partial.extend_from_slice(&buf);
+        let mut out = Vec::new();
+        while let Some(i) = self.partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=i).collect();
+            let line = String::from_utf8_lossy(&line);
+            out.push(line.trim_end_matches(['\n', '\r']).to_string());
+        }
+        out
+    }
+}

@@ -1,0 +1,312 @@
+//! The scenario's steps, in order: create, exec, console, network and
+//! firewall, snapshot and clone, a daemon crash and restart, delete; and
+//! throughout, no VM ever reported `error`.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+use super::vm::{self, exec, sh};
+use super::{DATA_DIR, Daemon, FASTVMD, Runner, Watch};
+
+/// How long a Linux VM may take to become running under TCG.
+const BOOT_WAIT: Duration = Duration::from_secs(240);
+/// The exec output cap (stdout and stderr each).
+const OUTPUT_CAP: usize = fastvm_proto::agent::DEFAULT_OUTPUT_CAP as usize;
+
+/// What later steps need from earlier ones.
+struct Vm {
+    id: String,
+    addr: String,
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn check(ok: bool, what: impl FnOnce() -> String) -> Result<(), String> {
+    if ok { Ok(()) } else { Err(what()) }
+}
+
+fn create(d: &Daemon, body: Value) -> Result<Vm, String> {
+    let vm = d.expect("POST", "/v1/vms", Some(&body), 201)?;
+    let id = vm["id"].as_str().ok_or("no id")?.to_string();
+    let vm = vm::wait_running(d, &id, BOOT_WAIT)?;
+    let addr = vm["publicIpv6"]
+        .as_str()
+        .ok_or_else(|| format!("VM {id} has no publicIpv6: {vm}"))?
+        .to_string();
+    Ok(Vm { id, addr })
+}
+
+/// eth0 of VM `vm` is up, has its address, and L1 reaches it.
+fn network_is_up(d: &Daemon, vm: &Vm) -> Result<String, String> {
+    let state = sh(d, &vm.id, "cat /sys/class/net/eth0/operstate")?;
+    check(state.trim() == "up", || format!("eth0 is {state:?}"))?;
+    let addrs = sh(d, &vm.id, "ip -6 addr show dev eth0")?;
+    check(addrs.contains(&vm.addr), || {
+        format!("eth0 lacks {}: {addrs}", vm.addr)
+    })?;
+    check(vm::ping6_until(&vm.addr, Duration::from_secs(20)), || {
+        format!("{} does not answer ping6 in open mode", vm.addr)
+    })?;
+    Ok(sh(d, &vm.id, "cat /sys/class/net/eth0/address")?
+        .trim()
+        .to_string())
+}
+
+pub(super) fn run_all(r: &mut Runner) {
+    let mut daemon = None;
+    if !r.step("daemon-start", || {
+        daemon = Some(Daemon::start(Path::new(FASTVMD), Path::new(DATA_DIR))?);
+        Ok(())
+    }) {
+        return;
+    }
+    let Some(mut d) = daemon else { return };
+    let watch = Watch::start(d.socket_path());
+    std::thread::sleep(Duration::from_millis(200));
+
+    let mut a = None;
+    r.step("create", || {
+        a = Some(create(
+            &d,
+            json!({"machineType": "c1m2", "name": "linux-a", "firewall": {"mode": "open"}}),
+        )?);
+        Ok(())
+    });
+    let Some(a) = a else { return };
+    exec_steps(r, &d, &a.id);
+    r.step("console", || console(&d, &a.id));
+    let mut mac_a = String::new();
+    r.step("network", || {
+        mac_a = network_is_up(&d, &a)?;
+        Ok(())
+    });
+    r.step("firewall", || firewall(&d, &a));
+    r.step("guest-kernel-log", || {
+        let log = sh(&d, &a.id, "dmesg")?;
+        let bad: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("XSAVE consistency problem") || l.contains("WARNING"))
+            .collect();
+        check(bad.is_empty(), || format!("guest kernel warns: {bad:?}"))
+    });
+
+    let mut snapshot = String::new();
+    r.step("snapshot", || {
+        sh(&d, &a.id, "echo before > /root/marker && sync")?;
+        let snap = d.expect("POST", "/v1/snapshots", Some(&json!({"vmId": a.id})), 201)?;
+        check(snap["status"] == "ready", || format!("snapshot: {snap}"))?;
+        snapshot = snap["id"].as_str().unwrap_or_default().to_string();
+        Ok(())
+    });
+    let mut b = None;
+    r.step("clone", || {
+        // Long enough that a clone keeping the snapshot's clock shows it.
+        std::thread::sleep(Duration::from_secs(5));
+        b = Some(create(
+            &d,
+            json!({"snapshotId": snapshot, "name": "linux-b", "firewall": {"mode": "open"}}),
+        )?);
+        Ok(())
+    });
+    let Some(b) = b else { return };
+    r.step("clone-identity", || clone_identity(&d, &a, &b, &mac_a));
+    r.step("diverge", || {
+        sh(&d, &a.id, "echo a-after > /root/marker")?;
+        let got = sh(&d, &b.id, "cat /root/marker; echo b > /root/marker")?;
+        check(got == "before\n", || format!("clone read {got:?}"))?;
+        let got = sh(&d, &a.id, "cat /root/marker")?;
+        check(got == "a-after\n", || format!("original read {got:?}"))
+    });
+
+    r.step("daemon-restart", || {
+        d.restart()?;
+        for vm in [&a, &b] {
+            let got = d.expect("GET", &format!("/v1/vms/{}", vm.id), None, 200)?;
+            check(got["status"] == "running", || {
+                format!("after restart: {got}")
+            })?;
+            let out = sh(&d, &vm.id, "echo still-here")?;
+            check(out == "still-here\n", || {
+                format!("exec after restart: {out:?}")
+            })?;
+        }
+        Ok(())
+    });
+    r.step("delete", || {
+        for vm in [&a, &b] {
+            d.expect("DELETE", &format!("/v1/vms/{}", vm.id), None, 200)?;
+        }
+        let monitors = vm::monitor_processes();
+        check(monitors.is_empty(), || {
+            format!("monitors left: {monitors:?}")
+        })?;
+        let taps = vm::taps();
+        check(taps.is_empty(), || format!("taps left: {taps:?}"))?;
+        for vm in [&a, &b] {
+            let dir = d.vm_dir(&vm.id);
+            check(!dir.exists(), || format!("{} left", dir.display()))?;
+        }
+        Ok(())
+    });
+    r.step("never-error", || {
+        let errors = watch.errors();
+        check(errors.is_empty(), || {
+            let detail: Vec<String> = errors
+                .iter()
+                .map(|id| format!("{id}: {:?}", watch.statuses(id)))
+                .collect();
+            format!("watch reported error for {detail:?}")
+        })
+    });
+}
+
+fn exec_steps(r: &mut Runner, d: &Daemon, id: &str) {
+    r.step("exec-echo", || {
+        let out = exec(d, id, json!({"command": ["echo", "hello", "world"]}))?;
+        check(
+            out["stdout"] == "hello world\n" && out["exitCode"] == 0,
+            || out.to_string(),
+        )
+    });
+    r.step("exec-exit-code-and-stderr", || {
+        let out = exec(
+            d,
+            id,
+            json!({"command": ["sh", "-c", "echo out; echo err >&2; exit 7"]}),
+        )?;
+        check(
+            out["exitCode"] == 7 && out["stdout"] == "out\n" && out["stderr"] == "err\n",
+            || out.to_string(),
+        )?;
+        let out = exec(d, id, json!({"command": ["no-such-program"]}))?;
+        check(out["exitCode"] == 127, || out.to_string())
+    });
+    r.step("exec-output-cap", || {
+        let mib = |n: usize| {
+            json!({"command": ["sh", "-c", format!("head -c {} /dev/zero | tr '\\0' x", n << 20)]})
+        };
+        let out = exec(d, id, mib(1))?;
+        let len = out["stdout"].as_str().map_or(0, str::len);
+        check(len == 1 << 20 && out["stdoutTruncated"] == false, || {
+            format!("1 MiB: {len} bytes, truncated {}", out["stdoutTruncated"])
+        })?;
+        let out = exec(d, id, mib(OUTPUT_CAP / (1 << 20) + 1))?;
+        let len = out["stdout"].as_str().map_or(0, str::len);
+        check(len == OUTPUT_CAP && out["stdoutTruncated"] == true, || {
+            format!("past the cap: {len} bytes, truncated {}", out["stdoutTruncated"])
+        })
+    });
+    r.step("exec-timeout-kills-tree", || {
+        let out = exec(
+            d,
+            id,
+            json!({"command": ["sh", "-c", "sleep 300 & sleep 300 & wait"], "timeoutSec": 2}),
+        )?;
+        check(out["timedOut"] == true, || out.to_string())?;
+        let count = "n=0; for c in /proc/[0-9]*/comm; do read x < $c 2>/dev/null && \
+                     [ \"$x\" = sleep ] && n=$((n+1)); done; echo $n";
+        for _ in 0..20 {
+            if sh(d, id, count)? == "0\n" {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        Err(format!(
+            "sleep processes left: {}",
+            sh(d, id, count)?.trim()
+        ))
+    });
+}
+
+fn console(d: &Daemon, id: &str) -> Result<(), String> {
+    let token = d.expect("POST", &format!("/v1/vms/{id}/console-token"), None, 200)?;
+    let path = token["websocketPath"].as_str().ok_or("no websocketPath")?;
+    let url = format!("ws://{}{path}", super::daemon::LISTEN);
+    let (mut ws, _) = tungstenite::connect(&url).map_err(|e| format!("{url}: {e}"))?;
+    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    }
+    ws.send(tungstenite::Message::Text("echo con$((40+2))sole\n".into()))
+        .map_err(|e| e.to_string())?;
+    let mut seen = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !seen.contains("con42sole") && std::time::Instant::now() < deadline {
+        if let Ok(tungstenite::Message::Binary(b)) = ws.read() {
+            seen.push_str(&String::from_utf8_lossy(&b));
+        }
+    }
+    check(seen.contains("con42sole"), || {
+        format!("the console shell did not answer: {seen:?}")
+    })
+}
+
+fn firewall(d: &Daemon, vm: &Vm) -> Result<(), String> {
+    sh(
+        d,
+        &vm.id,
+        "for p in 8000 8001; do setsid nc -ll -p $p -e echo port-$p \
+         </dev/null >/dev/null 2>&1 & done; sleep 1",
+    )?;
+    let open = vm::tcp_read(&vm.addr, 8000, Duration::from_secs(10))?;
+    check(open.trim() == "port-8000", || {
+        format!("open mode, 8000: {open:?}")
+    })?;
+    let policy = json!({"mode": "restricted", "ingress": [{"protocol": "tcp", "portStart": 8000}]});
+    d.expect(
+        "PUT",
+        &format!("/v1/vms/{}/firewall", vm.id),
+        Some(&policy),
+        200,
+    )?;
+    check(!vm::ping6(&vm.addr, 2), || {
+        "ping6 answered in restricted mode".into()
+    })?;
+    let allowed = vm::tcp_read(&vm.addr, 8000, Duration::from_secs(10))?;
+    check(allowed.trim() == "port-8000", || {
+        format!("allowed port 8000: {allowed:?}")
+    })?;
+    let blocked = vm::tcp_read(&vm.addr, 8001, Duration::from_secs(3));
+    check(blocked.is_err(), || {
+        format!("port 8001 answered: {blocked:?}")
+    })?;
+    d.expect(
+        "PUT",
+        &format!("/v1/vms/{}/firewall", vm.id),
+        Some(&json!({"mode": "open"})),
+        200,
+    )?;
+    check(vm::ping6_until(&vm.addr, Duration::from_secs(10)), || {
+        "no ping6 after opening again".into()
+    })
+}
+
+fn clone_identity(d: &Daemon, a: &Vm, b: &Vm, mac_a: &str) -> Result<(), String> {
+    check(a.addr != b.addr, || {
+        format!("clone kept the address {}", a.addr)
+    })?;
+    let mac_b = network_is_up(d, b)?;
+    check(mac_b != mac_a, || format!("clone kept the MAC {mac_a}"))?;
+    let (cid_a, cid_b) = (
+        vm::monitor_cid(&d.vm_dir(&a.id))?,
+        vm::monitor_cid(&d.vm_dir(&b.id))?,
+    );
+    check(cid_a != cid_b, || format!("clone kept vsock CID {cid_a}"))?;
+    let guest: i64 = sh(d, &b.id, "date +%s")?
+        .trim()
+        .parse()
+        .map_err(|e| format!("date: {e}"))?;
+    let host = now_secs();
+    check((guest - host).abs() <= 2, || {
+        format!("clone clock {guest}, L1 clock {host}")
+    })?;
+    let log = std::fs::read_to_string(d.vm_dir(&b.id).join(fastvmd::supervisor::MONITOR_LOG))
+        .unwrap_or_default();
+    let bad: Vec<&str> = log.lines().filter(|l| l.contains("bad CIDs")).collect();
+    check(bad.is_empty(), || format!("clone's monitor: {bad:?}"))
+}

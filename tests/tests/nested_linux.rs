@@ -1,0 +1,106 @@
+//! The Linux guest, end to end, on any host: boots L1 under QEMU with
+//! emulated AMD SVM and runs the whole scenario there (`fastvm_tests::
+//! scenario`) against real Linux VMs. Prints `SKIP` with the reason where
+//! QEMU, the L1 kernel or the guest image is missing, unless
+//! `FASTVM_NESTED=require` (CI), where that fails the test.
+
+use std::time::Duration;
+
+use fastvm_tests::l1::{self, L1_SCENARIO};
+use fastvm_tests::report::{self, DETAIL, PASS};
+use fastvmd::nested::NestedError;
+
+/// One run's limit: L1 boot, two Linux VMs, snapshot, restart, delete.
+const TIMEOUT: Duration = Duration::from_secs(9 * 60);
+
+/// Every step the scenario must report as passed.
+const STEPS: &[&str] = &[
+    "daemon-start",
+    "create",
+    "exec-echo",
+    "exec-exit-code-and-stderr",
+    "exec-output-cap",
+    "exec-timeout-kills-tree",
+    "console",
+    "network",
+    "firewall",
+    "guest-kernel-log",
+    "snapshot",
+    "clone",
+    "clone-identity",
+    "diverge",
+    "daemon-restart",
+    "delete",
+    "never-error",
+];
+
+fn progress(line: &str) {
+    eprintln!("nested: {line}");
+}
+
+#[test]
+fn linux_guests_pass_the_whole_scenario_in_nested_l1() {
+    let test = "linux_guests_pass_the_whole_scenario_in_nested_l1";
+    let scenario = std::path::Path::new(env!("CARGO_BIN_EXE_nested-scenario"));
+    let prepared = l1::prepare(
+        std::path::Path::new(env!("CARGO_BIN_EXE_fastvmd-l1")),
+        &[(scenario, L1_SCENARIO)],
+        L1_SCENARIO,
+        TIMEOUT,
+        &progress,
+    );
+    let prepared = match prepared {
+        Ok(p) => p,
+        Err(NestedError::Missing(why)) if !l1::required() => {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "SKIP {test}: {why}");
+            return;
+        }
+        Err(e) => panic!("cannot prepare L1: {e}"),
+    };
+    let outcome = prepared
+        .run(&mut |line| progress(line))
+        .unwrap_or_else(|e| panic!("L1 did not run: {e}"));
+    let console = outcome.console_tail(60);
+    let steps: Vec<report::Step> = outcome
+        .results
+        .lines()
+        .filter_map(report::parse_step)
+        .collect();
+    let passed = outcome.results.lines().any(|l| l == PASS);
+    let all_ok = STEPS
+        .iter()
+        .all(|want| steps.iter().any(|s| s.name == *want && s.outcome.is_ok()));
+    if passed && all_ok {
+        eprintln!("nested: scenario passed in {:.0?}", outcome.elapsed);
+        return;
+    }
+    let failures: Vec<String> = outcome
+        .results
+        .lines()
+        .filter(|l| l.contains(" FAIL ") || l.starts_with(DETAIL))
+        .map(str::to_string)
+        .collect();
+    let missing: Vec<&&str> = STEPS
+        .iter()
+        .filter(|want| !steps.iter().any(|s| s.name == **want))
+        .collect();
+    let came_up = outcome.results.lines().any(|l| l.starts_with("L1 UP"));
+    let workdir = prepared.keep();
+    panic!(
+        "nested Linux scenario failed{}{}\n\
+         failures:\n{}\nsteps not reported: {missing:?}\npayload exit: {:?}, QEMU: {:?} \
+         after {:.0?}\nL1 console (last lines):\n{console}\nlogs kept in {}",
+        if came_up { "" } else { ": L1 never came up" },
+        if outcome.qemu_exit.is_none() {
+            " (timed out)"
+        } else {
+            ""
+        },
+        failures.join("\n"),
+        outcome.payload_exit,
+        outcome.qemu_exit,
+        outcome.elapsed,
+        workdir.display(),
+    );
+}
