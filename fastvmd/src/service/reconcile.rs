@@ -7,30 +7,30 @@ use std::time::Duration;
 use super::vms::set_status;
 use super::{Inner, Service, ServiceError};
 use crate::store::{VmRow, vm_status};
+use crate::vmm::exit_record::ExitRecord;
 
 /// How often running VMs are checked for a monitor that ended.
 const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 
-/// The status of a VM whose monitor is gone: `stopped` when the guest
-/// powered off or the host stopped it, `error` otherwise (the monitor's
-/// last words are in its log).
-fn ended_status(inner: &Inner, id: &str) -> &'static str {
-    let log = std::fs::read_to_string(
-        inner
-            .supervisor
-            .vm_dir(id)
-            .join(crate::supervisor::MONITOR_LOG),
-    )
-    .unwrap_or_default();
-    let last = log
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("");
-    if last.contains("guest powered off") || last.contains("stopped by") {
-        vm_status::STOPPED
-    } else {
-        vm_status::ERROR
+/// The status of a VM whose monitor is gone, from the exit record it left:
+/// `stopped` when the host stopped it or its guest powered off, `error`
+/// for any other ending, and when there is no record (a signal killed the
+/// monitor) or it cannot be read. With the reason, for the log.
+fn ended_status(inner: &Inner, id: &str) -> (&'static str, String) {
+    match ExitRecord::read(&inner.supervisor.vm_dir(id)) {
+        Ok(Some(record)) => {
+            let status = if record.is_clean() {
+                vm_status::STOPPED
+            } else {
+                vm_status::ERROR
+            };
+            (status, format!("exit {}: {}", record.code, record.reason))
+        }
+        Ok(None) => (
+            vm_status::ERROR,
+            "it left no exit record (killed by a signal?)".into(),
+        ),
+        Err(e) => (vm_status::ERROR, e.to_string()),
     }
 }
 
@@ -39,8 +39,8 @@ fn check(inner: &Inner, vm: &VmRow) -> bool {
     if !tracked.contains(&vm.status.as_str()) || inner.supervisor.is_alive(&vm.id) {
         return false;
     }
-    let status = ended_status(inner, &vm.id);
-    tracing::warn!("VM {}: its monitor ended; now {status}", vm.id);
+    let (status, why) = ended_status(inner, &vm.id);
+    tracing::warn!("VM {}: its monitor ended ({why}); now {status}", vm.id);
     set_status(inner, &vm.id, status);
     let _ = inner.store.set_vm_monitor(&vm.id, None);
     super::admin::emit_quota(inner, &vm.org_id);
