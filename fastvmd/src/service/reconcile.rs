@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::vms::set_status;
-use super::{Inner, Service, ServiceError};
+use super::{Inner, Service, ServiceError, settle};
 use crate::store::{VmRow, vm_status};
 use crate::vmm::exit_record::ExitRecord;
 
@@ -62,14 +62,13 @@ impl Service {
             }
             if inner.supervisor.is_alive(&vm.id) {
                 adopted += 1;
-                if vm.status == vm_status::PROVISIONING
-                    && inner.supervisor.wait_agent(
+                if vm.status == vm_status::PROVISIONING {
+                    let readiness = inner.supervisor.wait_agent(
                         &vm.id,
                         Duration::from_millis(500),
                         super::vms::nic(&vm).as_ref(),
-                    )
-                {
-                    set_status(inner, &vm.id, vm_status::RUNNING);
+                    );
+                    settle::settle(inner, &vm.id, &readiness, None);
                 }
             } else if check(inner, &vm) {
                 lost += 1;
