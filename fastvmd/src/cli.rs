@@ -183,6 +183,10 @@ pub struct ServeArgs {
     /// start and kept in the data dir).
     #[arg(long, value_name = "PREFIX")]
     pub ipv6_prefix: Option<fastvmd::net::addr::Prefix>,
+    /// Run this instead of this binary as each VM's monitor (it is given
+    /// `vmm ...`); for tests that wrap the monitor.
+    #[arg(long, value_name = "PATH", hide = true)]
+    pub monitor_exe: Option<PathBuf>,
 }
 
 /// Runs the daemon.
@@ -202,6 +206,7 @@ pub fn run_serve(args: ServeArgs) -> ExitCode {
         }),
         network: !args.no_net,
         ipv6_prefix: args.ipv6_prefix,
+        monitor_exe: args.monitor_exe,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -71,6 +71,17 @@ pub(super) fn set_status_if(inner: &Inner, id: &str, from: &str, to: &str) -> bo
     moved
 }
 
+/// A create whose monitor did not start (or could not be recorded): the VM
+/// becomes `error` unless a delete got there first, and its monitor and
+/// directory go.
+fn fail_start(inner: &Inner, row: &VmRow, why: &dyn std::fmt::Display) {
+    tracing::warn!("VM {}: {why}", row.id);
+    if set_status_if(inner, &row.id, vm_status::PROVISIONING, vm_status::ERROR) {
+        emit_quota(inner, &row.org_id);
+    }
+    let _ = inner.supervisor.destroy(&row.id);
+}
+
 /// A new VM's public IPv6 address: the prefix with the interface id of a
 /// new random MAC (the MAC is recovered from the address), unused by any
 /// live VM. `None` when VMs run without a NIC.
@@ -256,15 +267,25 @@ impl Service {
                     }
                     Ok(pid)
                 });
-                match started {
-                    Ok(pid) => {
-                        inner.store.set_vm_monitor(&row.id, Some(pid))?;
-                        Ok(row)
+                let recorded = started.map(|pid| inner.store.record_new_vm_monitor(&row.id, pid));
+                match recorded {
+                    // From here on the watcher judges this VM by its monitor.
+                    Ok(Ok(true)) => Ok(row),
+                    Ok(Ok(false)) => {
+                        // Deleted while it started: the delete may have
+                        // found no monitor to stop, so this one goes now.
+                        let _ = inner.supervisor.destroy(&row.id);
+                        Err(ServiceError::Conflict(format!(
+                            "VM {} was deleted while it was being created",
+                            row.id
+                        )))
+                    }
+                    Ok(Err(e)) => {
+                        fail_start(inner, &row, &e);
+                        Err(e.into())
                     }
                     Err(e) => {
-                        set_status(inner, &row.id, vm_status::ERROR);
-                        emit_quota(inner, &row.org_id);
-                        let _ = inner.supervisor.destroy(&row.id);
+                        fail_start(inner, &row, &e);
                         Err(ServiceError::Upstream(format!("VM {}: {e}", row.id)))
                     }
                 }
