@@ -44,6 +44,15 @@ impl From<agent::FrameError> for AgentError {
     }
 }
 
+/// The agent's answer to a setting it was sent (clock, network).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// It took the setting.
+    Yes,
+    /// It answered that it cannot, in these words.
+    Refused(String),
+}
+
 /// One connection to the agent.
 pub struct AgentConn {
     stream: UnixStream,
@@ -166,13 +175,13 @@ impl AgentConn {
         }
     }
 
-    /// Sets the guest's wall clock to `now`. `Ok(false)` when the agent
-    /// answers that it cannot (the test guest has no clock to set).
+    /// Sets the guest's wall clock to `now`. [`Applied::Refused`] when the
+    /// agent answers that it cannot (the test guest has no clock to set).
     pub fn set_clock(
         &mut self,
         now: std::time::SystemTime,
         timeout: Duration,
-    ) -> Result<bool, AgentError> {
+    ) -> Result<Applied, AgentError> {
         let start = Instant::now();
         let unix_ms = now
             .duration_since(std::time::UNIX_EPOCH)
@@ -180,9 +189,13 @@ impl AgentConn {
         self.nonce += 1;
         let nonce = self.nonce;
         self.send(&Frame::SetClock { nonce, unix_ms })?;
-        match self.read_frame(start + timeout)? {
-            Frame::Pong { nonce: n } if n == nonce => Ok(true),
-            Frame::Error { .. } => Ok(false),
+        self.read_applied(nonce, start + timeout)
+    }
+
+    fn read_applied(&mut self, nonce: u64, deadline: Instant) -> Result<Applied, AgentError> {
+        match self.read_frame(deadline)? {
+            Frame::Pong { nonce: n } if n == nonce => Ok(Applied::Yes),
+            Frame::Error { message } => Ok(Applied::Refused(message)),
             other => Err(AgentError::Protocol(format!(
                 "expected pong {nonce}, got {other:?}"
             ))),
@@ -190,15 +203,15 @@ impl AgentConn {
     }
 
     /// Tells the guest its network (MAC, IPv6 address with prefix length,
-    /// gateway). `Ok(false)` when the agent answers that it cannot (the test
-    /// guest reads its address from the command line and its MAC).
+    /// gateway). [`Applied::Refused`] when the agent answers that it cannot
+    /// (the test guest reads its address from the command line and its MAC).
     pub fn set_network(
         &mut self,
         mac: &str,
         ip6: &str,
         gw6: &str,
         timeout: Duration,
-    ) -> Result<bool, AgentError> {
+    ) -> Result<Applied, AgentError> {
         let start = Instant::now();
         self.nonce += 1;
         let nonce = self.nonce;
@@ -208,13 +221,7 @@ impl AgentConn {
             ip6: ip6.into(),
             gw6: gw6.into(),
         })?;
-        match self.read_frame(start + timeout)? {
-            Frame::Pong { nonce: n } if n == nonce => Ok(true),
-            Frame::Error { .. } => Ok(false),
-            other => Err(AgentError::Protocol(format!(
-                "expected pong {nonce}, got {other:?}"
-            ))),
-        }
+        self.read_applied(nonce, start + timeout)
     }
 
     /// Sends a ping and waits for the matching pong.

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::vmm::config::{DEFAULT_CMDLINE, NicConfig, RestoreConfig, VmConfig};
-use crate::vmm::exit::EXIT_ERROR;
+use crate::vmm::exit::{EXIT_ERROR, ExitEvent};
+use crate::vmm::exit_record::ExitRecord;
 use crate::vmm::machine;
 use crate::vmm::machine::restore_kvm::KvmThread;
 use clap::{Args, Parser, Subcommand};
@@ -211,6 +212,10 @@ pub struct ServeArgs {
     /// start and kept in the data dir).
     #[arg(long, value_name = "PREFIX")]
     pub ipv6_prefix: Option<crate::net::addr::Prefix>,
+    /// Run this instead of this binary as each VM's monitor (it is given
+    /// `vmm ...`); for tests that wrap the monitor.
+    #[arg(long, value_name = "PATH", hide = true)]
+    pub monitor_exe: Option<PathBuf>,
 }
 
 /// Runs the daemon.
@@ -228,6 +233,7 @@ pub fn run_serve(args: ServeArgs) -> ExitCode {
         }),
         network: !args.no_net,
         ipv6_prefix: args.ipv6_prefix,
+        monitor_exe: args.monitor_exe,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -357,14 +363,39 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// Runs the monitor and turns its ending into an exit status.
+/// Runs the monitor and turns its ending into an exit status, also left in
+/// the VM directory as its exit record (`vmm::exit_record`) for the daemon.
 pub fn run_vmm(args: VmmArgs, early: Option<KvmThread>) -> ExitCode {
+    let dir = args.dir.clone();
+    let (code, reason) = match run_machine(args, early) {
+        Ok(event) => {
+            eprintln!("fastvmd vmm: {}", event.describe());
+            (event.exit_code(), event.describe())
+        }
+        Err(e) => {
+            eprintln!("fastvmd vmm: error: {e}");
+            (EXIT_ERROR, format!("error: {e}"))
+        }
+    };
+    // No record in a directory that never existed (bad --dir), nor in one
+    // another live monitor holds (this one was refused its lock).
+    let owner = crate::supervisor::monitor_pid(&dir);
+    if dir.is_dir()
+        && owner.is_none_or(|pid| pid == std::process::id())
+        && let Err(e) = (ExitRecord { code, reason }).write(&dir)
+    {
+        eprintln!("fastvmd vmm: cannot leave the exit record: {e}");
+    }
+    ExitCode::from(code as u8)
+}
+
+/// Runs the VM described by `args` until it ends.
+fn run_machine(args: VmmArgs, early: Option<KvmThread>) -> Result<ExitEvent, String> {
     if args.restore.is_none()
         && args.tap.is_none()
         && (args.mac.is_some() || args.firewall.is_some())
     {
-        eprintln!("fastvmd vmm: error: --mac and --firewall describe a NIC: give --tap too");
-        return ExitCode::from(EXIT_ERROR as u8);
+        return Err("--mac and --firewall describe a NIC: give --tap too".into());
     }
     let outcome = match args.restore {
         Some(snapshot) => machine::restore_and_run(
@@ -387,10 +418,7 @@ pub fn run_vmm(args: VmmArgs, early: Option<KvmThread>) -> ExitCode {
                         mac,
                         firewall: args.firewall.unwrap_or_default(),
                     }),
-                    Err(e) => {
-                        eprintln!("fastvmd vmm: error: cannot make a MAC: {e}");
-                        return ExitCode::from(EXIT_ERROR as u8);
-                    }
+                    Err(e) => return Err(format!("cannot make a MAC: {e}")),
                 },
                 None => None,
             },
@@ -408,14 +436,5 @@ pub fn run_vmm(args: VmmArgs, early: Option<KvmThread>) -> ExitCode {
             vsock_cid: args.vsock_cid,
         }),
     };
-    match outcome {
-        Ok(event) => {
-            eprintln!("fastvmd vmm: {}", event.describe());
-            ExitCode::from(event.exit_code() as u8)
-        }
-        Err(e) => {
-            eprintln!("fastvmd vmm: error: {e}");
-            ExitCode::from(EXIT_ERROR as u8)
-        }
-    }
+    outcome.map_err(|e| e.to_string())
 }

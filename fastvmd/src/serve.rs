@@ -21,6 +21,8 @@ pub struct ServeOptions {
     pub network: bool,
     /// The /64 for VM addresses (default: a ULA kept in the data dir).
     pub ipv6_prefix: Option<crate::net::addr::Prefix>,
+    /// What to run as `fastvmd vmm` for each VM (default: this binary).
+    pub monitor_exe: Option<PathBuf>,
 }
 
 /// The data directory: `FASTVM_HOME`, else `/var/lib/fastvm` for root, else
@@ -62,7 +64,10 @@ async fn shutdown_signal() {
 
 /// Runs the daemon until a termination signal.
 pub async fn run(opts: ServeOptions) -> Result<(), String> {
-    let monitor_exe = std::env::current_exe().map_err(|e| format!("cannot find myself: {e}"))?;
+    let monitor_exe = match opts.monitor_exe.clone() {
+        Some(exe) => exe,
+        None => std::env::current_exe().map_err(|e| format!("cannot find myself: {e}"))?,
+    };
     let mut config = ServiceConfig::new(opts.data_dir.clone(), opts.guest, monitor_exe);
     config.quota_defaults = opts.quota_defaults;
     config.network = opts.network;

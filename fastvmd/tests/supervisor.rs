@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use common::can_run_vms;
 use fastvm_proto::agent::ExecRequest;
-use fastvmd::supervisor::{GuestChoice, GuestImage, MonitorSource, MonitorSpec, Supervisor};
+use fastvmd::supervisor::{
+    GuestChoice, GuestImage, MonitorSource, MonitorSpec, Readiness, SetupProblem, Supervisor,
+};
 use fastvmd::vmm::host;
 
 #[test]
@@ -48,7 +50,13 @@ fn start_exec_snapshot_restore_destroy() {
         fastvmd::supervisor::monitor_pid(&sup.vm_dir("a")),
         Some(pid)
     );
-    assert!(sup.wait_agent("a", Duration::from_secs(10), None));
+    let readiness = sup.wait_agent("a", Duration::from_secs(10), None);
+    // The test guest has no clock to set, and says so.
+    assert!(
+        matches!(&readiness, Readiness::ReadyWithProblems(p)
+            if matches!(&p[..], [SetupProblem::Clock(why)] if why.contains("refused"))),
+        "{readiness:?}"
+    );
     let r = sup
         .exec(
             "a",

@@ -9,6 +9,7 @@ mod convert;
 pub mod error;
 mod local_console;
 mod reconcile;
+mod settle;
 mod snapshots;
 mod vms;
 

@@ -4,53 +4,70 @@
 
 use std::time::Duration;
 
-use super::vms::set_status;
-use super::{Inner, Service, ServiceError};
+use super::vms::set_status_if;
+use super::{Inner, Service, ServiceError, settle};
 use crate::store::{VmRow, vm_status};
+use crate::vmm::exit_record::ExitRecord;
 
 /// How often running VMs are checked for a monitor that ended.
 const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 
-/// The status of a VM whose monitor is gone: `stopped` when the guest
-/// powered off or the host stopped it, `error` otherwise (the monitor's
-/// last words are in its log).
-fn ended_status(inner: &Inner, id: &str) -> &'static str {
-    let log = std::fs::read_to_string(
-        inner
-            .supervisor
-            .vm_dir(id)
-            .join(crate::supervisor::MONITOR_LOG),
-    )
-    .unwrap_or_default();
-    let last = log
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("");
-    if last.contains("guest powered off") || last.contains("stopped by") {
-        vm_status::STOPPED
-    } else {
-        vm_status::ERROR
+/// The status of a VM whose monitor is gone, from the exit record it left:
+/// `stopped` when the host stopped it or its guest powered off, `error`
+/// for any other ending, and when there is no record (a signal killed the
+/// monitor) or it cannot be read. With the reason, for the log.
+fn ended_status(inner: &Inner, id: &str) -> (&'static str, String) {
+    match ExitRecord::read(&inner.supervisor.vm_dir(id)) {
+        Ok(Some(record)) => {
+            let status = if record.is_clean() {
+                vm_status::STOPPED
+            } else {
+                vm_status::ERROR
+            };
+            (status, format!("exit {}: {}", record.code, record.reason))
+        }
+        Ok(None) => (
+            vm_status::ERROR,
+            "it left no exit record (killed by a signal?)".into(),
+        ),
+        Err(e) => (vm_status::ERROR, e.to_string()),
     }
 }
 
-fn check(inner: &Inner, vm: &VmRow) -> bool {
+/// Marks a provisioning or running VM whose monitor has ended `stopped` or
+/// `error` (clearing its monitor pid, which frees an `error` VM's quota);
+/// true when it did. A VM whose status changed meanwhile (a delete, a
+/// create settling) is left to whoever changed it.
+fn mark_if_ended(inner: &Inner, vm: &VmRow) -> bool {
     let tracked = [vm_status::PROVISIONING, vm_status::RUNNING];
     if !tracked.contains(&vm.status.as_str()) || inner.supervisor.is_alive(&vm.id) {
         return false;
     }
-    let status = ended_status(inner, &vm.id);
-    tracing::warn!("VM {}: its monitor ended; now {status}", vm.id);
-    set_status(inner, &vm.id, status);
+    let (status, why) = ended_status(inner, &vm.id);
+    if !set_status_if(inner, &vm.id, &vm.status, status) {
+        return false;
+    }
+    tracing::warn!("VM {}: its monitor ended ({why}); now {status}", vm.id);
     let _ = inner.store.set_vm_monitor(&vm.id, None);
     super::admin::emit_quota(inner, &vm.org_id);
     true
 }
 
+/// The watcher's judgement of one VM. Only a VM whose monitor the store
+/// records as started is judged: a `provisioning` VM without one belongs
+/// to the createVM call still preparing it (disk copy, monitor start),
+/// which decides its status itself.
+fn watch(inner: &Inner, vm: &VmRow) {
+    if vm.monitor_pid.is_some() {
+        mark_if_ended(inner, vm);
+    }
+}
+
 impl Service {
-    /// At start: VMs with a live monitor stay as they are, others are marked
-    /// `stopped` or `error`; deletions cut short are finished. Returns
-    /// (adopted, lost).
+    /// At start: VMs with a live monitor stay as they are (a provisioning
+    /// one is settled if its agent answers), others are marked `stopped` or
+    /// `error` from their exit record; deletions cut short are finished.
+    /// Returns (adopted, lost).
     pub(super) fn reconcile_blocking(&self) -> Result<(usize, usize), ServiceError> {
         let inner = &self.inner;
         let (mut adopted, mut lost) = (0, 0);
@@ -60,25 +77,31 @@ impl Service {
                 inner.store.mark_vm_deleted(&vm.id)?;
                 continue;
             }
-            if inner.supervisor.is_alive(&vm.id) {
+            if let Some(pid) = crate::supervisor::monitor_pid(&inner.supervisor.vm_dir(&vm.id)) {
                 adopted += 1;
-                if vm.status == vm_status::PROVISIONING
-                    && inner.supervisor.wait_agent(
+                // A create cut short may have started it without recording it.
+                if vm.monitor_pid != Some(pid) {
+                    inner.store.set_vm_monitor(&vm.id, Some(pid))?;
+                }
+                if vm.status == vm_status::PROVISIONING {
+                    let readiness = inner.supervisor.wait_agent(
                         &vm.id,
                         Duration::from_millis(500),
                         super::vms::nic(&vm).as_ref(),
-                    )
-                {
-                    set_status(inner, &vm.id, vm_status::RUNNING);
+                    );
+                    settle::settle(inner, &vm.id, &readiness, None);
                 }
-            } else if check(inner, &vm) {
+            } else if mark_if_ended(inner, &vm) {
+                // No create is in flight at start: a provisioning VM
+                // without a live monitor is judged too.
                 lost += 1;
             }
         }
         Ok((adopted, lost))
     }
 
-    /// Watches running VMs for monitors that end, until the runtime stops.
+    /// Watches VMs with a recorded monitor for monitors that end, until the
+    /// runtime stops.
     pub fn spawn_watcher(&self) -> tokio::task::JoinHandle<()> {
         let service = self.clone();
         tokio::spawn(async move {
@@ -88,7 +111,7 @@ impl Service {
                 let _ = service
                     .blocking(|inner| {
                         for vm in inner.store.live_vms()? {
-                            check(inner, &vm);
+                            watch(inner, &vm);
                         }
                         Ok(())
                     })

@@ -11,10 +11,10 @@ use fastvm_proto::socket::{EventKind, EventOp};
 
 use super::admin::emit_quota;
 use super::convert;
-use super::{Caller, Inner, Service, ServiceError};
+use super::{Caller, Inner, Service, ServiceError, settle};
 use crate::net::addr::{Mac, tap_name};
 use crate::store::{NewVm, VmRow, vm_status};
-use crate::supervisor::{GuestImage, MonitorSource, MonitorSpec, NicSpec};
+use crate::supervisor::{GuestImage, MonitorSource, MonitorSpec, NicSpec, Readiness};
 
 /// Parses a path id, 400 naming `id` when malformed.
 pub(super) fn path_id(id: &str) -> Result<String, ServiceError> {
@@ -53,6 +53,33 @@ pub(super) fn set_status(inner: &Inner, id: &str, status: &str) {
     {
         inner.emit(EventKind::Vm, EventOp::Updated, &row.org_id, &vm);
     }
+}
+
+/// Moves VM `id` from status `from` to `to` and tells watchers; `false`,
+/// and no event, when it was no longer `from` (another path decided first).
+pub(super) fn set_status_if(inner: &Inner, id: &str, from: &str, to: &str) -> bool {
+    let moved = inner
+        .store
+        .update_vm_status_if(id, from, to)
+        .unwrap_or(false);
+    if moved
+        && let Ok(Some(row)) = inner.store.get_vm_any(id)
+        && let Ok(vm) = convert::vm(&row)
+    {
+        inner.emit(EventKind::Vm, EventOp::Updated, &row.org_id, &vm);
+    }
+    moved
+}
+
+/// A create whose monitor did not start (or could not be recorded): the VM
+/// becomes `error` unless a delete got there first, and its monitor and
+/// directory go.
+fn fail_start(inner: &Inner, row: &VmRow, why: &dyn std::fmt::Display) {
+    tracing::warn!("VM {}: {why}", row.id);
+    if set_status_if(inner, &row.id, vm_status::PROVISIONING, vm_status::ERROR) {
+        emit_quota(inner, &row.org_id);
+    }
+    let _ = inner.supervisor.destroy(&row.id);
 }
 
 /// A new VM's public IPv6 address: the prefix with the interface id of a
@@ -240,15 +267,25 @@ impl Service {
                     }
                     Ok(pid)
                 });
-                match started {
-                    Ok(pid) => {
-                        inner.store.set_vm_monitor(&row.id, Some(pid))?;
-                        Ok(row)
+                let recorded = started.map(|pid| inner.store.record_new_vm_monitor(&row.id, pid));
+                match recorded {
+                    // From here on the watcher judges this VM by its monitor.
+                    Ok(Ok(true)) => Ok(row),
+                    Ok(Ok(false)) => {
+                        // Deleted while it started: the delete may have
+                        // found no monitor to stop, so this one goes now.
+                        let _ = inner.supervisor.destroy(&row.id);
+                        Err(ServiceError::Conflict(format!(
+                            "VM {} was deleted while it was being created",
+                            row.id
+                        )))
+                    }
+                    Ok(Err(e)) => {
+                        fail_start(inner, &row, &e);
+                        Err(e.into())
                     }
                     Err(e) => {
-                        set_status(inner, &row.id, vm_status::ERROR);
-                        emit_quota(inner, &row.org_id);
-                        let _ = inner.supervisor.destroy(&row.id);
+                        fail_start(inner, &row, &e);
                         Err(ServiceError::Upstream(format!("VM {}: {e}", row.id)))
                     }
                 }
@@ -257,39 +294,25 @@ impl Service {
         let id = row.id.clone();
         let wait = self.inner.config.agent_wait;
         let vm_nic = nic(&row);
-        let ready = self
-            .blocking({
-                let vm_nic = vm_nic.clone();
-                move |inner| Ok(inner.supervisor.wait_agent(&id, wait, vm_nic.as_ref()))
+        let not_ready = self
+            .blocking(move |inner| {
+                let readiness = inner.supervisor.wait_agent(&id, wait, vm_nic.as_ref());
+                settle::settle(inner, &id, &readiness, None);
+                Ok(matches!(readiness, Readiness::NotReady(_)).then_some(vm_nic))
             })
             .await?;
-        let id = row.id.clone();
-        if ready {
-            self.blocking(move |inner| {
-                set_status(inner, &id, vm_status::RUNNING);
-                Ok(())
-            })
-            .await?;
-        } else {
+        if let Some(vm_nic) = not_ready {
             // Keep waiting in the background; the VM becomes running or error.
-            let service = self.clone();
+            let (service, id) = (self.clone(), row.id.clone());
             tokio::spawn(async move {
                 let _ = service
                     .blocking(move |inner| {
-                        let up = inner.supervisor.wait_agent(
+                        let readiness = inner.supervisor.wait_agent(
                             &id,
                             Duration::from_secs(120),
                             vm_nic.as_ref(),
                         );
-                        let status = if up {
-                            vm_status::RUNNING
-                        } else {
-                            vm_status::ERROR
-                        };
-                        inner
-                            .store
-                            .update_vm_status_if(&id, vm_status::PROVISIONING, status)?;
-                        set_status(inner, &id, status);
+                        settle::settle(inner, &id, &readiness, Some(vm_status::ERROR));
                         Ok(())
                     })
                     .await;

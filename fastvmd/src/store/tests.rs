@@ -377,3 +377,24 @@ fn store_is_shareable_across_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Store>();
 }
+
+#[test]
+fn a_new_monitor_is_recorded_only_while_the_vm_is_provisioning() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir);
+    let org = s.create_org("o").unwrap();
+    let vm = s
+        .create_vm_within_quota(new_vm(&org.id, 1, 2048, 10))
+        .unwrap();
+    assert!(s.record_new_vm_monitor(&vm.id, 7).unwrap());
+    assert_eq!(s.get_vm_any(&vm.id).unwrap().unwrap().monitor_pid, Some(7));
+    // A delete that marked it first wins.
+    let other = s
+        .create_vm_within_quota(new_vm(&org.id, 1, 2048, 10))
+        .unwrap();
+    assert!(s.update_vm_status(&other.id, vm_status::DELETING).unwrap());
+    assert!(!s.record_new_vm_monitor(&other.id, 8).unwrap());
+    assert!(s.mark_vm_deleted(&other.id).unwrap());
+    assert!(!s.record_new_vm_monitor(&other.id, 8).unwrap());
+    assert_eq!(s.get_vm_any(&other.id).unwrap().unwrap().monitor_pid, None);
+}

@@ -269,6 +269,16 @@ impl Store {
         )
     }
 
+    /// Records the monitor pid of live VM `id` only while it is still
+    /// `provisioning`; `false` otherwise (a delete got there first).
+    pub fn record_new_vm_monitor(&self, id: &str, pid: u32) -> Result<bool> {
+        self.update_vm(
+            "UPDATE vms SET monitor_pid = ?2 \
+             WHERE id = ?1 AND status = ?3 AND deleted_at IS NULL",
+            (id, i64::from(pid), super::vm_status::PROVISIONING),
+        )
+    }
+
     /// Records (or clears) the public IPv6 address of live VM `id`.
     pub fn set_vm_public_ipv6(&self, id: &str, addr: Option<&str>) -> Result<bool> {
         self.update_vm(

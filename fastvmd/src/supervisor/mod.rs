@@ -7,9 +7,11 @@
 
 mod guest;
 mod monitor;
+mod readiness;
 
 pub use guest::{GuestChoice, GuestImage};
 pub use monitor::{MONITOR_LOG, MonitorSource, MonitorSpec, NicSpec, alive, monitor_pid};
+pub use readiness::{Readiness, SetupProblem};
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -77,26 +79,11 @@ impl Supervisor {
         monitor::start(&self.monitor_exe, &self.vm_dir(&spec.id), spec)
     }
 
-    /// Waits up to `wait` for the guest agent to answer; true when it did.
-    /// Then sets the guest's clock from the host's and tells it its network
-    /// when it has a NIC (best effort), so a VM restored from a snapshot does
-    /// not keep the snapshot's time, MAC or address.
-    pub fn wait_agent(&self, id: &str, wait: Duration, nic: Option<&NicSpec>) -> bool {
-        let path = self.vm_dir(id).join(VSOCK_SOCKET);
-        let mut conn = match AgentConn::connect_when_ready(&path, Instant::now() + wait) {
-            Ok(conn) => conn,
-            Err(_) => return false,
-        };
-        if conn.ping(wait).is_err() {
-            return false;
-        }
-        let _ = conn.set_clock(std::time::SystemTime::now(), wait);
-        if let Some(nic) = nic {
-            let ip6 = format!("{}/128", nic.addr);
-            let gw6 = crate::net::addr::GATEWAY.to_string();
-            let _ = conn.set_network(&nic.mac.to_string(), &ip6, &gw6, wait);
-        }
-        true
+    /// Waits up to `wait` for VM `id`'s guest agent to answer, then sets
+    /// the guest's clock and, with `nic`, its network; every failure comes
+    /// back in the [`Readiness`] for the caller to log and judge.
+    pub fn wait_agent(&self, id: &str, wait: Duration, nic: Option<&NicSpec>) -> Readiness {
+        readiness::wait(&self.vm_dir(id).join(VSOCK_SOCKET), wait, nic)
     }
 
     fn control(&self, id: &str) -> Result<ControlClient, SupervisorError> {

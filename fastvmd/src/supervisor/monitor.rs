@@ -10,6 +10,7 @@ use super::SupervisorError;
 use crate::socket_wait::SocketWatch;
 use crate::vmm::control::Request;
 use crate::vmm::control::client::ControlClient;
+use crate::vmm::exit_record::{EXIT_RECORD, ExitRecord};
 use crate::vmm::lockdir::LOCK_FILE;
 use crate::vmm::machine::CONTROL_SOCKET;
 
@@ -85,6 +86,11 @@ fn last_log_line(dir: &Path) -> String {
 /// Starts the monitor in `dir` and waits for it to answer on its control socket.
 pub fn start(exe: &Path, dir: &Path, spec: &MonitorSpec) -> Result<u32, SupervisorError> {
     fs::create_dir_all(dir).map_err(prepare_err(dir))?;
+    // How an earlier monitor here ended says nothing about this one.
+    ExitRecord::remove(dir).map_err(|e| SupervisorError::Prepare {
+        path: dir.join(EXIT_RECORD).display().to_string(),
+        source: std::io::Error::other(e),
+    })?;
     let log = OpenOptions::new()
         .create(true)
         .append(true)

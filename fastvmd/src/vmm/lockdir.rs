@@ -1,21 +1,24 @@
 //! Exclusive ownership of a VM directory: a `flock`ed `monitor.lock` holding
 //! the monitor's pid. A second monitor on the same directory is refused while
 //! the first lives; the lock goes away with the process, even on SIGKILL.
+//! The file itself stays: while the process lives on after the machine is
+//! gone (writing its exit record), its pid there still names it, so the
+//! daemon does not judge the monitor ended before its record is in place. A
+//! stale file names a dead pid, which `supervisor::monitor_pid` rejects.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::VmmError;
 
 /// Name of the lock file inside the VM directory.
 pub const LOCK_FILE: &str = "monitor.lock";
 
-/// Held for the life of the monitor.
+/// Held for the life of the machine; the lock is released when dropped.
 pub struct DirLock {
     _file: File,
-    path: PathBuf,
 }
 
 impl DirLock {
@@ -62,13 +65,7 @@ impl DirLock {
             path: shown,
             reason: format!("not writable: {e}"),
         })?;
-        Ok(DirLock { _file: file, path })
-    }
-}
-
-impl Drop for DirLock {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
+        Ok(DirLock { _file: file })
     }
 }
 

@@ -10,6 +10,7 @@ pub mod console;
 pub mod control;
 pub mod devices;
 pub mod exit;
+pub mod exit_record;
 pub mod host;
 pub mod kvm_state;
 pub mod layout;
