@@ -72,18 +72,30 @@ impl GuestNetwork {
         Some(GuestNetwork::parse(None, ip6, gw6))
     }
 
-    /// The `ip` invocations that put this network on `dev`, in order.
-    pub fn commands(&self, dev: &str) -> Vec<Vec<String>> {
+    /// The `ip` invocations that take `dev` from `now` to this network, in
+    /// order. Nothing that is already right is redone: the link goes down
+    /// only to change its MAC, and an address already in place stays (a
+    /// flush would cut the guest's connections).
+    pub fn commands(&self, dev: &str, now: &LinkState) -> Vec<Vec<String>> {
         let mut cmds = Vec::new();
         let v = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
-        if let Some(mac) = &self.mac {
+        let new_mac = self.mac.as_ref().filter(|mac| {
+            !now.mac
+                .as_deref()
+                .is_some_and(|m| m.eq_ignore_ascii_case(mac))
+        });
+        if let Some(mac) = new_mac {
             cmds.push(v(&["link", "set", "dev", dev, "down"]));
             cmds.push(v(&["link", "set", "dev", dev, "address", mac]));
         }
-        cmds.push(v(&["link", "set", "dev", dev, "up"]));
-        cmds.push(v(&["-6", "addr", "flush", "dev", dev, "scope", "global"]));
+        if new_mac.is_some() || !now.up {
+            cmds.push(v(&["link", "set", "dev", dev, "up"]));
+        }
         let addr = format!("{}/{}", self.addr, self.prefix_len);
-        cmds.push(v(&["-6", "addr", "add", &addr, "dev", dev]));
+        if !now.addrs.contains(&(self.addr, self.prefix_len)) {
+            cmds.push(v(&["-6", "addr", "flush", "dev", dev, "scope", "global"]));
+            cmds.push(v(&["-6", "addr", "add", &addr, "dev", dev]));
+        }
         let gw = self.gateway.to_string();
         cmds.push(v(&[
             "-6", "route", "replace", "default", "via", &gw, "dev", dev,
@@ -91,15 +103,73 @@ impl GuestNetwork {
         cmds
     }
 
-    /// Applies it to `dev`; the first failing step is the error.
+    /// Applies it to `dev`. Every step runs even when one before it failed
+    /// (a MAC that cannot be set must not leave the link down); the error
+    /// names each step that failed.
     pub fn apply(&self, dev: &str) -> Result<(), String> {
         let dad = format!("/proc/sys/net/ipv6/conf/{dev}/accept_dad");
         let _ = std::fs::write(&dad, "0");
-        for args in self.commands(dev) {
-            run_ip(&args).map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
+        let now = LinkState::read(dev);
+        let failed: Vec<String> = self
+            .commands(dev, &now)
+            .iter()
+            .filter_map(|args| {
+                run_ip(args)
+                    .err()
+                    .map(|e| format!("ip {}: {e}", args.join(" ")))
+            })
+            .collect();
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(failed.join("; "))
         }
-        Ok(())
     }
+}
+
+/// What a link has now, as far as [`GuestNetwork::commands`] cares.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkState {
+    /// Its MAC (`/sys/class/net/DEV/address`).
+    pub mac: Option<String>,
+    /// Administratively up (`IFF_UP` in `/sys/class/net/DEV/flags`).
+    pub up: bool,
+    /// Its IPv6 addresses with prefix lengths (`/proc/net/if_inet6`).
+    pub addrs: Vec<(Ipv6Addr, u8)>,
+}
+
+impl LinkState {
+    /// Reads `dev`'s state; what cannot be read counts as unset.
+    pub fn read(dev: &str) -> LinkState {
+        let sys = |f: &str| std::fs::read_to_string(format!("/sys/class/net/{dev}/{f}")).ok();
+        let flags = sys("flags")
+            .and_then(|f| u32::from_str_radix(f.trim().trim_start_matches("0x"), 16).ok())
+            .unwrap_or(0);
+        LinkState {
+            mac: sys("address").map(|m| m.trim().to_string()),
+            up: flags & 1 != 0,
+            addrs: parse_if_inet6(
+                &std::fs::read_to_string("/proc/net/if_inet6").unwrap_or_default(),
+                dev,
+            ),
+        }
+    }
+}
+
+/// The addresses of `dev` in `/proc/net/if_inet6` text (`ADDR32HEX IFINDEX
+/// PREFIXLEN SCOPE FLAGS DEV` per line).
+fn parse_if_inet6(text: &str, dev: &str) -> Vec<(Ipv6Addr, u8)> {
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() != 6 || f[5] != dev || f[0].len() != 32 {
+                return None;
+            }
+            let bits = u128::from_str_radix(f[0], 16).ok()?;
+            let len = u8::from_str_radix(f[2], 16).ok()?;
+            Some((Ipv6Addr::from(bits), len))
+        })
+        .collect()
 }
 
 /// Runs `ip ARGS` through the reaper (as PID 1 it waits for every child);
@@ -163,12 +233,23 @@ mod tests {
         assert!(GuestNetwork::parse(Some("02:00:00:00:00:zz"), "fd00::1", "fe80::1").is_err());
     }
 
+    fn joined(net: &GuestNetwork, now: &LinkState) -> Vec<String> {
+        net.commands("eth0", now)
+            .iter()
+            .map(|c| c.join(" "))
+            .collect()
+    }
+
     #[test]
     fn a_new_mac_takes_the_link_down_first() {
         let net = GuestNetwork::parse(Some("02:aa:bb:cc:dd:ee"), "fd00::2/128", "fe80::1").unwrap();
-        let cmds: Vec<String> = net.commands("eth0").iter().map(|c| c.join(" ")).collect();
+        let now = LinkState {
+            mac: Some("02:11:22:33:44:55".into()),
+            up: true,
+            addrs: vec![("fd00::1".parse().unwrap(), 128)],
+        };
         assert_eq!(
-            cmds,
+            joined(&net, &now),
             [
                 "link set dev eth0 down",
                 "link set dev eth0 address 02:aa:bb:cc:dd:ee",
@@ -178,5 +259,48 @@ mod tests {
                 "-6 route replace default via fe80::1 dev eth0",
             ]
         );
+    }
+
+    #[test]
+    fn nothing_that_is_already_right_is_redone() {
+        let net = GuestNetwork::parse(Some("02:AA:bb:cc:dd:ee"), "fd00::2/128", "fe80::1").unwrap();
+        let now = LinkState {
+            mac: Some("02:aa:bb:cc:dd:ee".into()),
+            up: true,
+            addrs: vec![("fd00::2".parse().unwrap(), 128)],
+        };
+        assert_eq!(
+            joined(&net, &now),
+            ["-6 route replace default via fe80::1 dev eth0"]
+        );
+        let down = LinkState {
+            up: false,
+            addrs: vec![],
+            ..now
+        };
+        assert_eq!(
+            joined(&net, &down),
+            [
+                "link set dev eth0 up",
+                "-6 addr flush dev eth0 scope global",
+                "-6 addr add fd00::2/128 dev eth0",
+                "-6 route replace default via fe80::1 dev eth0",
+            ]
+        );
+    }
+
+    #[test]
+    fn if_inet6_lines_give_the_device_addresses() {
+        let text = "fd000000000000000000000000000002 02 80 00 80     eth0\n\
+                    fe800000000000000000000000000001 02 40 20 80     eth0\n\
+                    00000000000000000000000000000001 01 80 10 80       lo\n";
+        assert_eq!(
+            parse_if_inet6(text, "eth0"),
+            [
+                ("fd00::2".parse().unwrap(), 128),
+                ("fe80::1".parse().unwrap(), 64)
+            ]
+        );
+        assert!(parse_if_inet6(text, "eth1").is_empty());
     }
 }
