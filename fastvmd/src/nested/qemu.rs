@@ -50,14 +50,34 @@ impl L1Outcome {
     }
 }
 
-/// Why QEMU cannot run here, or `None`.
+/// The oldest QEMU whose emulated SVM runs L2 guests: 7.2 (Debian 12's)
+/// boots L1 but locks its CPUs up once a guest runs; 10.0 is tested.
+pub const MIN_QEMU_MAJOR: u32 = 10;
+
+/// Why QEMU cannot run nested Linux here, or `None`.
 pub fn unavailable() -> Option<String> {
+    let install = "install it with `apt-get install qemu-system-x86` (on Debian 12: \
+                   `apt-get install -t bookworm-backports qemu-system-x86`)";
     if which(QEMU).is_none() {
-        return Some(format!(
-            "{QEMU} not found: install it with `apt-get install qemu-system-x86`"
-        ));
+        return Some(format!("{QEMU} not found: {install}"));
     }
-    None
+    let version = Command::new(QEMU).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&version.stdout);
+    match major_version(&text) {
+        Some(major) if major >= MIN_QEMU_MAJOR => None,
+        found => Some(format!(
+            "{QEMU} {} cannot run guests under emulated SVM (needs {MIN_QEMU_MAJOR} or newer): \
+             {install}",
+            found.map_or_else(|| "of unknown version".to_string(), |m| m.to_string())
+        )),
+    }
+}
+
+/// The major version in `qemu --version` output
+/// (`QEMU emulator version 10.0.2 (...)`).
+fn major_version(text: &str) -> Option<u32> {
+    let rest = text.split("version ").nth(1)?;
+    rest.split('.').next()?.trim().parse().ok()
 }
 
 struct Killer(Child);
@@ -190,5 +210,21 @@ impl LineReader {
             out.push(line.trim_end_matches(['\n', '\r']).to_string());
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_major_version() {
+        let debian = "QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)\n";
+        assert_eq!(major_version(debian), Some(10));
+        assert_eq!(
+            major_version("QEMU emulator version 7.2.22 (Debian)"),
+            Some(7)
+        );
+        assert_eq!(major_version("something else"), None);
     }
 }

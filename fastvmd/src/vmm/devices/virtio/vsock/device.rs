@@ -27,7 +27,7 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::VsockError;
-use super::muxer::{ConnectJob, Muxer, TOKEN_KICK, TOKEN_LISTENER};
+use super::muxer::{CidDrops, ConnectJob, Muxer, TOKEN_KICK, TOKEN_LISTENER};
 use super::queues::Queues;
 use crate::vmm::devices::virtio::{
     ActivateError, GuestMemory, Interrupt, VirtioDevice, VirtioDeviceState, epoll_with_kick,
@@ -217,6 +217,11 @@ impl Vsock {
     /// The guest's CID.
     pub fn guest_cid(&self) -> u64 {
         self.guest_cid
+    }
+
+    /// Guest packets dropped so far for their CIDs.
+    pub fn cid_drops(&self) -> CidDrops {
+        self.shared.lock().muxer.dropped
     }
 
     /// Path of the host Unix listener.

@@ -27,6 +27,7 @@ use std::io;
 use std::path::PathBuf;
 
 pub use device::{Vsock, VsockResetHandle};
+pub use muxer::CidDrops;
 pub use persist::VsockState;
 
 /// Why the vsock device could not be created.

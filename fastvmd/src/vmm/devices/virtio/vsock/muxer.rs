@@ -78,6 +78,22 @@ pub struct Muxer {
     generation: u64,
     /// A TRANSPORT_RESET event waits for an event queue buffer.
     pub(super) pending_reset_event: bool,
+    /// The CID the guest had before a restore gave it a new one, until
+    /// the guest sends under the new one (it has taken the transport
+    /// reset): packets it still sends under the old identity belong to
+    /// connections the reset drops, and are dropped as such.
+    pub(super) previous_cid: Option<u64>,
+    /// Guest packets dropped for their CIDs.
+    pub(super) dropped: CidDrops,
+}
+
+/// Guest packets dropped for their addresses, by cause.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CidDrops {
+    /// Sent under the guest's identity from before a restore.
+    pub previous_identity: u64,
+    /// Any other source or destination CID.
+    pub bad: u64,
 }
 
 impl Muxer {
@@ -101,6 +117,8 @@ impl Muxer {
             ctrl_rx: VecDeque::new(),
             generation: 0,
             pending_reset_event: false,
+            previous_cid: None,
+            dropped: CidDrops::default(),
         }
     }
 
@@ -365,7 +383,16 @@ impl Muxer {
 
     /// Dispatches one packet the guest sent.
     pub fn handle_guest_pkt(&mut self, hdr: Hdr, data: &[u8], jobs: &mut Vec<ConnectJob>) {
+        if hdr.dst_cid == HOST_CID && Some(hdr.src_cid) == self.previous_cid {
+            self.dropped.previous_identity += 1;
+            tracing::debug!(
+                src = hdr.src_cid,
+                "vsock: packet under the guest's identity from before the restore, dropped"
+            );
+            return;
+        }
         if hdr.src_cid != self.guest_cid || hdr.dst_cid != HOST_CID {
+            self.dropped.bad += 1;
             tracing::warn!(
                 src = hdr.src_cid,
                 dst = hdr.dst_cid,
@@ -373,6 +400,8 @@ impl Muxer {
             );
             return;
         }
+        // The guest speaks under its new identity: it took the reset.
+        self.previous_cid = None;
         let key = (hdr.dst_port, hdr.src_port);
         if hdr.type_ != TYPE_STREAM {
             tracing::warn!(type_ = hdr.type_, "vsock: unsupported socket type");

@@ -35,8 +35,10 @@ impl Vsock {
 
     /// A device for the new `guest_cid` with a fresh listener at `uds_path`
     /// and no connections, continuing host port allocation from `state`
-    /// (a port below the first host port is raised to it). Not activated:
-    /// the transport re-activates it; then send the transport reset.
+    /// (a port below the first host port is raised to it). Until the guest
+    /// sends under `guest_cid`, its packets under the snapshot's CID are
+    /// dropped as the old identity's. Not activated: the transport
+    /// re-activates it; then send the transport reset.
     pub fn restore(
         guest_cid: u64,
         uds_path: PathBuf,
@@ -46,6 +48,9 @@ impl Vsock {
         let mut inner = dev.shared.lock();
         inner.muxer.set_next_local_port(state.next_local_port);
         inner.muxer.pending_reset_event = state.pending_reset_event;
+        if state.guest_cid != guest_cid {
+            inner.muxer.previous_cid = Some(state.guest_cid);
+        }
         drop(inner);
         Ok(dev)
     }

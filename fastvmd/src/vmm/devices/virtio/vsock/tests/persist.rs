@@ -188,6 +188,48 @@ fn restore_with_new_cid_then_transport_reset() {
     assert_eq!(req.src_port, (1 << 30) + 100);
 }
 
+#[test]
+fn after_a_restore_the_old_identity_is_dropped_quietly_until_the_guest_takes_the_new_one() {
+    let mem = memory();
+    let Setup { _dir, path, dev } = setup();
+    let state = dev.save_state();
+    drop(dev);
+    let mut dev = Vsock::restore(7, path.with_file_name("clone.sock"), &state).unwrap();
+    let mut g = active_guest(&mut dev, &mem);
+    let old = ghdr(OP_RST, 1024, 5000);
+    g.send(&mut dev, old, b"");
+    g.expect_quiet(&mut dev, Duration::from_millis(100));
+    let drops = dev.cid_drops();
+    assert_eq!((drops.previous_identity, drops.bad), (1, 0), "{drops:?}");
+
+    // The guest speaks under CID 7: from now on CID 3 is just wrong.
+    g.send(&mut dev, Hdr { src_cid: 7, ..old }, b"");
+    g.send(&mut dev, old, b"");
+    g.expect_quiet(&mut dev, Duration::from_millis(100));
+    let drops = dev.cid_drops();
+    assert_eq!((drops.previous_identity, drops.bad), (1, 1), "{drops:?}");
+}
+
+#[test]
+fn a_device_restored_with_its_own_cid_has_no_previous_identity() {
+    let mem = memory();
+    let Setup { _dir, path, dev } = setup();
+    let state = dev.save_state();
+    drop(dev);
+    let mut dev = Vsock::restore(CID, path.with_file_name("same.sock"), &state).unwrap();
+    let mut g = active_guest(&mut dev, &mem);
+    g.send(
+        &mut dev,
+        Hdr {
+            src_cid: 9,
+            ..ghdr(OP_RST, 1, 2)
+        },
+        b"",
+    );
+    g.expect_quiet(&mut dev, Duration::from_millis(100));
+    assert_eq!(dev.cid_drops().bad, 1);
+}
+
 fn irq_line() -> Interrupt {
     Interrupt::new(EventFd::new(EFD_NONBLOCK).unwrap())
 }
