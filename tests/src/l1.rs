@@ -1,116 +1,14 @@
-//! The host side of the nested scenario: assembles L1 (Debian's kernel,
-//! `fastvmd`, the built guest image with its root filesystem shrunk, the
-//! `nested-scenario` binary) and boots it under QEMU with emulated SVM.
-
-use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-use fastvmd::image::{self, Image};
-use fastvmd::nested::initramfs::Initramfs;
-use fastvmd::nested::qemu::{self, L1Machine, L1Outcome};
-use fastvmd::nested::{L1_FASTVMD, L1_IMAGE_CACHE, NestedError, l1_kernel};
+//! The host side of the nested scenario: L1 is assembled and booted by
+//! [`fastvmd::nested::l1`]; this names where the scenario sits in it and
+//! when a missing prerequisite is a failure rather than a skip.
 
 /// Set to `require` (CI does) to fail instead of skipping when something
 /// nested Linux needs is missing.
 pub const REQUIRE_ENV: &str = "FASTVM_NESTED";
 /// Where the scenario binary sits inside L1.
 pub const L1_SCENARIO: &str = "/bin/nested-scenario";
-/// Memory of L1: two Linux VMs of 2 GiB (touched lazily), their snapshot
-/// and L1's own tmpfs all live in it.
-pub const L1_MEMORY_MIB: u32 = 6144;
-/// Free space left in the guest's shrunk root file system.
-pub const ROOTFS_SPARE_MIB: u64 = 64;
 
 /// Whether a missing prerequisite fails the test (CI) instead of skipping.
 pub fn required() -> bool {
     std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "require")
-}
-
-/// The built guest image, from `$FASTVM_IMAGE_CACHE` or the default data
-/// directory's cache.
-pub fn guest_image() -> Result<Image, NestedError> {
-    let cache = image::cache_dir(&fastvmd::serve::default_data_dir());
-    Image::current(&cache).map_err(|e| NestedError::Missing(e.to_string()))
-}
-
-/// A prepared L1: the kernel and the initramfs, in a work directory that
-/// also receives the serial logs.
-pub struct PreparedL1 {
-    pub machine: L1Machine,
-    pub workdir: tempfile::TempDir,
-}
-
-/// Assembles L1 to run `payload` (a command line inside L1) with the given
-/// binaries in place. `progress` gets a line per long step.
-pub fn prepare(
-    fastvmd: &Path,
-    extra: &[(&Path, &str)],
-    payload: &str,
-    timeout: Duration,
-    progress: &dyn Fn(&str),
-) -> Result<PreparedL1, NestedError> {
-    if let Some(why) = qemu::unavailable() {
-        return Err(NestedError::Missing(why));
-    }
-    let image = guest_image()?;
-    let kernel = l1_kernel::fetch(&fastvmd::nested::cache_dir(), progress)?;
-    progress(&format!(
-        "L1: kernel {}; assembling the initramfs",
-        kernel.name
-    ));
-    let env = [("FASTVM_IMAGE_CACHE", L1_IMAGE_CACHE), ("RUST_LOG", "info")];
-    let tree = Initramfs::new(&kernel, payload, &env)?;
-    tree.add_binary(fastvmd, L1_FASTVMD)?;
-    for (src, dst) in extra {
-        tree.add_binary(src, dst)?;
-    }
-    let current = format!("{L1_IMAGE_CACHE}/{}", image::CURRENT);
-    tree.add_file(
-        &image.vmlinux,
-        &format!("{current}/{}", image::VMLINUX),
-        0o644,
-    )?;
-    tree.add_file(
-        &image.kernel_config,
-        &format!("{current}/{}", image::KERNEL_CONFIG),
-        0o644,
-    )?;
-    tree.add_file(&image.agent, &format!("{current}/{}", image::AGENT), 0o755)?;
-    tree.add_shrunk_ext4(
-        &image.rootfs,
-        &format!("{current}/{}", image::ROOTFS),
-        ROOTFS_SPARE_MIB,
-    )?;
-    let workdir = tempfile::Builder::new()
-        .prefix("fastvm-nested-")
-        .tempdir()
-        .map_err(|e| NestedError::Step {
-            step: "work directory".into(),
-            detail: e.to_string(),
-        })?;
-    let initrd = workdir.path().join("l1.cpio");
-    tree.write(&initrd)?;
-    Ok(PreparedL1 {
-        machine: L1Machine {
-            kernel: kernel.vmlinuz,
-            initrd,
-            memory_mib: L1_MEMORY_MIB,
-            cpus: 2,
-            workdir: workdir.path().to_path_buf(),
-            timeout,
-        },
-        workdir,
-    })
-}
-
-impl PreparedL1 {
-    /// Boots L1; each results line goes to `on_line` as it arrives.
-    pub fn run(&self, on_line: &mut dyn FnMut(&str)) -> Result<L1Outcome, NestedError> {
-        self.machine.run(on_line)
-    }
-
-    /// Keeps the work directory (logs, initramfs) after a failure; its path.
-    pub fn keep(self) -> PathBuf {
-        self.workdir.keep()
-    }
 }

@@ -42,7 +42,7 @@ fn progress(line: &str) {
 fn linux_guests_pass_the_whole_scenario_in_nested_l1() {
     let test = "linux_guests_pass_the_whole_scenario_in_nested_l1";
     let scenario = std::path::Path::new(env!("CARGO_BIN_EXE_nested-scenario"));
-    let prepared = l1::prepare(
+    let prepared = fastvmd::nested::l1::prepare(
         std::path::Path::new(env!("CARGO_BIN_EXE_fastvmd-l1")),
         &[(scenario, L1_SCENARIO)],
         L1_SCENARIO,

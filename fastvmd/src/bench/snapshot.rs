@@ -33,7 +33,7 @@ fn exec(conn: AgentConn, argv: &[&str]) -> Result<AgentConn, String> {
     next.ok_or_else(|| format!("{argv:?} timed out"))
 }
 
-fn snapshot(m: &Monitor, dir: PathBuf) -> Result<SnapshotInfo, String> {
+pub(super) fn snapshot(m: &Monitor, dir: PathBuf) -> Result<SnapshotInfo, String> {
     ControlClient::connect(&m.dir.join("control.sock"))
         .and_then(|mut c| c.snapshot(dir, true))
         .map_err(|e| e.to_string())
@@ -75,7 +75,7 @@ fn restore_to_running(snap: &Path) -> Result<Duration, String> {
 }
 
 /// Restore → an exec is answered.
-fn restore_to_exec(snap: &Path) -> Result<Duration, String> {
+pub(super) fn restore_to_exec(snap: &Path) -> Result<Duration, String> {
     let (mut m, started) = restore(snap)?;
     exec(agent(&mut m, started)?, &["echo", "up"])?;
     Ok(started.elapsed())

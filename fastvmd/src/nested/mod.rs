@@ -12,6 +12,7 @@
 //! on it.
 
 pub mod initramfs;
+pub mod l1;
 pub mod l1_kernel;
 pub mod qemu;
 

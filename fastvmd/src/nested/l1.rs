@@ -1,0 +1,106 @@
+//! An L1 ready to boot: Debian's kernel, `fastvmd`, the built guest image
+//! (its root filesystem shrunk) and the caller's binaries, with one payload
+//! command; booted under QEMU with emulated SVM.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::initramfs::Initramfs;
+use super::qemu::{self, L1Machine, L1Outcome};
+use super::{L1_FASTVMD, L1_IMAGE_CACHE, NestedError, l1_kernel};
+use crate::image::{self, Image};
+
+/// Memory of L1: two Linux VMs of 2 GiB (touched lazily), their snapshot
+/// and L1's own tmpfs all live in it.
+pub const L1_MEMORY_MIB: u32 = 6144;
+/// Free space left in the guest's shrunk root file system.
+pub const ROOTFS_SPARE_MIB: u64 = 64;
+
+/// The built guest image, from `$FASTVM_IMAGE_CACHE` or the default data
+/// directory's cache.
+pub fn guest_image() -> Result<Image, NestedError> {
+    let cache = image::cache_dir(&crate::serve::default_data_dir());
+    Image::current(&cache).map_err(|e| NestedError::Missing(e.to_string()))
+}
+
+/// A prepared L1: the kernel and the initramfs, in a work directory that
+/// also receives the serial logs.
+pub struct PreparedL1 {
+    pub machine: L1Machine,
+    pub workdir: tempfile::TempDir,
+}
+
+/// Assembles L1 to run `payload` (a command line inside L1) with `fastvmd`
+/// at [`L1_FASTVMD`] and each `extra` binary at its path. `progress` gets a line per long step.
+pub fn prepare(
+    fastvmd: &Path,
+    extra: &[(&Path, &str)],
+    payload: &str,
+    timeout: Duration,
+    progress: &dyn Fn(&str),
+) -> Result<PreparedL1, NestedError> {
+    if let Some(why) = qemu::unavailable() {
+        return Err(NestedError::Missing(why));
+    }
+    let image = guest_image()?;
+    let kernel = l1_kernel::fetch(&super::cache_dir(), progress)?;
+    progress(&format!(
+        "L1: kernel {}; assembling the initramfs",
+        kernel.name
+    ));
+    let env = [("FASTVM_IMAGE_CACHE", L1_IMAGE_CACHE), ("RUST_LOG", "info")];
+    let tree = Initramfs::new(&kernel, payload, &env)?;
+    tree.add_binary(fastvmd, L1_FASTVMD)?;
+    for (src, dst) in extra {
+        tree.add_binary(src, dst)?;
+    }
+    let current = format!("{L1_IMAGE_CACHE}/{}", image::CURRENT);
+    tree.add_file(
+        &image.vmlinux,
+        &format!("{current}/{}", image::VMLINUX),
+        0o644,
+    )?;
+    tree.add_file(
+        &image.kernel_config,
+        &format!("{current}/{}", image::KERNEL_CONFIG),
+        0o644,
+    )?;
+    tree.add_file(&image.agent, &format!("{current}/{}", image::AGENT), 0o755)?;
+    tree.add_shrunk_ext4(
+        &image.rootfs,
+        &format!("{current}/{}", image::ROOTFS),
+        ROOTFS_SPARE_MIB,
+    )?;
+    let workdir = tempfile::Builder::new()
+        .prefix("fastvm-nested-")
+        .tempdir()
+        .map_err(|e| NestedError::Step {
+            step: "work directory".into(),
+            detail: e.to_string(),
+        })?;
+    let initrd = workdir.path().join("l1.cpio");
+    tree.write(&initrd)?;
+    Ok(PreparedL1 {
+        machine: L1Machine {
+            kernel: kernel.vmlinuz,
+            initrd,
+            memory_mib: L1_MEMORY_MIB,
+            cpus: 2,
+            workdir: workdir.path().to_path_buf(),
+            timeout,
+        },
+        workdir,
+    })
+}
+
+impl PreparedL1 {
+    /// Boots L1; each results line goes to `on_line` as it arrives.
+    pub fn run(&self, on_line: &mut dyn FnMut(&str)) -> Result<L1Outcome, NestedError> {
+        self.machine.run(on_line)
+    }
+
+    /// Keeps the work directory (logs, initramfs) after a failure; its path.
+    pub fn keep(self) -> PathBuf {
+        self.workdir.keep()
+    }
+}
