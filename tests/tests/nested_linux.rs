@@ -34,8 +34,11 @@ const STEPS: &[&str] = &[
     "never-error",
 ];
 
+/// Written to stderr directly, past the test harness's capture, so a long
+/// run shows its steps as they pass (in CI too).
 fn progress(line: &str) {
-    eprintln!("nested: {line}");
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "nested: {line}");
 }
 
 #[test]
@@ -72,7 +75,7 @@ fn linux_guests_pass_the_whole_scenario_in_nested_l1() {
         .iter()
         .all(|want| steps.iter().any(|s| s.name == *want && s.outcome.is_ok()));
     if passed && all_ok {
-        eprintln!("nested: scenario passed in {:.0?}", outcome.elapsed);
+        progress(&format!("scenario passed in {:.0?}", outcome.elapsed));
         return;
     }
     let failures: Vec<String> = outcome
