@@ -32,11 +32,14 @@ fn boot_to_ready(image: &Image, memory_mib: u64) -> Result<(Duration, Monitor, A
         Ok(args)
     })?;
     let deadline = started + Duration::from_secs(30);
-    drop(m.connect("vsock.sock", deadline)?);
+    drop(
+        m.connect("vsock.sock", deadline)
+            .map_err(|e| m.explain(e))?,
+    );
     let mut conn = AgentConn::connect_when_ready(&m.dir.join("vsock.sock"), deadline)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| m.explain(e))?;
     conn.ping(Duration::from_secs(5))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| m.explain(e))?;
     Ok((started.elapsed(), m, conn))
 }
 

@@ -61,6 +61,9 @@ pub enum BenchPart {
     Net,
 }
 
+/// Where a benchmark monitor's stderr goes, beside its VM directory.
+const MONITOR_LOG: &str = "monitor.log";
+
 /// A monitor process in a temporary directory, killed on drop.
 pub(crate) struct Monitor {
     pub child: Child,
@@ -95,6 +98,7 @@ impl Monitor {
         std::fs::create_dir(&dir).map_err(|e| e.to_string())?;
         let watch = SocketWatch::new(&dir).map_err(|e| format!("watch {}: {e}", dir.display()))?;
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(tmp.path().join(MONITOR_LOG)).map_err(|e| e.to_string())?;
         let started = Instant::now();
         let child = Command::new(exe)
             .arg("vmm")
@@ -103,7 +107,7 @@ impl Monitor {
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .map_err(|e| format!("spawn monitor: {e}"))?;
         Ok((
@@ -144,6 +148,38 @@ impl Monitor {
                 Ok(Some(status)) => Some(format!("monitor exited early: {status}")),
                 _ => None,
             })
+    }
+
+    /// `err` with the last lines the monitor wrote to its stderr.
+    pub fn explain(&self, err: impl std::fmt::Display) -> String {
+        let log = std::fs::read_to_string(self.dir.with_file_name(MONITOR_LOG)).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(5)..].join(" | ");
+        format!(
+            "{err} (monitor: {tail}; console: {})",
+            self.console_tail(10)
+        )
+    }
+
+    /// The last `lines` lines the guest wrote to its console (the monitor
+    /// replays them to a new client).
+    fn console_tail(&self, lines: usize) -> String {
+        use std::io::Read;
+        let Ok(mut console) = UnixStream::connect(self.dir.join("console.sock")) else {
+            return "not reachable".into();
+        };
+        let _ = console.set_read_timeout(Some(Duration::from_millis(300)));
+        let mut buf = vec![0u8; 64 << 10];
+        let mut len = 0;
+        while let Ok(n @ 1..) = console.read(&mut buf[len..]) {
+            len += n;
+            if len == buf.len() {
+                break;
+            }
+        }
+        let text = String::from_utf8_lossy(&buf[..len]);
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join(" | ")
     }
 
     /// A line of /proc/PID/FILE such as `VmHWM:` or `Pss:`, in KiB.

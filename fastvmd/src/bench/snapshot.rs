@@ -16,8 +16,11 @@ use super::{BenchArgs, Monitor, median, mib, ms, p99};
 
 fn agent(m: &mut Monitor, started: Instant) -> Result<AgentConn, String> {
     let deadline = started + Duration::from_secs(20);
-    drop(m.connect("vsock.sock", deadline)?);
-    AgentConn::connect_when_ready(&m.dir.join("vsock.sock"), deadline).map_err(|e| e.to_string())
+    drop(
+        m.connect("vsock.sock", deadline)
+            .map_err(|e| m.explain(e))?,
+    );
+    AgentConn::connect_when_ready(&m.dir.join("vsock.sock"), deadline).map_err(|e| m.explain(e))
 }
 
 fn exec(conn: AgentConn, argv: &[&str]) -> Result<AgentConn, String> {

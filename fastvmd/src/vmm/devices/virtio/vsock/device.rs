@@ -63,8 +63,10 @@ impl Inner {
         }
         if let Some(q) = self.queues.as_mut() {
             self.muxer.process_tx(q, &mut self.jobs);
-            self.muxer.process_rx(q);
+            // Events first: a driver that has taken a reset releases the
+            // host connections held for it (`Muxer::host_connects_held`).
             self.muxer.process_evq(q);
+            self.muxer.process_rx(q);
         }
         self.muxer.sync_interest();
         !self.jobs.is_empty()

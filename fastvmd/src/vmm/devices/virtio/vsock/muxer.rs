@@ -85,7 +85,15 @@ pub struct Muxer {
     pub(super) previous_cid: Option<u64>,
     /// Guest packets dropped for their CIDs.
     pub(super) dropped: CidDrops,
+    /// Set while a delivered TRANSPORT_RESET is not yet taken by the
+    /// driver: (when it was delivered, the event queue's available index
+    /// then). See [`Muxer::host_connects_held`].
+    pub(super) reset_unacked: Option<(Instant, u16)>,
 }
+
+/// The longest host-initiated connections wait for the driver to take a
+/// transport reset it was given.
+pub const RESET_ACK_WAIT: Duration = Duration::from_secs(5);
 
 /// Guest packets dropped for their addresses, by cause.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -119,6 +127,7 @@ impl Muxer {
             pending_reset_event: false,
             previous_cid: None,
             dropped: CidDrops::default(),
+            reset_unacked: None,
         }
     }
 
@@ -379,6 +388,17 @@ impl Muxer {
                 Err(e) => tracing::warn!("vsock: epoll update: {e}"),
             }
         }
+    }
+
+    /// Whether host-initiated connections must not be offered to the
+    /// guest yet: a transport reset was delivered and the driver has not
+    /// taken it (it refills the event queue once it has, at most
+    /// [`RESET_ACK_WAIT`]). A connection the guest accepted before taking
+    /// the reset would be reset on its side alone (Linux marks its sockets
+    /// closed and tells no one), leaving the host waiting forever.
+    pub fn host_connects_held(&self, now: Instant) -> bool {
+        self.reset_unacked
+            .is_some_and(|(since, _)| now.duration_since(since) < RESET_ACK_WAIT)
     }
 
     /// Dispatches one packet the guest sent.

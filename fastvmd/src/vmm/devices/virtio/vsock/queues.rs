@@ -171,10 +171,13 @@ impl Muxer {
                     _ => break 'outer,
                 }
             }
+            let held = self.host_connects_held(std::time::Instant::now());
             let ready: Vec<Key> = self
                 .conns
                 .iter()
-                .filter(|(_, c)| c.has_rx())
+                .filter(|(_, c)| {
+                    c.has_rx() && !(held && c.state == super::connection::State::LocalInit)
+                })
                 .map(|(k, _)| *k)
                 .collect();
             for key in ready {
@@ -202,6 +205,12 @@ impl Muxer {
 
     /// Delivers a pending TRANSPORT_RESET event if the driver gave a buffer.
     pub fn process_evq(&mut self, q: &mut Queues) {
+        // The driver posted a new event buffer: it has taken the reset.
+        if let Some((_, idx)) = self.reset_unacked
+            && avail_idx(q) != Some(idx)
+        {
+            self.reset_unacked = None;
+        }
         let mut used = false;
         while self.pending_reset_event {
             let Some(mut chain) = q.evq.pop_descriptor_chain(&q.mem) else {
@@ -215,6 +224,9 @@ impl Muxer {
                         Ok(()) => {
                             len = 4;
                             self.pending_reset_event = false;
+                            if let Some(idx) = avail_idx(q) {
+                                self.reset_unacked = Some((std::time::Instant::now(), idx));
+                            }
                         }
                         Err(e) => tracing::warn!("vsock: event buffer: {e}"),
                     }
@@ -230,4 +242,12 @@ impl Muxer {
             notify(&mut q.evq, &q.mem, &q.interrupt);
         }
     }
+}
+
+/// The event queue's available index (how many buffers the driver posted).
+fn avail_idx(q: &Queues) -> Option<u16> {
+    q.evq
+        .avail_idx(&q.mem, std::sync::atomic::Ordering::Acquire)
+        .map(|i| i.0)
+        .ok()
 }

@@ -174,9 +174,24 @@ fn restore_with_new_cid_then_transport_reset() {
     assert_eq!(event, EVENT_TRANSPORT_RESET);
     assert_ne!(irq.status() & Interrupt::VRING, 0);
 
+    // A host connection waits until the driver has taken the reset: one
+    // the guest accepted before would be reset on the guest's side alone.
+    let _host = host_connect(&new_path, "CONNECT 9\n");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        g.rxq.used().idx().load(),
+        0,
+        "a connection request reached a driver that had not taken the reset"
+    );
+    // The driver takes it and posts its event buffer again.
+    let ev = SplitDescriptor::new(EV_BASE, 8, 2, 0);
+    g.evq
+        .add_desc_chains(&[RawDescriptor::from(ev)], 1)
+        .unwrap();
+    r.write(u64::from(VIRTIO_MMIO_QUEUE_NOTIFY), &2u32.to_le_bytes());
+
     // The fresh listener serves the new CID from the saved host port on,
     // into the RX ring where the old device left it.
-    let _host = host_connect(&new_path, "CONNECT 9\n");
     wait_used(&g.rxq, 1);
     let mut raw = [0u8; HDR];
     let elem = g.rxq.used().ring().ref_at(0).unwrap().load();
