@@ -101,6 +101,10 @@ impl L1Machine {
         for f in [&console, &results] {
             std::fs::write(f, b"").map_err(|e| NestedError::step("L1 logs", e))?;
         }
+        // A file, not a pipe: QEMU never blocks on what nobody reads.
+        let stderr_path = self.workdir.join("qemu-stderr.log");
+        let stderr_file =
+            std::fs::File::create(&stderr_path).map_err(|e| NestedError::step("L1 logs", e))?;
         let started = Instant::now();
         let child = Command::new(QEMU)
             .args(["-accel", "tcg,thread=multi", "-cpu", CPU, "-machine", "q35"])
@@ -127,7 +131,7 @@ impl L1Machine {
             .arg(format!("file:{}", results.display()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(stderr_file)
             .spawn()
             .map_err(|e| NestedError::step(QEMU, e))?;
         let mut qemu = Killer(child);
@@ -153,16 +157,12 @@ impl L1Machine {
             }
             std::thread::sleep(Duration::from_millis(200));
         };
-        let mut stderr = String::new();
-        if let Some(mut err) = qemu.0.stderr.take()
-            && qemu_exit.is_some()
-        {
-            let _ = err.read_to_string(&mut stderr);
-        }
         if let Some(status) = qemu_exit
             && !status.success()
             && text.is_empty()
         {
+            let stderr = std::fs::read(&stderr_path).unwrap_or_default();
+            let stderr = String::from_utf8_lossy(&stderr[stderr.len().saturating_sub(4096)..]);
             return Err(NestedError::step(
                 QEMU,
                 format!("{status}: {}", stderr.trim()),
@@ -203,6 +203,11 @@ impl LineReader {
             self.pos += n as u64;
         }
         self.partial.extend_from_slice(&buf);
+        // A line longer than this is cut into pieces of it.
+        const MAX_LINE: usize = 64 << 10;
+        if self.partial.len() > MAX_LINE && !self.partial[..MAX_LINE].contains(&b'\n') {
+            self.partial.insert(MAX_LINE, b'\n');
+        }
         let mut out = Vec::new();
         while let Some(i) = self.partial.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.partial.drain(..=i).collect();

@@ -102,13 +102,14 @@ pub fn ping6_until(addr: &str, within: Duration) -> bool {
 pub fn tcp_read(addr: &str, port: u16, timeout: Duration) -> Result<String, String> {
     let ip: std::net::Ipv6Addr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
     let sock = std::net::SocketAddr::from((ip, port));
-    let mut stream = std::net::TcpStream::connect_timeout(&sock, timeout)
+    let stream = std::net::TcpStream::connect_timeout(&sock, timeout)
         .map_err(|e| format!("connect {sock}: {e}"))?;
     stream
         .set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
     let mut text = String::new();
     stream
+        .take(64 << 10)
         .read_to_string(&mut text)
         .map_err(|e| format!("read {sock}: {e}"))?;
     Ok(text)
