@@ -155,31 +155,10 @@ impl Monitor {
         let log = std::fs::read_to_string(self.dir.with_file_name(MONITOR_LOG)).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
         let tail = lines[lines.len().saturating_sub(5)..].join(" | ");
-        format!(
-            "{err} (monitor: {tail}; console: {})",
-            self.console_tail(10)
-        )
-    }
-
-    /// The last `lines` lines the guest wrote to its console (the monitor
-    /// replays them to a new client).
-    fn console_tail(&self, lines: usize) -> String {
-        use std::io::Read;
-        let Ok(mut console) = UnixStream::connect(self.dir.join("console.sock")) else {
-            return "not reachable".into();
-        };
-        let _ = console.set_read_timeout(Some(Duration::from_millis(300)));
-        let mut buf = vec![0u8; 64 << 10];
-        let mut len = 0;
-        while let Ok(n @ 1..) = console.read(&mut buf[len..]) {
-            len += n;
-            if len == buf.len() {
-                break;
-            }
-        }
-        let text = String::from_utf8_lossy(&buf[..len]);
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join(" | ")
+        let console = crate::vmm::console::history(&self.dir);
+        let console: Vec<&str> = console.lines().collect();
+        let console = console[console.len().saturating_sub(10)..].join(" | ");
+        format!("{err} (monitor: {tail}; console: {console})")
     }
 
     /// A line of /proc/PID/FILE such as `VmHWM:` or `Pss:`, in KiB.

@@ -146,6 +146,27 @@ fn pump_input(mut reader: UnixStream, serial: ConsoleSerial, wakeup: &Wakeup) {
     }
 }
 
+/// What a running VM's console holds: connects to its console socket in
+/// `vm_dir` (the monitor replays its recent output to a new client) and
+/// reads for a moment, at most [`RING_CAPACITY`] bytes. For diagnostics;
+/// empty when the console cannot be reached.
+pub fn history(vm_dir: &std::path::Path) -> String {
+    let path = vm_dir.join(crate::vmm::machine::CONSOLE_SOCKET);
+    let Ok(mut stream) = UnixStream::connect(path) else {
+        return String::new();
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(300)));
+    let mut buf = vec![0u8; RING_CAPACITY];
+    let mut len = 0;
+    while len < buf.len() {
+        match stream.read(&mut buf[len..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => len += n,
+        }
+    }
+    String::from_utf8_lossy(&buf[..len]).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -69,7 +69,7 @@ fn details(data_dir: &Path) {
         let dir = vm.path();
         let id = vm.file_name().to_string_lossy().into_owned();
         println!("{DETAIL}== VM {id}: console (last lines)");
-        for line in tail(&vm::console_history(&dir), 40) {
+        for line in tail(&fastvmd::vmm::console::history(&dir), 40) {
             println!("{DETAIL}{line}");
         }
         println!("{DETAIL}== VM {id}: monitor.log (last lines)");

@@ -2,7 +2,6 @@
 //! console, its monitor process and what L1 sees of its network.
 
 use std::io::Read;
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -40,25 +39,6 @@ pub fn sh(d: &Daemon, id: &str, script: &str) -> Result<String, String> {
         return Err(format!("`{script}` in {id}: {out}"));
     }
     Ok(out["stdout"].as_str().unwrap_or_default().to_string())
-}
-
-/// What the VM's console holds (the monitor replays its history to a new
-/// client), read for a moment.
-pub fn console_history(dir: &Path) -> String {
-    let path = dir.join(fastvmd::vmm::machine::CONSOLE_SOCKET);
-    let Ok(mut stream) = UnixStream::connect(path) else {
-        return "(console not reachable)".into();
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(300)));
-    let mut buf = vec![0u8; 256 << 10];
-    let mut len = 0;
-    while len < buf.len() {
-        match stream.read(&mut buf[len..]) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => len += n,
-        }
-    }
-    String::from_utf8_lossy(&buf[..len]).into_owned()
 }
 
 /// The `--vsock-cid` the VM's monitor runs with.
