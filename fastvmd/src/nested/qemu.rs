@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 use super::initramfs::EXIT_MARK;
 use super::{NestedError, QEMU, which};
 
+/// Results kept from one run; lines past this are still handed on.
+const MAX_RESULTS: usize = 16 << 20;
+
 /// The emulated CPU: every TCG feature, with SVM and nested paging.
 pub const CPU: &str = "max,+svm,+npt";
 
@@ -146,8 +149,10 @@ impl L1Machine {
                     payload_exit = code.trim().parse().ok();
                 }
                 on_line(&line);
-                text.push_str(&line);
-                text.push('\n');
+                if text.len() < MAX_RESULTS {
+                    text.push_str(&line);
+                    text.push('\n');
+                }
             }
             if let Some(status) = exited {
                 break Some(status);
