@@ -18,11 +18,16 @@ use clap::{Args, Parser, Subcommand};
 /// before clap parses anything (a restore starts its KVM thread first).
 pub fn main() -> ExitCode {
     if let Some((vmm, early_kvm)) = vmm_command() {
+        crate::private_files::set_umask();
         init_tracing();
         return run_vmm(vmm.args, early_kvm);
     }
     let args = Cli::parse();
     init_tracing();
+    if matches!(args.command, Command::Serve(_) | Command::Vmm(_)) {
+        // What the daemon and its monitors write is theirs alone.
+        crate::private_files::set_umask();
+    }
     match args.command {
         Command::Serve(serve) => run_serve(serve),
         Command::Call(call) => run_call(call),

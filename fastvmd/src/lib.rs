@@ -12,6 +12,7 @@ pub mod cli;
 pub mod image;
 pub mod nested;
 pub mod net;
+pub mod private_files;
 pub mod serve;
 pub mod service;
 pub mod socket;

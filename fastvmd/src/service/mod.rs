@@ -25,6 +25,7 @@ use fastvm_proto::socket::{EventKind, EventOp};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
+use crate::private_files;
 use crate::store::{QuotaDefaults, Store, StoreError};
 use crate::supervisor::{GuestChoice, GuestImage, Supervisor};
 use crate::vmm::host::{self, HostKind};
@@ -162,9 +163,14 @@ impl Service {
 
     fn open_blocking(config: ServiceConfig) -> Result<Opened, ServiceError> {
         let dir = &config.data_dir;
-        std::fs::create_dir_all(dir)
-            .map_err(|e| internal(format!("cannot create {}: {e}", dir.display())))?;
-        let store = Store::open_with_defaults(dir.join("fastvm.db"), config.quota_defaults)?;
+        for sub in ["", "vms", "snapshots", "images"] {
+            let path = dir.join(sub);
+            private_files::private_dir(&path)
+                .map_err(|e| internal(format!("cannot create {}: {e}", path.display())))?;
+        }
+        let db = dir.join("fastvm.db");
+        let store = Store::open_with_defaults(db.clone(), config.quota_defaults)?;
+        private_files::private_file(&db).map_err(|e| internal(format!("{}: {e}", db.display())))?;
         let jwt_secret = crate::auth::load_or_create_secret(&dir.join("jwt.secret"))
             .map_err(|e| internal(format!("jwt.secret: {e}")))?;
         let host = host::detect();
@@ -175,7 +181,6 @@ impl Service {
         };
         let supervisor = Supervisor::new(dir.join("vms"), config.monitor_exe.clone());
         let snapshots_dir = dir.join("snapshots");
-        std::fs::create_dir_all(&snapshots_dir).map_err(internal)?;
         let (events, _) = broadcast::channel(1024);
         let network = Self::network(&config);
         let service = Service {
