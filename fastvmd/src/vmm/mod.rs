@@ -11,6 +11,7 @@ pub mod control;
 pub mod devices;
 pub mod exit;
 pub mod exit_record;
+pub mod guest_warn;
 pub mod host;
 pub mod kvm_state;
 pub mod layout;

@@ -332,7 +332,10 @@ fn complete_pending_io(vcpu: &mut VcpuFd) {
     vcpu.set_kvm_immediate_exit(1);
     match vcpu.run() {
         Err(e) if e.errno() == libc::EINTR => {}
-        other => tracing::warn!("completing pending I/O: unexpected {other:?}"),
+        other => crate::guest_warn!(
+            "completing pending I/O: unexpected",
+            "completing pending I/O: unexpected {other:?}"
+        ),
     }
     vcpu.set_kvm_immediate_exit(0);
 }

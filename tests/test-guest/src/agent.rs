@@ -129,8 +129,9 @@ impl Agent {
             }
         }
         let now = cpu::now();
+        let base = self.base;
         for conn in &mut self.conns {
-            serve(conn, ctx, now);
+            serve(conn, ctx, now, base);
             flush(vsock, conn);
             if conn.flushed() && !conn.dead {
                 if conn.poweroff_after_flush && self.power_off_at.is_none() {
@@ -291,8 +292,9 @@ fn on_event(vsock: &mut Vsock, conns: &mut Vec<Conn>, event: VsockEvent) {
     }
 }
 
-/// Handles queued frames and finished sleeps of one connection.
-fn serve(conn: &mut Conn, ctx: &mut Context<'_>, now: u64) {
+/// Handles queued frames and finished sleeps of one connection; `base` is
+/// the vsock device's MMIO window (for `mmio-spam`).
+fn serve(conn: &mut Conn, ctx: &mut Context<'_>, now: u64, base: u64) {
     if conn.dead || conn.close_after_flush {
         return;
     }
@@ -341,6 +343,17 @@ fn serve(conn: &mut Conn, ctx: &mut Context<'_>, now: u64) {
                         conn.poweroff_after_flush = true;
                     }
                     Action::Crash => crate::io::crash(),
+                    Action::BadMmio { writes, output } => {
+                        for _ in 0..writes {
+                            // SAFETY: `base` is the vsock device's MMIO
+                            // window, mapped for user access at boot; its
+                            // offset 0 (magic value) is read-only, so the
+                            // monitor ignores the write (and warns).
+                            unsafe { core::ptr::write_volatile(base as *mut u32, 0) };
+                        }
+                        let result = output.finish(cpu::ms_between(start, cpu::now()));
+                        conn.queue(&Frame::ExecResult(result));
+                    }
                 }
             }
             other => {

@@ -82,7 +82,14 @@ pub enum Action {
     PowerOff(Output),
     /// Fault at once (no reply), so the host sees a crashed guest.
     Crash,
+    /// Make `writes` bad MMIO writes (to a read-only register of a
+    /// virtio-mmio device), then reply: proves the monitor's guest warnings
+    /// are rate-limited and counted.
+    BadMmio { writes: u32, output: Output },
 }
+
+/// Most bad MMIO writes one `mmio-spam` makes.
+pub const MAX_BAD_MMIO: u32 = 1_000_000;
 
 /// Runs `req` against the guest's memory map and disk (if any).
 pub fn run(req: &ExecRequest, memory: &mut Memory, disk: Option<&mut dyn Disk>) -> Action {
@@ -137,6 +144,16 @@ pub fn run(req: &ExecRequest, memory: &mut Memory, disk: Option<&mut dyn Disk>) 
         },
         "poweroff" => Action::PowerOff(out),
         "crash" => Action::Crash,
+        "mmio-spam" => match args.first().map(|n| n.parse::<u32>()) {
+            Some(Ok(writes)) if writes <= MAX_BAD_MMIO => Action::BadMmio {
+                writes,
+                output: out,
+            },
+            _ => Action::Done(out.fail(
+                2,
+                &format!("test-guest: usage: mmio-spam N (N at most {MAX_BAD_MMIO})\n"),
+            )),
+        },
         other => {
             let msg = format!("test-guest: unknown command: {other}\n");
             Action::Done(out.fail(127, &msg))

@@ -97,6 +97,14 @@ fn sleep_and_poweroff_are_deferred() {
         run(&ExecRequest::new(["crash"]), &mut mem, None),
         Action::Crash
     ));
+    assert!(matches!(
+        run(&ExecRequest::new(["mmio-spam", "1000"]), &mut mem, None),
+        Action::BadMmio { writes: 1000, .. }
+    ));
+    let Action::Done(out) = run(&ExecRequest::new(["mmio-spam", "1000001"]), &mut mem, None) else {
+        panic!("too many writes must be refused");
+    };
+    assert_eq!(out.exit_code, 2);
 }
 
 #[test]

@@ -94,6 +94,10 @@ pub struct Status {
     pub memory_mib: u64,
     pub uptime_ms: u64,
     pub pid: u32,
+    /// Warnings the guest caused so far, by kind
+    /// ([`crate::vmm::guest_warn`]); each kind logs a line per second.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub guest_warnings: std::collections::BTreeMap<String, u64>,
 }
 
 /// The answer to one request: `{"ok":true,...}` or `{"ok":false,"error":"..."}`.

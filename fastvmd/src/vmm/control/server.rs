@@ -129,6 +129,7 @@ mod tests {
                 memory_mib: 128,
                 uptime_ms: 5,
                 pid: 1,
+                guest_warnings: Default::default(),
             }
         }
         fn pause(&self) -> Result<(), String> {

@@ -191,6 +191,7 @@ impl ControlTarget for Machine {
             memory_mib: self.memory_mib,
             uptime_ms: self.started.elapsed().as_millis() as u64,
             pid: std::process::id(),
+            guest_warnings: crate::vmm::guest_warn::counts(),
         }
     }
 

@@ -123,7 +123,10 @@ impl Block {
     /// Completes every available request of the queue.
     fn process_queue(&mut self) {
         let Some(active) = self.active.as_mut() else {
-            tracing::warn!("virtio-blk: notified before activation");
+            crate::guest_warn!(
+                "virtio-blk: notified before activation",
+                "virtio-blk: notified before activation"
+            );
             return;
         };
         let Active {
@@ -134,7 +137,10 @@ impl Block {
         let mut used = false;
         loop {
             if let Err(e) = queue.disable_notification(mem) {
-                tracing::warn!("virtio-blk: disabling notifications: {e}");
+                crate::guest_warn!(
+                    "virtio-blk: disabling notifications",
+                    "virtio-blk: disabling notifications: {e}"
+                );
             }
             let mut popped = false;
             while let Some(chain) = queue.pop_descriptor_chain(&*mem) {
@@ -143,7 +149,10 @@ impl Block {
                 let len = process(chain, mem, &self.disk);
                 match queue.add_used(mem, head, len) {
                     Ok(()) => used = true,
-                    Err(e) => tracing::warn!("virtio-blk: adding used entry: {e}"),
+                    Err(e) => crate::guest_warn!(
+                        "virtio-blk: adding used entry",
+                        "virtio-blk: adding used entry: {e}"
+                    ),
                 }
             }
             match queue.enable_notification(mem) {
@@ -152,18 +161,27 @@ impl Block {
                 Ok(true) if popped => continue,
                 Ok(_) => break,
                 Err(e) => {
-                    tracing::warn!("virtio-blk: enabling notifications: {e}");
+                    crate::guest_warn!(
+                        "virtio-blk: enabling notifications",
+                        "virtio-blk: enabling notifications: {e}"
+                    );
                     break;
                 }
             }
         }
         let notify = queue.needs_notification(mem).unwrap_or_else(|e| {
-            tracing::warn!("virtio-blk: needs_notification: {e}");
+            crate::guest_warn!(
+                "virtio-blk: needs_notification",
+                "virtio-blk: needs_notification: {e}"
+            );
             true
         });
         if used && notify {
             if let Err(e) = interrupt.trigger(Interrupt::VRING) {
-                tracing::warn!("virtio-blk: raising the interrupt: {e}");
+                crate::guest_warn!(
+                    "virtio-blk: raising the interrupt",
+                    "virtio-blk: raising the interrupt: {e}"
+                );
             }
         }
     }
@@ -209,7 +227,11 @@ impl VirtioDevice for Block {
 
     fn queue_notify(&mut self, index: u16) {
         if index != 0 {
-            tracing::warn!(index, "virtio-blk: notify for unknown queue");
+            crate::guest_warn!(
+                "virtio-blk: notify for unknown queue",
+                index,
+                "virtio-blk: notify for unknown queue"
+            );
             return;
         }
         if self.paused {

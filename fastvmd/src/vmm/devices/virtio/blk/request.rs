@@ -46,25 +46,37 @@ pub(super) fn process(chain: DescriptorChain<&GuestMemory>, mem: &GuestMemory, d
     let mut writer = match Writer::new(mem, chain) {
         Ok(w) => w,
         Err(e) => {
-            tracing::warn!("virtio-blk: bad writable buffers: {e}");
+            crate::guest_warn!(
+                "virtio-blk: bad writable buffers",
+                "virtio-blk: bad writable buffers: {e}"
+            );
             return 0;
         }
     };
     let Some(data_len) = writer.available_bytes().checked_sub(1) else {
-        tracing::warn!("virtio-blk: request without a status byte");
+        crate::guest_warn!(
+            "virtio-blk: request without a status byte",
+            "virtio-blk: request without a status byte"
+        );
         return 0;
     };
     let mut status_writer = match writer.split_at(data_len) {
         Ok(w) => w,
         Err(e) => {
-            tracing::warn!("virtio-blk: splitting the status byte: {e}");
+            crate::guest_warn!(
+                "virtio-blk: splitting the status byte",
+                "virtio-blk: splitting the status byte: {e}"
+            );
             return 0;
         }
     };
     let status = match reader {
         Ok(mut reader) => execute(&mut reader, &mut writer, disk),
         Err(e) => {
-            tracing::warn!("virtio-blk: bad readable buffers: {e}");
+            crate::guest_warn!(
+                "virtio-blk: bad readable buffers",
+                "virtio-blk: bad readable buffers: {e}"
+            );
             VIRTIO_BLK_S_IOERR
         }
     };
@@ -73,7 +85,10 @@ pub(super) fn process(chain: DescriptorChain<&GuestMemory>, mem: &GuestMemory, d
     let status_len = match status_writer.write_all(&[status as u8]) {
         Ok(()) => 1,
         Err(e) => {
-            tracing::warn!("virtio-blk: writing the status: {e}");
+            crate::guest_warn!(
+                "virtio-blk: writing the status",
+                "virtio-blk: writing the status: {e}"
+            );
             0
         }
     };
@@ -85,7 +100,10 @@ pub(super) fn process(chain: DescriptorChain<&GuestMemory>, mem: &GuestMemory, d
 fn execute(reader: &mut Reader<'_>, writer: &mut Writer<'_>, disk: &Disk) -> u32 {
     let mut header = [0u8; HEADER_LEN];
     if reader.read_exact(&mut header).is_err() {
-        tracing::warn!("virtio-blk: short request header");
+        crate::guest_warn!(
+            "virtio-blk: short request header",
+            "virtio-blk: short request header"
+        );
         return VIRTIO_BLK_S_IOERR;
     }
     let mut ty = [0u8; 4];
@@ -99,7 +117,10 @@ fn execute(reader: &mut Reader<'_>, writer: &mut Writer<'_>, disk: &Disk) -> u32
         VIRTIO_BLK_T_IN => range(disk, sector, writer.available_bytes())
             .and_then(|offset| read_disk(disk, offset, writer)),
         VIRTIO_BLK_T_OUT if disk.read_only => {
-            tracing::warn!("virtio-blk: write to a read-only disk");
+            crate::guest_warn!(
+                "virtio-blk: write to a read-only disk",
+                "virtio-blk: write to a read-only disk"
+            );
             return VIRTIO_BLK_S_IOERR;
         }
         VIRTIO_BLK_T_OUT => range(disk, sector, reader.available_bytes())
@@ -110,14 +131,23 @@ fn execute(reader: &mut Reader<'_>, writer: &mut Writer<'_>, disk: &Disk) -> u32
             writer.write_all(&disk.id[..n])
         }
         _ => {
-            tracing::warn!(ty, "virtio-blk: unsupported request type");
+            crate::guest_warn!(
+                "virtio-blk: unsupported request type",
+                ty,
+                "virtio-blk: unsupported request type"
+            );
             return VIRTIO_BLK_S_UNSUPP;
         }
     };
     match result {
         Ok(()) => VIRTIO_BLK_S_OK,
         Err(e) => {
-            tracing::warn!(ty, sector, "virtio-blk: request failed: {e}");
+            crate::guest_warn!(
+                "virtio-blk: request failed",
+                ty,
+                sector,
+                "virtio-blk: request failed: {e}"
+            );
             VIRTIO_BLK_S_IOERR
         }
     }

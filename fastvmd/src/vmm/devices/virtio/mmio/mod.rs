@@ -71,7 +71,8 @@ impl QueueConfig {
         q.set_event_idx(event_idx);
         q.set_ready(true);
         if !q.is_valid(mem) {
-            tracing::warn!(
+            crate::guest_warn!(
+                "virtio-mmio: queue not valid in guest memory",
                 queue = index,
                 "virtio-mmio: queue not valid in guest memory"
             );
@@ -167,7 +168,11 @@ impl MmioTransport {
         let sel = self.queue_sel as usize;
         let q = self.queues.get_mut(sel);
         if q.is_none() {
-            tracing::warn!(sel, "virtio-mmio: QueueSel out of range");
+            crate::guest_warn!(
+                "virtio-mmio: QueueSel out of range",
+                sel,
+                "virtio-mmio: QueueSel out of range"
+            );
         }
         q
     }
@@ -217,7 +222,12 @@ impl MmioTransport {
             return;
         }
         if value & self.status != self.status {
-            tracing::warn!(old = self.status, value, "virtio-mmio: status bits cleared");
+            crate::guest_warn!(
+                "virtio-mmio: status bits cleared",
+                old = self.status,
+                value,
+                "virtio-mmio: status bits cleared"
+            );
             return;
         }
         let new = value & !self.status;
@@ -233,12 +243,20 @@ impl MmioTransport {
         ];
         for (bit, needs) in prereq {
             if new & bit != 0 && value & needs != needs {
-                tracing::warn!(value, "virtio-mmio: status bit {bit:#x} set out of order");
+                crate::guest_warn!(
+                    "virtio-mmio: status bit",
+                    value,
+                    "virtio-mmio: status bit {bit:#x} set out of order"
+                );
                 return;
             }
         }
         if new & !(prereq.iter().fold(0, |a, (b, _)| a | b)) != 0 {
-            tracing::warn!(value, "virtio-mmio: unknown status bits");
+            crate::guest_warn!(
+                "virtio-mmio: unknown status bits",
+                value,
+                "virtio-mmio: unknown status bits"
+            );
             return;
         }
         if new & VIRTIO_CONFIG_S_FEATURES_OK != 0 {
@@ -246,7 +264,8 @@ impl MmioTransport {
             if self.acked_features & !offered != 0
                 || self.acked_features & (1 << VIRTIO_F_VERSION_1) == 0
             {
-                tracing::warn!(
+                crate::guest_warn!(
+                    "virtio-mmio: features refused",
                     acked = self.acked_features,
                     offered,
                     "virtio-mmio: features refused"
@@ -260,13 +279,14 @@ impl MmioTransport {
             match self.activate() {
                 Ok(()) => self.activated = true,
                 Err(e) => {
-                    tracing::warn!(
+                    crate::guest_warn!(
+                        "virtio-mmio: activation failed",
                         device = self.device.device_type(),
                         "virtio-mmio: activation failed: {e}"
                     );
                     self.status |= VIRTIO_CONFIG_S_NEEDS_RESET;
                     if let Err(e) = self.interrupt.trigger(Interrupt::CONFIG) {
-                        tracing::warn!("virtio-mmio: interrupt: {e}");
+                        crate::guest_warn!("virtio-mmio: interrupt", "virtio-mmio: interrupt: {e}");
                     }
                 }
             }
@@ -339,7 +359,10 @@ impl MmioTransport {
                 let hi = offset & 4 != 0;
                 if let Some(q) = self.selected_queue() {
                     if q.ready {
-                        tracing::warn!("virtio-mmio: address write to a ready queue");
+                        crate::guest_warn!(
+                            "virtio-mmio: address write to a ready queue",
+                            "virtio-mmio: address write to a ready queue"
+                        );
                         return true;
                     }
                     let word = match offset & !4 {
@@ -352,13 +375,20 @@ impl MmioTransport {
             }
             VIRTIO_MMIO_QUEUE_NOTIFY => {
                 if !self.activated {
-                    tracing::warn!("virtio-mmio: QueueNotify before activation");
+                    crate::guest_warn!(
+                        "virtio-mmio: QueueNotify before activation",
+                        "virtio-mmio: QueueNotify before activation"
+                    );
                 } else {
                     match u16::try_from(v) {
                         Ok(idx) if usize::from(idx) < self.queues.len() => {
                             self.device.queue_notify(idx)
                         }
-                        _ => tracing::warn!(v, "virtio-mmio: QueueNotify for unknown queue"),
+                        _ => crate::guest_warn!(
+                            "virtio-mmio: QueueNotify for unknown queue",
+                            v,
+                            "virtio-mmio: QueueNotify for unknown queue"
+                        ),
                     }
                 }
             }
@@ -386,7 +416,12 @@ impl BusDevice for MmioTransport {
         match value {
             Some(v) => data.copy_from_slice(&v.to_le_bytes()),
             None => {
-                tracing::warn!(offset, len = data.len(), "virtio-mmio: bad read");
+                crate::guest_warn!(
+                    "virtio-mmio: bad read",
+                    offset,
+                    len = data.len(),
+                    "virtio-mmio: bad read"
+                );
                 data.fill(0);
             }
         }
@@ -403,7 +438,8 @@ impl BusDevice for MmioTransport {
             _ => false,
         };
         if !ok {
-            tracing::warn!(
+            crate::guest_warn!(
+                "virtio-mmio: write ignored",
                 offset,
                 len = data.len(),
                 status = self.status,

@@ -289,7 +289,11 @@ impl VirtioDevice for Net {
         match index {
             0 => self.shared.service_rx(&mut inner),
             1 => self.shared.service_tx(&mut inner),
-            _ => tracing::warn!(index, "virtio-net: notify for a queue that does not exist"),
+            _ => crate::guest_warn!(
+                "virtio-net: notify for a queue that does not exist",
+                index,
+                "virtio-net: notify for a queue that does not exist"
+            ),
         }
     }
 

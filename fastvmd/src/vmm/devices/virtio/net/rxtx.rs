@@ -33,7 +33,7 @@ fn notify(queue: &mut Queue, mem: &GuestMemory, interrupt: &Interrupt) {
     if queue.needs_notification(mem).unwrap_or(true)
         && let Err(e) = interrupt.trigger(Interrupt::VRING)
     {
-        tracing::warn!("virtio-net: interrupt: {e}");
+        crate::guest_warn!("virtio-net: interrupt", "virtio-net: interrupt: {e}");
     }
 }
 
@@ -96,7 +96,10 @@ pub fn process_rx(
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break RxStop::TapEmpty,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    tracing::warn!("virtio-net: reading the tap: {e}");
+                    crate::guest_warn!(
+                        "virtio-net: reading the tap",
+                        "virtio-net: reading the tap: {e}"
+                    );
                     break RxStop::TapEmpty;
                 }
             },
@@ -132,11 +135,14 @@ pub fn process_rx(
         if ok && written == len {
             FrameCounters::bump(&counters.rx_passed);
         } else {
-            tracing::warn!("virtio-net: RX buffer unusable or too small for {len} bytes");
+            crate::guest_warn!(
+                "virtio-net: RX buffer unusable or too small",
+                "virtio-net: RX buffer unusable or too small for {len} bytes"
+            );
             written = 0;
         }
         if let Err(e) = q.rx.add_used(&q.mem, head, written as u32) {
-            tracing::warn!("virtio-net: RX add_used: {e}");
+            crate::guest_warn!("virtio-net: RX add_used", "virtio-net: RX add_used: {e}");
         }
         used = true;
     };
@@ -173,7 +179,11 @@ pub fn process_tx(
             }
         }
         if !ok || scratch.len() <= VNET_HDR_LEN {
-            tracing::warn!("virtio-net: bad TX chain ({} bytes)", scratch.len());
+            crate::guest_warn!(
+                "virtio-net: bad TX chain",
+                "virtio-net: bad TX chain ({} bytes)",
+                scratch.len()
+            );
         } else if let Some(tap) = tap {
             FrameCounters::bump(&counters.tx_frames);
             if let Err(e) = tap.write_frame(scratch) {
@@ -182,7 +192,7 @@ pub fn process_tx(
             }
         }
         if let Err(e) = q.tx.add_used(&q.mem, head, 0) {
-            tracing::warn!("virtio-net: TX add_used: {e}");
+            crate::guest_warn!("virtio-net: TX add_used", "virtio-net: TX add_used: {e}");
         }
         used = true;
     }

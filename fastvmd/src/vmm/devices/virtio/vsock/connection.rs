@@ -192,11 +192,19 @@ impl Connection {
     /// Guest payload for the host stream.
     pub fn recv_from_guest(&mut self, data: &[u8]) -> Verdict {
         if self.state != State::Established || self.peer_shut_send {
-            tracing::warn!(port = self.local_port, "vsock: RW in wrong state");
+            crate::guest_warn!(
+                "vsock: RW in wrong state",
+                port = self.local_port,
+                "vsock: RW in wrong state"
+            );
             return Verdict::Reset;
         }
         if self.tx_buf.len() + data.len() > BUF_ALLOC as usize {
-            tracing::warn!(port = self.local_port, "vsock: guest exceeded its credit");
+            crate::guest_warn!(
+                "vsock: guest exceeded its credit",
+                port = self.local_port,
+                "vsock: guest exceeded its credit"
+            );
             return Verdict::Reset;
         }
         self.tx_buf.extend(data);

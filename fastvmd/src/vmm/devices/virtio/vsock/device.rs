@@ -351,7 +351,11 @@ impl VirtioDevice for Vsock {
 
     fn queue_notify(&mut self, index: u16) {
         if usize::from(index) >= QUEUE_SIZES.len() {
-            tracing::warn!(index, "vsock: notify for a queue that does not exist");
+            crate::guest_warn!(
+                "vsock: notify for a queue that does not exist",
+                index,
+                "vsock: notify for a queue that does not exist"
+            );
             return;
         }
         // Whatever the queue, everything is looked at: new RX buffers let

@@ -413,7 +413,8 @@ impl Muxer {
         }
         if hdr.src_cid != self.guest_cid || hdr.dst_cid != HOST_CID {
             self.dropped.bad += 1;
-            tracing::warn!(
+            crate::guest_warn!(
+                "vsock: bad CIDs, dropped",
                 src = hdr.src_cid,
                 dst = hdr.dst_cid,
                 "vsock: bad CIDs, dropped"
@@ -424,7 +425,11 @@ impl Muxer {
         self.previous_cid = None;
         let key = (hdr.dst_port, hdr.src_port);
         if hdr.type_ != TYPE_STREAM {
-            tracing::warn!(type_ = hdr.type_, "vsock: unsupported socket type");
+            crate::guest_warn!(
+                "vsock: unsupported socket type",
+                type_ = hdr.type_,
+                "vsock: unsupported socket type"
+            );
             if hdr.op != OP_RST {
                 self.ctrl_rx.push_back(hdr.rst_reply());
             }
@@ -460,7 +465,7 @@ impl Muxer {
                 Verdict::Keep
             }
             op => {
-                tracing::warn!(op, state = ?conn.state, "vsock: unexpected packet, resetting");
+                crate::guest_warn!("vsock: unexpected packet, resetting", op, state = ?conn.state, "vsock: unexpected packet, resetting");
                 Verdict::Reset
             }
         };

@@ -39,7 +39,7 @@ fn notify(queue: &mut Queue, mem: &GuestMemory, interrupt: &Interrupt) {
     // Without EVENT_IDX this is always true; on error, notify anyway.
     if queue.needs_notification(mem).unwrap_or(true) {
         if let Err(e) = interrupt.trigger(Interrupt::VRING) {
-            tracing::warn!("vsock: interrupt: {e}");
+            crate::guest_warn!("vsock: interrupt", "vsock: interrupt: {e}");
         }
     }
 }
@@ -61,9 +61,12 @@ fn put_rx(
         let mut pkt = match pkt {
             Ok(p) => p,
             Err(e) => {
-                tracing::warn!("vsock: bad RX descriptor chain: {e}");
+                crate::guest_warn!(
+                    "vsock: bad RX descriptor chain",
+                    "vsock: bad RX descriptor chain: {e}"
+                );
                 if let Err(e) = q.rx.add_used(&q.mem, head, 0) {
-                    tracing::warn!("vsock: RX add_used: {e}");
+                    crate::guest_warn!("vsock: RX add_used", "vsock: RX add_used: {e}");
                 }
                 *used = true;
                 continue;
@@ -85,11 +88,14 @@ fn put_rx(
         let len = if ok {
             (PKT_HEADER_SIZE + n) as u32
         } else {
-            tracing::warn!("vsock: writing an RX packet failed");
+            crate::guest_warn!(
+                "vsock: writing an RX packet failed",
+                "vsock: writing an RX packet failed"
+            );
             0
         };
         if let Err(e) = q.rx.add_used(&q.mem, head, len) {
-            tracing::warn!("vsock: RX add_used: {e}");
+            crate::guest_warn!("vsock: RX add_used", "vsock: RX add_used: {e}");
         }
         *used = true;
         return RxPut::Sent;
@@ -120,17 +126,20 @@ impl Muxer {
                     if read {
                         Some(Hdr::from_packet(&pkt))
                     } else {
-                        tracing::warn!("vsock: unreadable TX payload");
+                        crate::guest_warn!(
+                            "vsock: unreadable TX payload",
+                            "vsock: unreadable TX payload"
+                        );
                         None
                     }
                 }
                 Err(e) => {
-                    tracing::warn!("vsock: bad TX packet: {e}");
+                    crate::guest_warn!("vsock: bad TX packet", "vsock: bad TX packet: {e}");
                     None
                 }
             };
             if let Err(e) = q.tx.add_used(&q.mem, head, 0) {
-                tracing::warn!("vsock: TX add_used: {e}");
+                crate::guest_warn!("vsock: TX add_used", "vsock: TX add_used: {e}");
             }
             used = true;
             if let Some(hdr) = hdr {
@@ -228,13 +237,18 @@ impl Muxer {
                                 self.reset_unacked = Some((std::time::Instant::now(), idx));
                             }
                         }
-                        Err(e) => tracing::warn!("vsock: event buffer: {e}"),
+                        Err(e) => {
+                            crate::guest_warn!("vsock: event buffer", "vsock: event buffer: {e}")
+                        }
                     }
                 }
-                _ => tracing::warn!("vsock: unusable event buffer"),
+                _ => crate::guest_warn!(
+                    "vsock: unusable event buffer",
+                    "vsock: unusable event buffer"
+                ),
             }
             if let Err(e) = q.evq.add_used(&q.mem, head, len) {
-                tracing::warn!("vsock: event add_used: {e}");
+                crate::guest_warn!("vsock: event add_used", "vsock: event add_used: {e}");
             }
             used = true;
         }

@@ -1,0 +1,49 @@
+//! A guest that misbehaves on purpose cannot grow the monitor's log: its
+//! bad MMIO writes are logged at most once a second per kind (the next
+//! line says how many were suppressed) and every one is counted in the
+//! `status` control op.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestVm, VmOpts, can_run_vms};
+use fastvmd::vmm::control::Request;
+
+const KIND: &str = "virtio-mmio: write ignored";
+
+#[test]
+fn bad_mmio_writes_are_rate_limited_and_counted() {
+    if !can_run_vms("bad_mmio_writes_are_rate_limited_and_counted") {
+        return;
+    }
+    let mut vm = TestVm::start(VmOpts::default());
+    vm.wait_ready();
+    let writes = 20_000;
+    let out = vm.exec_timeout(&["mmio-spam", &writes.to_string()], Duration::from_secs(60));
+    assert_eq!(out.exit_code, 0, "{out:?}");
+    let status = vm.control(Request::Status).expect("status");
+    assert_eq!(
+        status.guest_warnings.get(KIND),
+        Some(&writes),
+        "{:?}",
+        status.guest_warnings
+    );
+    // A second burst is counted on top and still logged sparingly.
+    let again = vm.exec_timeout(&["mmio-spam", "5000"], Duration::from_secs(60));
+    assert_eq!(again.exit_code, 0, "{again:?}");
+    let status = vm.control(Request::Status).expect("status");
+    assert_eq!(status.guest_warnings.get(KIND), Some(&(writes + 5000)));
+
+    vm.terminate();
+    let (_, stderr) = vm.wait_exit(Duration::from_secs(10));
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains(KIND)).collect();
+    let seconds = (out.duration_ms + again.duration_ms) / 1000;
+    assert!(
+        !lines.is_empty() && lines.len() as u64 <= seconds + 3,
+        "{} lines for {} writes in {seconds} s of spamming:\n{}",
+        lines.len(),
+        writes + 5000,
+        lines.join("\n")
+    );
+}
