@@ -47,3 +47,45 @@ fn bad_mmio_writes_are_rate_limited_and_counted() {
         lines.join("\n")
     );
 }
+
+#[test]
+fn console_clients_are_capped_and_a_leaving_one_makes_room() {
+    use std::io::Read;
+    use std::time::Instant;
+
+    use fastvmd::vmm::console::{MAX_CLIENTS, TOO_MANY_CLIENTS};
+
+    if !can_run_vms("console_clients_are_capped_and_a_leaving_one_makes_room") {
+        return;
+    }
+    let vm = TestVm::start(VmOpts::default());
+    vm.wait_ready();
+    let mut clients: Vec<_> = (0..MAX_CLIENTS).map(|_| vm.console()).collect();
+    let refused_text = |mut extra: std::os::unix::net::UnixStream| {
+        extra
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut text = String::new();
+        let _ = extra.read_to_string(&mut text);
+        text
+    };
+    let said = refused_text(vm.console());
+    assert!(said.ends_with(TOO_MANY_CLIENTS), "{said:?}");
+
+    drop(clients.pop());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut again = vm.console();
+        again
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut buf = vec![0u8; 256 << 10];
+        let n = again.read(&mut buf).unwrap_or(0);
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !text.contains(TOO_MANY_CLIENTS) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no room after a client left");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

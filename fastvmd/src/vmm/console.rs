@@ -17,6 +17,11 @@ use super::wakeup::Wakeup;
 pub const RING_CAPACITY: usize = 256 << 10;
 /// A client that cannot take output for this long is disconnected.
 const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_millis(200);
+/// Clients one console serves at once; one more is told so and closed.
+pub const MAX_CLIENTS: usize = 16;
+/// What a client past [`MAX_CLIENTS`] reads before its connection closes.
+pub const TOO_MANY_CLIENTS: &str =
+    "fastvmd: this console has 16 clients already; try again later\r\n";
 
 /// Recent output plus the connected clients.
 #[derive(Default)]
@@ -27,7 +32,9 @@ pub struct ConsoleHub {
 #[derive(Default)]
 struct HubInner {
     ring: VecDeque<u8>,
-    clients: Vec<UnixStream>,
+    /// Each with the id [`ConsoleHub::attach`] gave it.
+    clients: Vec<(u64, UnixStream)>,
+    next_id: u64,
 }
 
 impl ConsoleHub {
@@ -48,7 +55,9 @@ impl ConsoleHub {
             inner.ring.drain(..overflow);
             inner.ring.extend(bytes);
         }
-        inner.clients.retain_mut(|c| c.write_all(bytes).is_ok());
+        inner
+            .clients
+            .retain_mut(|(_, c)| c.write_all(bytes).is_ok());
     }
 
     /// The recent output, oldest first.
@@ -57,15 +66,28 @@ impl ConsoleHub {
         inner.ring.iter().copied().collect()
     }
 
-    /// Sends the recent output to `client`, then adds it to the broadcast list.
-    pub fn attach(&self, mut client: UnixStream) -> io::Result<()> {
+    /// Sends the recent output to `client`, then adds it to the broadcast
+    /// list; its id, for [`ConsoleHub::detach`]. With [`MAX_CLIENTS`]
+    /// already there, `client` is told so and refused (`Ok(None)`).
+    pub fn attach(&self, mut client: UnixStream) -> io::Result<Option<u64>> {
         client.set_write_timeout(Some(CLIENT_WRITE_TIMEOUT))?;
         let mut inner = lock(&self.inner);
+        if inner.clients.len() >= MAX_CLIENTS {
+            client.write_all(TOO_MANY_CLIENTS.as_bytes())?;
+            return Ok(None);
+        }
         let (a, b) = inner.ring.as_slices();
         client.write_all(a)?;
         client.write_all(b)?;
-        inner.clients.push(client);
-        Ok(())
+        let id = inner.next_id;
+        inner.next_id += 1;
+        inner.clients.push((id, client));
+        Ok(Some(id))
+    }
+
+    /// Forgets client `id` (it went away).
+    pub fn detach(&self, id: u64) {
+        lock(&self.inner).clients.retain(|(c, _)| *c != id);
     }
 
     /// Number of connected clients.
@@ -110,15 +132,27 @@ pub fn serve(
                         continue;
                     }
                 };
-                if let Err(e) = hub.attach(conn) {
-                    tracing::warn!("console client: {e}");
-                    continue;
-                }
+                let id = match hub.attach(conn) {
+                    Ok(Some(id)) => id,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::warn!("console client: {e}");
+                        continue;
+                    }
+                };
                 let serial = serial.clone();
                 let wakeup = wakeup.clone();
-                let _ = thread::Builder::new()
+                let pump_hub = hub.clone();
+                let spawned = thread::Builder::new()
                     .name("console-in".into())
-                    .spawn(move || pump_input(reader, serial, &wakeup));
+                    .spawn(move || {
+                        pump_input(reader, serial, &wakeup);
+                        pump_hub.detach(id);
+                    });
+                if let Err(e) = spawned {
+                    tracing::warn!("console client: {e}");
+                    hub.detach(id);
+                }
             }
         });
     if let Err(e) = spawned {
@@ -198,5 +232,28 @@ mod tests {
         hub.output(b"x");
         hub.output(b"y");
         assert_eq!(hub.client_count(), 0, "closed client is dropped");
+    }
+
+    #[test]
+    fn clients_past_the_cap_are_told_and_refused_until_one_leaves() {
+        assert!(TOO_MANY_CLIENTS.contains(&MAX_CLIENTS.to_string()));
+        let hub = ConsoleHub::new();
+        let mut kept = Vec::new();
+        let mut ids = Vec::new();
+        for _ in 0..MAX_CLIENTS {
+            let (ours, theirs) = UnixStream::pair().unwrap();
+            ids.push(hub.attach(ours).unwrap().expect("under the cap"));
+            kept.push(theirs);
+        }
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        assert_eq!(hub.attach(ours).unwrap(), None);
+        let mut said = String::new();
+        theirs.read_to_string(&mut said).unwrap();
+        assert_eq!(said, TOO_MANY_CLIENTS, "told why, then closed");
+        assert_eq!(hub.client_count(), MAX_CLIENTS);
+
+        hub.detach(ids[3]);
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        assert!(hub.attach(ours).unwrap().is_some(), "room again");
     }
 }
