@@ -4,12 +4,15 @@
 //! program.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::vmm::config::{DEFAULT_CMDLINE, NicConfig, RestoreConfig, VmConfig};
 use crate::vmm::exit::{EXIT_ERROR, ExitEvent};
 use crate::vmm::exit_record::ExitRecord;
+use crate::vmm::jail::early::Handed;
+use crate::vmm::jail::ids::DEFAULT_ID_RANGE;
+use crate::vmm::jail::{self, JailError, JailIds};
 use crate::vmm::machine;
 use crate::vmm::machine::restore_kvm::KvmThread;
 use clap::{Args, Parser, Subcommand};
@@ -17,10 +20,10 @@ use clap::{Args, Parser, Subcommand};
 /// The whole `fastvmd` program: `fastvmd vmm --restore` is recognised
 /// before clap parses anything (a restore starts its KVM thread first).
 pub fn main() -> ExitCode {
-    if let Some((vmm, early_kvm)) = vmm_command() {
-        crate::private_files::set_umask();
-        init_tracing();
-        return run_vmm(vmm.args, early_kvm);
+    if let Some((vmm, early_kvm, confined)) = vmm_command() {
+        crate::vmm::log_cap::install(vmm.args.log_max_bytes);
+        init_tracing_with(|| crate::vmm::log_cap::CappedStderr);
+        return run_vmm(vmm.args, early_kvm, confined);
     }
     let args = Cli::parse();
     init_tracing();
@@ -31,7 +34,11 @@ pub fn main() -> ExitCode {
     match args.command {
         Command::Serve(serve) => run_serve(serve),
         Command::Call(call) => run_call(call),
-        Command::Vmm(vmm) => run_vmm(vmm, None),
+        Command::Vmm(vmm) => {
+            crate::vmm::log_cap::install(vmm.log_max_bytes);
+            let confined = confine_early(&handed_of(&vmm), &vmm.dir, vmm.no_jail);
+            run_vmm(vmm, None, confined)
+        }
         Command::Bench(bench) => match crate::bench::run(bench) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -221,6 +228,10 @@ pub struct ServeArgs {
     /// `vmm ...`); for tests that wrap the monitor.
     #[arg(long, value_name = "PATH", hide = true)]
     pub monitor_exe: Option<PathBuf>,
+    /// The uids/gids jailed monitors run as, START:COUNT: the VM with vsock
+    /// CID c runs as START + c - 3 (at most COUNT VMs at once).
+    #[arg(long, value_name = "START:COUNT", default_value_t = DEFAULT_ID_RANGE)]
+    pub jail_ids: crate::vmm::jail::ids::IdRange,
 }
 
 /// Runs the daemon.
@@ -239,6 +250,7 @@ pub fn run_serve(args: ServeArgs) -> ExitCode {
         network: !args.no_net,
         ipv6_prefix: args.ipv6_prefix,
         monitor_exe: args.monitor_exe,
+        jail_ids: args.jail_ids,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -275,21 +287,91 @@ pub struct VmmCommand {
     pub args: VmmArgs,
 }
 
-/// The arguments when they start with the `vmm` command. A restore's KVM
-/// work needs nothing from them, so it starts before they are parsed.
-pub fn vmm_command() -> Option<(VmmCommand, Option<KvmThread>)> {
+/// The arguments when they start with the `vmm` command. The jail's first
+/// step ([`crate::vmm::jail::early`]) is taken at once, while the process
+/// has one thread; a restore's KVM work needs nothing from the arguments,
+/// so it starts before they are parsed.
+pub fn vmm_command() -> Option<(VmmCommand, Option<KvmThread>, Result<(), JailError>)> {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     if args.first()? != "vmm" {
         return None;
     }
+    // What the monitor writes is the VM's alone.
+    crate::private_files::set_umask();
+    let only_help = args
+        .iter()
+        .any(|a| ["-h", "--help", "-V", "--version"].iter().any(|h| a == h));
+    let confined = match prescan_value(&args, "--dir") {
+        Some(dir) if !only_help => confine_early(
+            &prescan_handed(&args),
+            Path::new(&dir),
+            args.iter().any(|a| a == "--no-jail"),
+        ),
+        // clap reports what is missing.
+        _ => Ok(()),
+    };
     let restore = args
         .iter()
         .any(|a| a == "--restore" || a.as_encoded_bytes().starts_with(b"--restore="));
     // On failure the restore starts its thread itself and reports why.
-    let early = restore
+    let early = (restore && confined.is_ok())
         .then(machine::restore::start_kvm)
         .and_then(Result::ok);
-    Some((VmmCommand::parse_from(args), early))
+    Some((VmmCommand::parse_from(args), early, confined))
+}
+
+/// The value of `--name V` or `--name=V` before clap has parsed anything.
+fn prescan_value(args: &[OsString], name: &str) -> Option<OsString> {
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        if arg == name {
+            return it.next().cloned();
+        }
+        let bytes = arg.as_encoded_bytes();
+        if let Some(value) = bytes
+            .strip_prefix(name.as_bytes())
+            .and_then(|rest| rest.strip_prefix(b"="))
+        {
+            // SAFETY: split off an OsString's bytes right after an ASCII '='.
+            return Some(unsafe { OsString::from_encoded_bytes_unchecked(value.to_vec()) });
+        }
+    }
+    None
+}
+
+fn prescan_handed(args: &[OsString]) -> Handed {
+    let fd = |name| {
+        prescan_value(args, name)
+            .and_then(|v| v.to_str().and_then(|v| v.parse::<i32>().ok()))
+            .filter(|fd| *fd >= 0)
+    };
+    Handed {
+        tap_fd: fd("--tap-fd"),
+        tap_name: prescan_value(args, "--tap").and_then(|v| v.into_string().ok()),
+        netns_fd: fd("--netns-fd"),
+    }
+}
+
+fn handed_of(args: &VmmArgs) -> Handed {
+    Handed {
+        tap_fd: args.tap_fd,
+        tap_name: args.tap.clone(),
+        netns_fd: args.netns_fd,
+    }
+}
+
+/// The jail's first step (or, with `--no-jail`, only what it also does:
+/// the tap opened, `dir` entered).
+fn confine_early(handed: &Handed, dir: &Path, no_jail: bool) -> Result<(), JailError> {
+    let tap = if no_jail {
+        jail::early::unconfined(handed, dir)?
+    } else {
+        jail::early::confine_process(handed, dir)?
+    };
+    if let Some(tap) = tap {
+        jail::keep_early_tap(tap);
+    }
+    Ok(())
 }
 
 /// Arguments of `fastvmd vmm`.
@@ -348,6 +430,56 @@ pub struct VmmArgs {
     /// fastvm.gw6=fe80::1` to the command line.
     #[arg(long, value_name = "ADDR", conflicts_with = "restore")]
     pub ip6: Option<std::net::Ipv6Addr>,
+    /// The tap as an open descriptor (a tap with vnet headers) instead of
+    /// opening --tap by name; --tap, when given too, must name it.
+    #[arg(long, value_name = "FD")]
+    pub tap_fd: Option<i32>,
+    /// Join this network namespace (an open nsfs descriptor) instead of
+    /// making a new empty one.
+    #[arg(long, value_name = "FD")]
+    pub netns_fd: Option<i32>,
+    /// The unprivileged uid the jailed monitor runs as (default: from
+    /// 900000000 up, by vsock CID).
+    #[arg(long, value_name = "UID")]
+    pub uid: Option<u32>,
+    /// The unprivileged gid the jailed monitor runs as (default: the uid).
+    #[arg(long, value_name = "GID")]
+    pub gid: Option<u32>,
+    /// Cap of what the monitor logs on stderr (monitor.log): a line that
+    /// would pass it empties the file first, with a note.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::vmm::log_cap::DEFAULT_LOG_MAX_BYTES)]
+    pub log_max_bytes: u64,
+    /// Run unconfined: no namespaces, no uid change, capabilities kept.
+    /// For debugging only; the daemon never does this.
+    #[arg(long)]
+    pub no_jail: bool,
+}
+
+impl VmmArgs {
+    /// The ids to drop to, `None` with --no-jail.
+    fn jail_ids(&self) -> Result<Option<JailIds>, String> {
+        if self.no_jail {
+            return Ok(None);
+        }
+        let uid = match self.uid {
+            Some(uid) => uid,
+            None => {
+                let cid = self.vsock_cid.unwrap_or(3);
+                DEFAULT_ID_RANGE
+                    .for_cid(cid)
+                    .unwrap_or(JailIds {
+                        uid: DEFAULT_ID_RANGE.start,
+                        gid: DEFAULT_ID_RANGE.start,
+                    })
+                    .uid
+            }
+        };
+        let gid = self.gid.unwrap_or(uid);
+        if uid == 0 || gid == 0 {
+            return Err("--uid and --gid must not be 0 (root)".into());
+        }
+        Ok(Some(JailIds { uid, gid }))
+    }
 }
 
 fn parse_policy(s: &str) -> Result<fastvm_proto::api::FirewallPolicy, String> {
@@ -359,87 +491,128 @@ fn parse_policy(s: &str) -> Result<fastvm_proto::api::FirewallPolicy, String> {
 
 /// Logs to stderr; `RUST_LOG` sets the level (default: warnings).
 pub fn init_tracing() {
+    init_tracing_with(std::io::stderr);
+}
+
+/// Logs through `writer`; `RUST_LOG` sets the level (default: warnings).
+fn init_tracing_with<W>(writer: impl Fn() -> W + Send + Sync + 'static)
+where
+    W: std::io::Write + 'static,
+{
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_target(false)
         .try_init();
 }
 
 /// Runs the monitor and turns its ending into an exit status, also left in
 /// the VM directory as its exit record (`vmm::exit_record`) for the daemon.
-pub fn run_vmm(args: VmmArgs, early: Option<KvmThread>) -> ExitCode {
+pub fn run_vmm(
+    args: VmmArgs,
+    early: Option<KvmThread>,
+    confined: Result<(), JailError>,
+) -> ExitCode {
     let dir = args.dir.clone();
-    let (code, reason) = match run_machine(args, early) {
+    let outcome = confined
+        .map_err(|e| e.to_string())
+        .and_then(|()| run_machine(args, early));
+    let (code, reason) = match outcome {
         Ok(event) => {
-            eprintln!("fastvmd vmm: {}", event.describe());
+            vmm_says(format_args!("fastvmd vmm: {}", event.describe()));
             (event.exit_code(), event.describe())
         }
         Err(e) => {
-            eprintln!("fastvmd vmm: error: {e}");
+            vmm_says(format_args!("fastvmd vmm: error: {e}"));
             (EXIT_ERROR, format!("error: {e}"))
         }
     };
-    // No record in a directory that never existed (bad --dir), nor in one
-    // another live monitor holds (this one was refused its lock).
-    let owner = crate::supervisor::monitor_pid(&dir);
-    if dir.is_dir()
-        && owner.is_none_or(|pid| pid == std::process::id())
+    // Inside the jail the VM directory is `/`, and its lock is ours.
+    // Outside: no record in a directory that never existed (bad --dir),
+    // nor in one another live monitor holds (this one was refused its lock).
+    let record_dir = if jail::is_jailed() {
+        Some(PathBuf::from("/"))
+    } else {
+        let owner = crate::supervisor::monitor_pid(&dir);
+        (dir.is_dir() && owner.is_none_or(|pid| pid == std::process::id())).then_some(dir)
+    };
+    if let Some(dir) = record_dir
         && let Err(e) = (ExitRecord { code, reason }).write(&dir)
     {
-        eprintln!("fastvmd vmm: cannot leave the exit record: {e}");
+        vmm_says(format_args!(
+            "fastvmd vmm: cannot leave the exit record: {e}"
+        ));
     }
     ExitCode::from(code as u8)
 }
 
 /// Runs the VM described by `args` until it ends.
 fn run_machine(args: VmmArgs, early: Option<KvmThread>) -> Result<ExitEvent, String> {
-    if args.restore.is_none()
-        && args.tap.is_none()
-        && (args.mac.is_some() || args.firewall.is_some())
-    {
+    let tap = match (args.tap.clone(), jail::early_tap_name()) {
+        (Some(asked), Some(handed)) if asked != handed => {
+            return Err(format!("--tap {asked}, but --tap-fd is tap {handed}"));
+        }
+        (asked, handed) => asked.or(handed),
+    };
+    if args.restore.is_none() && tap.is_none() && (args.mac.is_some() || args.firewall.is_some()) {
         return Err("--mac and --firewall describe a NIC: give --tap too".into());
     }
+    let jail = args.jail_ids()?;
+    // The first step entered the VM directory: the monitor names what is
+    // in it relatively, which stays true inside the jail, where it is `/`.
+    let dir = PathBuf::from(".");
     let outcome = match args.restore {
         Some(snapshot) => machine::restore_and_run(
             &RestoreConfig {
                 snapshot,
-                dir: args.dir,
+                dir,
                 disk_gib: args.disk_gib,
                 vsock_cid: args.vsock_cid,
-                tap: args.tap,
+                tap,
                 mac: args.mac,
                 firewall: args.firewall,
             },
             early,
+            jail,
         ),
-        None => machine::boot_and_run(&VmConfig {
-            nic: match args.tap.clone() {
-                Some(tap) => match args.mac.map_or_else(crate::net::addr::Mac::random, Ok) {
-                    Ok(mac) => Some(NicConfig {
-                        tap: Some(tap),
-                        mac,
-                        firewall: args.firewall.unwrap_or_default(),
-                    }),
-                    Err(e) => return Err(format!("cannot make a MAC: {e}")),
+        None => machine::boot_and_run(
+            &VmConfig {
+                nic: match tap {
+                    Some(tap) => match args.mac.map_or_else(crate::net::addr::Mac::random, Ok) {
+                        Ok(mac) => Some(NicConfig {
+                            tap: Some(tap),
+                            mac,
+                            firewall: args.firewall.unwrap_or_default(),
+                        }),
+                        Err(e) => return Err(format!("cannot make a MAC: {e}")),
+                    },
+                    None => None,
                 },
-                None => None,
+                cmdline: match args.ip6 {
+                    Some(addr) => {
+                        format!("{} {}", args.cmdline, crate::net::addr::guest_cmdline(addr))
+                    }
+                    None => args.cmdline,
+                },
+                dir,
+                // clap makes these present when --restore is absent.
+                kernel: args.kernel.unwrap_or_default(),
+                initrd: args.initrd,
+                vcpus: args.vcpus.unwrap_or_default(),
+                memory_mib: args.memory_mib.unwrap_or_default(),
+                disk: args.disk,
+                vsock_cid: args.vsock_cid,
             },
-            cmdline: match args.ip6 {
-                Some(addr) => format!("{} {}", args.cmdline, crate::net::addr::guest_cmdline(addr)),
-                None => args.cmdline,
-            },
-            dir: args.dir,
-            // clap makes these present when --restore is absent.
-            kernel: args.kernel.unwrap_or_default(),
-            initrd: args.initrd,
-            vcpus: args.vcpus.unwrap_or_default(),
-            memory_mib: args.memory_mib.unwrap_or_default(),
-            disk: args.disk,
-            vsock_cid: args.vsock_cid,
-        }),
+            jail,
+        ),
     };
     outcome.map_err(|e| e.to_string())
+}
+
+/// A line on the monitor's stderr, within its cap ([`crate::vmm::log_cap`]).
+fn vmm_says(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(crate::vmm::log_cap::CappedStderr, "{line}");
 }

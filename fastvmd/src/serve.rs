@@ -23,6 +23,8 @@ pub struct ServeOptions {
     pub ipv6_prefix: Option<crate::net::addr::Prefix>,
     /// What to run as `fastvmd vmm` for each VM (default: this binary).
     pub monitor_exe: Option<PathBuf>,
+    /// The ids jailed monitors run as.
+    pub jail_ids: crate::vmm::jail::ids::IdRange,
 }
 
 /// The data directory: `FASTVM_HOME`, else `/var/lib/fastvm` for root, else
@@ -72,6 +74,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
     config.quota_defaults = opts.quota_defaults;
     config.network = opts.network;
     config.ipv6_prefix = opts.ipv6_prefix;
+    config.jail_ids = opts.jail_ids;
     let opened = Service::open(config).await.map_err(|e| e.to_string())?;
     let service = opened.service;
     announce(format_args!("data-dir: {}", opts.data_dir.display()));

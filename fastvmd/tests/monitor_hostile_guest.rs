@@ -89,3 +89,45 @@ fn console_clients_are_capped_and_a_leaving_one_makes_room() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn monitor_log_never_passes_its_cap() {
+    if !can_run_vms("monitor_log_never_passes_its_cap") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("monitor.log");
+    let max = 512u64;
+    let mut vm = TestVm::start(VmOpts {
+        log_file: Some(log.clone()),
+        extra: vec!["--log-max-bytes".into(), max.to_string()],
+        rust_log: Some("trace".into()),
+        ..VmOpts::default()
+    });
+    vm.wait_ready();
+    // Everything the monitor says at trace level, and the guest's bad
+    // writes, many times over the cap.
+    let mut biggest = 0;
+    let start = std::time::Instant::now();
+    let mut round = 0;
+    while start.elapsed() < Duration::from_secs(4) {
+        let out = vm.exec_timeout(&["mmio-spam", "2000"], Duration::from_secs(60));
+        assert_eq!(out.exit_code, 0, "round {round}: {out:?}");
+        biggest = biggest.max(std::fs::metadata(&log).unwrap().len());
+        round += 1;
+    }
+    vm.terminate();
+    vm.wait_exit(Duration::from_secs(10));
+    let text = std::fs::read_to_string(&log).unwrap();
+    biggest = biggest.max(text.len() as u64);
+    assert!(
+        biggest <= max,
+        "monitor.log reached {biggest} bytes (cap {max})"
+    );
+    assert!(
+        text.contains("was emptied"),
+        "the cap was never reached:\n{text}"
+    );
+    // The newest lines, how the monitor ended, are kept.
+    assert!(text.contains("stopped by SIGTERM"), "{text}");
+}

@@ -91,6 +91,7 @@ fn twenty_vms_at_once() {
                 memory_mib: 64,
                 disk_mib: 16,
                 cid: 3 + i,
+                ..VmOpts::default()
             })
         })
         .collect();

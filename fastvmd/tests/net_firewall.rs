@@ -270,7 +270,9 @@ fn restored_clone_enforces_the_snapshot_policy() {
     let vm = NetVm::boot(&lab, &tmp.path().join("vm"), "fvt0", mac, &policy);
     wait_guest(&lab, vm.addr, false);
     let snap = tmp.path().join("snap");
-    vm.control().snapshot(snap.clone(), true).expect("snapshot");
+    vm.control()
+        .snapshot_into(&vm.dir, &snap, true)
+        .expect("snapshot");
 
     let clone_mac: Mac = "02:00:00:00:00:12".parse().unwrap();
     let clone = NetVm::spawn(

@@ -38,7 +38,7 @@ fn exec(conn: AgentConn, argv: &[&str]) -> Result<AgentConn, String> {
 
 pub(super) fn snapshot(m: &Monitor, dir: PathBuf) -> Result<SnapshotInfo, String> {
     ControlClient::connect(&m.dir.join("control.sock"))
-        .and_then(|mut c| c.snapshot(dir, true))
+        .and_then(|mut c| c.snapshot_into(&m.dir, &dir, true))
         .map_err(|e| e.to_string())
 }
 

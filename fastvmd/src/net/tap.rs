@@ -5,7 +5,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
 /// Size of the virtio-net header in front of each frame.
@@ -22,6 +22,8 @@ const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
 /// `_IOW('T', 216, int)`.
 const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
+/// `_IOR('T', 210, unsigned int)`.
+const TUNGETIFF: libc::c_ulong = 0x8004_54d2;
 
 /// `struct ifreq` with the name and the flags member of its union.
 #[repr(C)]
@@ -47,6 +49,9 @@ pub enum TapError {
     /// `/dev/net/tun` cannot be opened.
     #[error("/dev/net/tun: {0}")]
     Open(io::Error),
+    /// A descriptor handed over is not a tap set up as [`Tap::open`] does.
+    #[error("descriptor {fd}: {why}")]
+    NotATap { fd: RawFd, why: String },
     /// An ioctl was refused (EPERM: no CAP_NET_ADMIN; EBUSY: in use).
     #[error("tap {name}: {what}: {source}")]
     Ioctl {
@@ -88,19 +93,57 @@ impl Tap {
         if unsafe { libc::ioctl(fd, TUNSETIFF, &mut req as *mut IfReq) } < 0 {
             return Err(err("TUNSETIFF"));
         }
-        let hdr_len = VNET_HDR_LEN as libc::c_int;
-        // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer.
-        if unsafe { libc::ioctl(fd, TUNSETVNETHDRSZ, &hdr_len as *const libc::c_int) } < 0 {
-            return Err(err("TUNSETVNETHDRSZ"));
-        }
-        // SAFETY: TUNSETOFFLOAD takes its flags by value; 0 turns every offload off.
-        if unsafe { libc::ioctl(fd, TUNSETOFFLOAD, 0 as libc::c_uint) } < 0 {
-            return Err(err("TUNSETOFFLOAD"));
-        }
+        configure_queue(&file, name)?;
         Ok(Tap {
             file,
             name: name.into(),
         })
+    }
+
+    /// Takes over a tap opened by someone else (the daemon hands each
+    /// monitor its tap, so the monitor needs no CAP_NET_ADMIN), after
+    /// checking it is one: a tap, no packet information, vnet headers.
+    pub fn from_fd(fd: OwnedFd) -> Result<Tap, TapError> {
+        let raw = fd.as_raw_fd();
+        let not = |why: String| TapError::NotATap { fd: raw, why };
+        let mut req = IfReq {
+            name: [0; IFNAMSIZ],
+            flags: 0,
+            _pad: [0; 22],
+        };
+        // SAFETY: TUNGETIFF writes a `struct ifreq`, which `req` is.
+        if unsafe { libc::ioctl(raw, TUNGETIFF, &mut req as *mut IfReq) } < 0 {
+            return Err(not(format!(
+                "not an attached tun/tap: {}",
+                io::Error::last_os_error()
+            )));
+        }
+        let wanted = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+        if req.flags & wanted != wanted {
+            return Err(not(format!(
+                "flags {:#x}, wanted a tap with {wanted:#x}",
+                req.flags
+            )));
+        }
+        let len = req.name.iter().position(|b| *b == 0).unwrap_or(IFNAMSIZ);
+        let name = String::from_utf8_lossy(&req.name[..len]).into_owned();
+        // SAFETY: F_GETFL/F_SETFL on a descriptor we own; no pointers.
+        let flags = unsafe { libc::fcntl(raw, libc::F_GETFL) };
+        // SAFETY: as above.
+        if flags < 0 || unsafe { libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+            return Err(not(format!(
+                "cannot make it non-blocking: {}",
+                io::Error::last_os_error()
+            )));
+        }
+        let file = File::from(fd);
+        configure_queue(&file, &name)?;
+        Ok(Tap { file, name })
+    }
+
+    /// The descriptor, to hand to another process.
+    pub fn into_fd(self) -> OwnedFd {
+        OwnedFd::from(self.file)
     }
 
     /// The interface name.
@@ -117,6 +160,26 @@ impl Tap {
     pub fn write_frame(&self, frame: &[u8]) -> io::Result<usize> {
         (&self.file).write(frame)
     }
+}
+
+/// Frames carry a virtio-net header and no offloads.
+fn configure_queue(file: &File, name: &str) -> Result<(), TapError> {
+    let fd = file.as_raw_fd();
+    let err = |what| TapError::Ioctl {
+        name: name.into(),
+        what,
+        source: io::Error::last_os_error(),
+    };
+    let hdr_len = VNET_HDR_LEN as libc::c_int;
+    // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer.
+    if unsafe { libc::ioctl(fd, TUNSETVNETHDRSZ, &hdr_len as *const libc::c_int) } < 0 {
+        return Err(err("TUNSETVNETHDRSZ"));
+    }
+    // SAFETY: TUNSETOFFLOAD takes its flags by value; 0 turns every offload off.
+    if unsafe { libc::ioctl(fd, TUNSETOFFLOAD, 0 as libc::c_uint) } < 0 {
+        return Err(err("TUNSETOFFLOAD"));
+    }
+    Ok(())
 }
 
 impl AsRawFd for Tap {

@@ -58,6 +58,8 @@ pub struct ServiceConfig {
     pub network: bool,
     /// The /64 VM addresses come from; a ULA kept in the data dir when absent.
     pub ipv6_prefix: Option<crate::net::addr::Prefix>,
+    /// The uids/gids jailed monitors run as.
+    pub jail_ids: crate::vmm::jail::ids::IdRange,
 }
 
 impl ServiceConfig {
@@ -73,6 +75,7 @@ impl ServiceConfig {
             console_token_ttl: Duration::from_secs(60),
             network: true,
             ipv6_prefix: None,
+            jail_ids: crate::vmm::jail::ids::DEFAULT_ID_RANGE,
         }
     }
 }
@@ -179,7 +182,8 @@ impl Service {
             GuestImage::Unavailable(why) => Some(why.clone()),
             GuestImage::Ready { .. } => None,
         };
-        let supervisor = Supervisor::new(dir.join("vms"), config.monitor_exe.clone());
+        let supervisor = Supervisor::new(dir.join("vms"), config.monitor_exe.clone())
+            .with_jail_ids(config.jail_ids);
         let snapshots_dir = dir.join("snapshots");
         let (events, _) = broadcast::channel(1024);
         let network = Self::network(&config);

@@ -7,6 +7,7 @@
 
 mod guest;
 mod monitor;
+mod netns;
 mod readiness;
 
 pub use guest::{GuestChoice, GuestImage};
@@ -21,6 +22,7 @@ use fastvm_proto::agent::{ExecRequest, ExecResult};
 use crate::agent::{AgentConn, AgentError};
 use crate::vmm::control::client::{ControlClient, ControlError};
 use crate::vmm::control::{Request, SnapshotInfo, Status};
+use crate::vmm::jail::ids::{DEFAULT_ID_RANGE, IdRange};
 use crate::vmm::machine::{CONTROL_SOCKET, VSOCK_SOCKET};
 
 /// How long an exec waits for the guest agent to accept its connection.
@@ -35,6 +37,12 @@ pub enum SupervisorError {
         path: String,
         source: std::io::Error,
     },
+    /// `--jail-ids` has no ids left for this VM.
+    #[error("no jail ids for vsock CID {cid} in --jail-ids {range}: widen the range")]
+    NoJailIds { cid: u32, range: IdRange },
+    /// The VM's tap or the monitors' network namespace could not be made.
+    #[error("{0}")]
+    Network(String),
     /// The monitor process could not be started.
     #[error("cannot start the monitor: {0}")]
     Spawn(std::io::Error),
@@ -57,6 +65,7 @@ pub enum SupervisorError {
 pub struct Supervisor {
     vms_dir: PathBuf,
     monitor_exe: PathBuf,
+    jail_ids: IdRange,
 }
 
 impl Supervisor {
@@ -65,7 +74,14 @@ impl Supervisor {
         Supervisor {
             vms_dir,
             monitor_exe,
+            jail_ids: DEFAULT_ID_RANGE,
         }
+    }
+
+    /// Jailed monitors take their uid/gid from `range`.
+    pub fn with_jail_ids(mut self, range: IdRange) -> Self {
+        self.jail_ids = range;
+        self
     }
 
     /// The directory of VM `id`.
@@ -76,7 +92,14 @@ impl Supervisor {
     /// Starts the monitor described by `spec` and waits until its control
     /// socket answers. Returns its pid.
     pub fn start(&self, spec: &MonitorSpec) -> Result<u32, SupervisorError> {
-        monitor::start(&self.monitor_exe, &self.vm_dir(&spec.id), spec)
+        let ids =
+            self.jail_ids
+                .for_cid(u64::from(spec.vsock_cid))
+                .ok_or(SupervisorError::NoJailIds {
+                    cid: spec.vsock_cid,
+                    range: self.jail_ids,
+                })?;
+        monitor::start(&self.monitor_exe, &self.vm_dir(&spec.id), spec, ids)
     }
 
     /// Waits up to `wait` for VM `id`'s guest agent to answer, then sets
@@ -97,9 +120,12 @@ impl Supervisor {
         Ok(self.control(id)?.call(&Request::Status)?)
     }
 
-    /// Writes a snapshot of VM `id` to `dir` and lets the VM run on.
+    /// Has VM `id` write a snapshot in its directory, moves it to `dir`
+    /// and lets the VM run on.
     pub fn snapshot(&self, id: &str, dir: &Path) -> Result<SnapshotInfo, SupervisorError> {
-        Ok(self.control(id)?.snapshot(dir.to_path_buf(), true)?)
+        Ok(self
+            .control(id)?
+            .snapshot_into(&self.vm_dir(id), dir, true)?)
     }
 
     /// Replaces the ingress policy of VM `id`'s NIC at once; `Ok(false)`

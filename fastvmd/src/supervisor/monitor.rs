@@ -7,10 +7,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::SupervisorError;
+use crate::net::tap::Tap;
 use crate::socket_wait::SocketWatch;
 use crate::vmm::control::Request;
 use crate::vmm::control::client::ControlClient;
 use crate::vmm::exit_record::{EXIT_RECORD, ExitRecord};
+use crate::vmm::jail::{JailIds, vm_files};
 use crate::vmm::lockdir::LOCK_FILE;
 use crate::vmm::machine::CONTROL_SOCKET;
 
@@ -72,8 +74,9 @@ fn prepare_err(path: &Path) -> impl FnOnce(std::io::Error) -> SupervisorError + 
 }
 
 fn last_log_line(dir: &Path) -> String {
-    fs::read_to_string(dir.join(MONITOR_LOG))
+    vm_files::read_tail(&dir.join(MONITOR_LOG), 16 << 10)
         .ok()
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
         .and_then(|log| {
             log.lines()
                 .rev()
@@ -83,24 +86,51 @@ fn last_log_line(dir: &Path) -> String {
         .unwrap_or_else(|| "no output".into())
 }
 
-/// Starts the monitor in `dir` and waits for it to answer on its control socket.
-pub fn start(exe: &Path, dir: &Path, spec: &MonitorSpec) -> Result<u32, SupervisorError> {
+/// Starts the monitor in `dir`, jailed as `ids`, and waits for it to answer
+/// on its control socket. The daemon makes the VM's tap (the monitor has no
+/// capability to) and hands it over as the monitor's stdin, and the
+/// monitors' network namespace as its stdout: descriptors passed that way
+/// need no fork of the daemon.
+pub fn start(
+    exe: &Path,
+    dir: &Path,
+    spec: &MonitorSpec,
+    ids: JailIds,
+) -> Result<u32, SupervisorError> {
     fs::create_dir_all(dir).map_err(prepare_err(dir))?;
     // How an earlier monitor here ended says nothing about this one.
     ExitRecord::remove(dir).map_err(|e| SupervisorError::Prepare {
         path: dir.join(EXIT_RECORD).display().to_string(),
         source: std::io::Error::other(e),
     })?;
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join(MONITOR_LOG))
-        .map_err(prepare_err(dir))?;
+    let log = vm_files::open_regular(
+        &dir.join(MONITOR_LOG),
+        OpenOptions::new().create(true).append(true),
+    )
+    .map_err(prepare_err(dir))?;
     let mut cmd = Command::new(exe);
     cmd.arg("vmm").arg("--dir").arg(dir);
     cmd.args(["--vsock-cid", &spec.vsock_cid.to_string()]);
+    cmd.args(["--uid", &ids.uid.to_string(), "--gid", &ids.gid.to_string()]);
+    let netns = super::netns::shared()
+        .and_then(|ns| {
+            ns.try_clone_to_owned()
+                .map_err(|e| format!("monitors' network namespace: {e}"))
+        })
+        .map_err(SupervisorError::Network)?;
+    cmd.args(["--netns-fd", "1"]).stdout(Stdio::from(netns));
+    cmd.stdin(Stdio::null());
     if let Some(nic) = &spec.nic {
-        cmd.args(["--tap", &nic.tap, "--mac", &nic.mac.to_string()]);
+        let tap = Tap::open(&nic.tap).map_err(|e| SupervisorError::Network(e.to_string()))?;
+        cmd.args([
+            "--tap",
+            &nic.tap,
+            "--tap-fd",
+            "0",
+            "--mac",
+            &nic.mac.to_string(),
+        ]);
+        cmd.stdin(Stdio::from(tap.into_fd()));
     }
     // A booted VM without a NIC has no policy to enforce; a clone's
     // snapshot may have a NIC even when this start gives it no tap.
@@ -126,12 +156,11 @@ pub fn start(exe: &Path, dir: &Path, spec: &MonitorSpec) -> Result<u32, Supervis
             {
                 crate::vmm::snapshot::disk::clone_disk(base, &disk).map_err(prepare_err(&disk))?;
             }
-            let file = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&disk)
-                .map_err(prepare_err(&disk))?;
+            let file = vm_files::open_regular(
+                &disk,
+                OpenOptions::new().create(true).truncate(false).write(true),
+            )
+            .map_err(prepare_err(&disk))?;
             let len = file.metadata().map_err(prepare_err(&disk))?.len();
             // Grow to the requested size, never shrink a copied image.
             file.set_len(len.max(spec.disk_gib << 30))
@@ -158,13 +187,13 @@ pub fn start(exe: &Path, dir: &Path, spec: &MonitorSpec) -> Result<u32, Supervis
     // then costs no CPU the starting monitor could use.
     let mut watch = SocketWatch::new(dir).map_err(prepare_err(dir))?;
     let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
         .stderr(log)
         // Its own process group: a Ctrl-C or the daemon's death leaves VMs running.
         .process_group(0)
         .spawn()
         .map_err(SupervisorError::Spawn)?;
+    // The tap is the monitor's alone now: it goes away with the monitor.
+    drop(cmd);
     let pid = child.id();
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
@@ -203,7 +232,7 @@ pub fn start(exe: &Path, dir: &Path, spec: &MonitorSpec) -> Result<u32, Supervis
 
 /// The pid of the live monitor holding `dir`, if any.
 pub fn monitor_pid(dir: &Path) -> Option<u32> {
-    let pid: u32 = fs::read_to_string(dir.join(LOCK_FILE))
+    let pid: u32 = String::from_utf8(vm_files::read_capped(&dir.join(LOCK_FILE), 64).ok()?)
         .ok()?
         .trim()
         .parse()
@@ -231,17 +260,32 @@ pub fn stop(dir: &Path, grace: Duration) {
         let _ = c.call(&Request::Stop);
     }
     let deadline = Instant::now() + grace;
-    while alive(dir) && Instant::now() < deadline {
+    while !exited(pid) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(2));
     }
     if alive(dir) {
         // SAFETY: sends SIGKILL to a pid just checked to be this VM's monitor.
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while alive(dir) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(2));
-        }
     }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !exited(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// True once `pid` has released everything it held: gone, or a zombie. A
+/// process that is still exiting has already lost its command line (so
+/// [`alive`] says no) but may not have closed its descriptors yet (its tap
+/// would outlive the VM for a moment).
+fn exited(pid: u32) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    // The state follows the parenthesised command name.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    matches!(state, Some('Z' | 'X') | None)
 }
 
 #[cfg(test)]
@@ -264,7 +308,11 @@ mod tests {
         };
         // `sh vmm ...` fails at once: there is no script named `vmm`.
         let started = Instant::now();
-        let err = start(Path::new("/bin/sh"), &dir, &spec).unwrap_err();
+        let ids = JailIds {
+            uid: 900_000_000,
+            gid: 900_000_000,
+        };
+        let err = start(Path::new("/bin/sh"), &dir, &spec, ids).unwrap_err();
         assert!(
             matches!(&err, SupervisorError::StartFailed(why) if why.contains("vmm")),
             "{err}"

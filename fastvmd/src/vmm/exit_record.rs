@@ -59,7 +59,8 @@ impl ExitRecord {
 
     /// The record in `dir`; `Ok(None)` when there is none.
     pub fn read(dir: &Path) -> Result<Option<ExitRecord>, ExitRecordError> {
-        match std::fs::read(dir.join(EXIT_RECORD)) {
+        // Written by a jailed monitor: no link followed, bounded.
+        match super::jail::vm_files::read_capped(&dir.join(EXIT_RECORD), 64 << 10) {
             Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),

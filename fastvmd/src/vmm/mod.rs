@@ -13,9 +13,11 @@ pub mod exit;
 pub mod exit_record;
 pub mod guest_warn;
 pub mod host;
+pub mod jail;
 pub mod kvm_state;
 pub mod layout;
 pub mod lockdir;
+pub mod log_cap;
 pub mod machine;
 pub mod memory;
 pub mod signals;
@@ -62,6 +64,9 @@ pub enum VmmError {
     /// KVM refused saved vCPU or VM state.
     #[error(transparent)]
     KvmState(#[from] kvm_state::KvmStateError),
+    /// The monitor could not confine itself (and does not run unconfined).
+    #[error(transparent)]
+    Jail(#[from] jail::JailError),
     /// Another OS error (threads, eventfds, signals).
     #[error("{0}")]
     Io(#[from] std::io::Error),

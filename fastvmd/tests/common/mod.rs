@@ -58,6 +58,12 @@ pub struct VmOpts {
     pub memory_mib: u64,
     pub disk_mib: u64,
     pub cid: u64,
+    /// The monitor's stderr goes to this file instead of a pipe.
+    pub log_file: Option<PathBuf>,
+    /// More `vmm` arguments.
+    pub extra: Vec<String>,
+    /// `RUST_LOG` for the monitor.
+    pub rust_log: Option<String>,
 }
 
 impl Default for VmOpts {
@@ -67,6 +73,9 @@ impl Default for VmOpts {
             memory_mib: 128,
             disk_mib: 64,
             cid: 3,
+            log_file: None,
+            extra: Vec::new(),
+            rust_log: None,
         }
     }
 }
@@ -80,7 +89,15 @@ impl TestVm {
         std::fs::File::create(&disk)
             .and_then(|f| f.set_len(opts.disk_mib << 20))
             .expect("disk image");
-        let child = Command::new(fastvmd_bin())
+        let stderr = match &opts.log_file {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("log file")),
+            None => Stdio::piped(),
+        };
+        let mut cmd = Command::new(fastvmd_bin());
+        if let Some(filter) = &opts.rust_log {
+            cmd.env("RUST_LOG", filter);
+        }
+        let child = cmd
             .arg("vmm")
             .arg("--dir")
             .arg(&dir)
@@ -91,9 +108,10 @@ impl TestVm {
             .arg("--disk")
             .arg(&disk)
             .args(["--vsock-cid", &opts.cid.to_string()])
+            .args(&opts.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .expect("spawn fastvmd vmm");
         let mut vm = TestVm {
@@ -138,12 +156,12 @@ impl TestVm {
         vm
     }
 
-    /// Takes a snapshot into `dir`.
+    /// Takes a snapshot (written in the VM directory, then moved to `dir`).
     pub fn snapshot(&self, dir: &Path, resume: bool) -> Result<SnapshotInfo, String> {
         let mut client =
             ControlClient::connect(&self.dir.join("control.sock")).map_err(|e| e.to_string())?;
         client
-            .snapshot(dir.to_path_buf(), resume)
+            .snapshot_into(&self.dir, dir, resume)
             .map_err(|e| e.to_string())
     }
 

@@ -150,7 +150,12 @@ pub(super) fn run_all(r: &mut Runner) {
             format!("monitors left: {monitors:?}")
         })?;
         let taps = vm::taps();
-        check(taps.is_empty(), || format!("taps left: {taps:?}"))?;
+        check(taps.is_empty(), || {
+            format!(
+                "taps left: {taps:?}; /dev/net/tun held by {:?}",
+                vm::tun_holders()
+            )
+        })?;
         for vm in [&a, &b] {
             let dir = d.vm_dir(&vm.id);
             check(!dir.exists(), || format!("{} left", dir.display()))?;

@@ -121,3 +121,30 @@ pub fn taps() -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// Processes holding `/dev/net/tun` open, as "pid state cmdline", for a
+/// failure report.
+pub fn tun_holders() -> Vec<String> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|p| p.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+                fds.flatten()
+                    .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t.ends_with("tun")))
+            })
+        })
+        .map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            format!(
+                "{pid} [{}] {cmdline}",
+                stat.chars().take(40).collect::<String>()
+            )
+        })
+        .collect()
+}

@@ -5,8 +5,6 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use std::path::PathBuf;
-
 use super::{FirewallInfo, Request, Response, SnapshotInfo, Status};
 
 /// Why a control call failed.
@@ -58,9 +56,11 @@ impl ControlClient {
         serde_json::from_str(&answer).map_err(|e| ControlError::Malformed(e.to_string()))
     }
 
-    /// Takes a snapshot into `dir`; what was written, or the monitor's message.
-    pub fn snapshot(&mut self, dir: PathBuf, resume: bool) -> Result<SnapshotInfo, ControlError> {
-        let line = serde_json::to_string(&Request::Snapshot { dir, resume })
+    /// Takes a snapshot into the VM directory as `name`; what was written,
+    /// or the monitor's message. [`super::adopt`] moves it out.
+    pub fn snapshot(&mut self, name: &str, resume: bool) -> Result<SnapshotInfo, ControlError> {
+        let name = name.to_string();
+        let line = serde_json::to_string(&Request::Snapshot { name, resume })
             .map_err(|e| ControlError::Malformed(e.to_string()))?;
         let response = self.raw(&line)?;
         match (response.ok, response.snapshot, response.error) {
@@ -68,6 +68,26 @@ impl ControlClient {
             (_, _, Some(error)) => Err(ControlError::Refused(error)),
             _ => Err(ControlError::Malformed("response without snapshot".into())),
         }
+    }
+
+    /// Takes a snapshot of the monitor of `vm_dir` and moves it to `dest`
+    /// ([`crate::vmm::snapshot::adopt`]), named inside the VM directory
+    /// after `dest`'s last component.
+    pub fn snapshot_into(
+        &mut self,
+        vm_dir: &Path,
+        dest: &Path,
+        resume: bool,
+    ) -> Result<SnapshotInfo, ControlError> {
+        let name = dest
+            .file_name()
+            .and_then(|n| n.to_str())
+            .filter(|n| super::check_snapshot_name(n).is_ok())
+            .unwrap_or("snapshot");
+        let mut info = self.snapshot(name, resume)?;
+        crate::vmm::snapshot::adopt::adopt(vm_dir, name, dest).map_err(ControlError::Io)?;
+        info.dir = dest.to_path_buf();
+        Ok(info)
     }
 
     /// Reads (`None`) or replaces (`Some`) the NIC's ingress policy.

@@ -1,7 +1,8 @@
 //! The monitor's control socket: one JSON request per line, one JSON answer
 //! per line. Requests: `{"op":"status"}`, `{"op":"pause"}`,
 //! `{"op":"resume"}`, `{"op":"stop"}`,
-//! `{"op":"snapshot","dir":"/path","resume":true}`,
+//! `{"op":"snapshot","name":"snap-1","resume":true}` (written into the VM
+//! directory as `name`: no control op takes a host path),
 //! `{"op":"firewall"}` (the NIC's policy and frame counters),
 //! `{"op":"setFirewall","policy":{"mode":"restricted","ingress":[...]}}`
 //! (replaces the policy at once).
@@ -9,7 +10,7 @@
 pub mod client;
 pub mod server;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use fastvm_proto::api::FirewallPolicy;
 use serde::{Deserialize, Serialize};
@@ -26,10 +27,11 @@ pub enum Request {
     Resume,
     /// Stop the VM and end the monitor.
     Stop,
-    /// Write a snapshot to `dir` (which must not exist), then resume unless
-    /// `resume` is false (a VM paused before stays paused).
+    /// Write a snapshot into the VM directory as `name` (a plain name that
+    /// must not exist there yet; see [`check_snapshot_name`]), then resume
+    /// unless `resume` is false (a VM paused before stays paused).
     Snapshot {
-        dir: PathBuf,
+        name: String,
         #[serde(default = "resume_default")]
         resume: bool,
     },
@@ -149,8 +151,8 @@ pub trait ControlTarget: Send + Sync {
     fn resume(&self) -> Result<(), String>;
     /// Asks the monitor to stop the VM and exit.
     fn stop(&self);
-    /// Writes a snapshot of the VM to `dir`.
-    fn snapshot(&self, dir: &Path, resume: bool) -> Result<SnapshotInfo, String>;
+    /// Writes a snapshot of the VM into the VM directory as `name`.
+    fn snapshot(&self, name: &str, resume: bool) -> Result<SnapshotInfo, String>;
     /// The NIC's policy and counters.
     fn firewall(&self) -> Result<FirewallInfo, String> {
         Err("this VM has no NIC".into())
@@ -158,5 +160,28 @@ pub trait ControlTarget: Send + Sync {
     /// Replaces the NIC's policy.
     fn set_firewall(&self, _policy: FirewallPolicy) -> Result<FirewallInfo, String> {
         Err("this VM has no NIC".into())
+    }
+}
+
+/// Longest snapshot name the control op takes.
+pub const MAX_SNAPSHOT_NAME: usize = 64;
+
+/// A snapshot name names a directory inside the VM directory and nothing
+/// else: 1 to 64 ASCII letters, digits, `-` and `_`, not starting with `-`.
+pub fn check_snapshot_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_SNAPSHOT_NAME
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "bad snapshot name {:?}: 1 to {MAX_SNAPSHOT_NAME} letters, digits, '-' or '_' \
+             (a directory inside the VM directory, never a path)",
+            name.chars().take(80).collect::<String>()
+        ))
     }
 }

@@ -24,8 +24,8 @@ pub fn handle_line(target: &dyn ControlTarget, line: &str) -> (Response, bool) {
         }
     };
     let result = match request {
-        Request::Snapshot { dir, resume } => {
-            return match target.snapshot(&dir, resume) {
+        Request::Snapshot { name, resume } => {
+            return match target.snapshot(&name, resume) {
                 Ok(info) => {
                     let mut response = Response::ok(target.status());
                     response.snapshot = Some(info);
@@ -147,12 +147,13 @@ mod tests {
         fn stop(&self) {
             *self.0.lock().unwrap() = RunState::Stopping;
         }
-        fn snapshot(&self, dir: &std::path::Path, _resume: bool) -> Result<SnapshotInfo, String> {
-            if dir.exists() {
-                return Err(format!("{} exists", dir.display()));
+        fn snapshot(&self, name: &str, _resume: bool) -> Result<SnapshotInfo, String> {
+            crate::vmm::control::check_snapshot_name(name)?;
+            if name == "taken" {
+                return Err(format!("{name} exists"));
             }
             Ok(SnapshotInfo {
-                dir: dir.to_path_buf(),
+                dir: name.into(),
                 duration_us: 1,
                 paused_us: 1,
                 memory_bytes: 4096,
@@ -178,18 +179,28 @@ mod tests {
         let err = c.call(&Request::Pause).unwrap_err().to_string();
         assert!(err.contains("already paused"), "{err}");
         assert_eq!(c.call(&Request::Resume).unwrap().state, RunState::Running);
-        let snap = c
-            .raw(&format!(
-                "{{\"op\":\"snapshot\",\"dir\":{:?}}}",
-                dir.path().join("s1")
-            ))
-            .unwrap();
+        let snap = c.raw("{\"op\":\"snapshot\",\"name\":\"s1\"}").unwrap();
         assert!(snap.ok, "{snap:?}");
         assert_eq!(snap.snapshot.unwrap().memory_bytes, 4096);
-        let refused = c
-            .raw(&format!("{{\"op\":\"snapshot\",\"dir\":{:?}}}", dir.path()))
-            .unwrap();
+        let refused = c.raw("{\"op\":\"snapshot\",\"name\":\"taken\"}").unwrap();
         assert!(!refused.ok && refused.error.unwrap().contains("exists"));
+        // No control op takes a host path.
+        for path in ["/tmp/x", "../x", "a/b"] {
+            let line = format!("{{\"op\":\"snapshot\",\"name\":{path:?}}}");
+            let refused = c.raw(&line).unwrap();
+            assert!(
+                !refused.ok
+                    && refused
+                        .error
+                        .as_deref()
+                        .unwrap_or("")
+                        .contains("never a path"),
+                "{path}: {refused:?}"
+            );
+        }
+        let old = format!("{{\"op\":\"snapshot\",\"dir\":{:?}}}", dir.path());
+        let refused = c.raw(&old).unwrap();
+        assert!(!refused.ok && refused.error.unwrap().contains("bad request"));
         let raw = c.raw("{\"op\":\"dance\"}").unwrap();
         assert!(!raw.ok && raw.error.unwrap().contains("bad request"));
         assert_eq!(c.call(&Request::Stop).unwrap().state, RunState::Stopping);

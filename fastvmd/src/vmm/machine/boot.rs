@@ -153,13 +153,17 @@ pub(super) fn mmio_bus(slots: &[VirtioSlot]) -> Result<Bus, VmmError> {
     Ok(bus)
 }
 
-/// The NIC of `nic`: its tap opened (created if missing), its policy compiled.
+/// The NIC of `nic`: its tap (the one opened at start, else opened now,
+/// created if missing), its policy compiled.
 pub(super) fn nic(
     tap: Option<&str>,
     make: impl FnOnce(Option<crate::net::tap::Tap>) -> Result<Net, String>,
 ) -> Result<(Net, NetHandle), VmmError> {
     let tap = tap
-        .map(crate::net::tap::Tap::open)
+        .map(|name| {
+            crate::vmm::jail::take_early_tap(name)
+                .map_or_else(|| crate::net::tap::Tap::open(name), Ok)
+        })
         .transpose()
         .map_err(|e| VmmError::Device(e.to_string()))?;
     let net = make(tap).map_err(VmmError::Device)?;

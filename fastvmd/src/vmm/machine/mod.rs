@@ -24,6 +24,7 @@ use super::devices::system::{I8042, PowerPort};
 use super::devices::virtio::mmio::MmioTransport;
 use super::devices::virtio::net::NetHandle;
 use super::exit::ExitEvent;
+use super::jail::JailIds;
 use super::lockdir::DirLock;
 use super::vcpu::{self, VcpuContext, VcpuControl, WaitingVcpu};
 use super::wakeup::{self, Wakeup};
@@ -61,6 +62,9 @@ pub struct Machine {
     pub net: Option<NetHandle>,
     /// The disk file served by virtio-blk, if any.
     pub disk_path: Option<PathBuf>,
+    /// The same disk opened for snapshots to copy (its path may be outside
+    /// the jail).
+    pub disk_file: Option<std::fs::File>,
     /// The kernel booted (for the snapshot manifest; informative).
     pub kernel: String,
     /// MSRs saved in snapshots.
@@ -147,7 +151,15 @@ pub struct Parts {
 impl Machine {
     /// Puts the parts together, vCPUs not started yet.
     pub fn new(parts: Parts) -> Result<Machine, VmmError> {
+        let disk_file = match &parts.disk_path {
+            Some(path) => Some(
+                std::fs::File::open(path)
+                    .map_err(|e| VmmError::Device(format!("disk {}: {e}", path.display())))?,
+            ),
+            None => None,
+        };
         Ok(Machine {
+            disk_file,
             msr_indices: super::kvm_state::vcpu::msr_index_list(&parts.kvm)?,
             kvm: parts.kvm,
             vm: parts.vm,
@@ -208,8 +220,8 @@ impl ControlTarget for Machine {
         let _ = lock(&self.events).send(ExitEvent::Stop("control request"));
     }
 
-    fn snapshot(&self, dir: &Path, resume: bool) -> Result<SnapshotInfo, String> {
-        self.take_snapshot(dir, resume)
+    fn snapshot(&self, name: &str, resume: bool) -> Result<SnapshotInfo, String> {
+        self.take_snapshot(name, resume)
     }
 
     fn firewall(&self) -> Result<FirewallInfo, String> {
@@ -245,10 +257,24 @@ fn bind(dir: &Path, name: &str) -> Result<UnixListener, VmmError> {
     })
 }
 
-/// Boots the VM described by `cfg` and runs it until something ends it.
-pub fn boot_and_run(cfg: &super::config::VmConfig) -> Result<ExitEvent, VmmError> {
+/// Boots the VM described by `cfg` and runs it until something ends it,
+/// confined by `jail` (see [`super::jail`]) once built.
+pub fn boot_and_run(
+    cfg: &super::config::VmConfig,
+    jail: Option<JailIds>,
+) -> Result<ExitEvent, VmmError> {
     let (machine, events) = boot::build(cfg)?;
+    enter_jail(jail)?;
     run(machine, &cfg.dir, events, None)
+}
+
+fn enter_jail(jail: Option<JailIds>) -> Result<(), VmmError> {
+    if let Some(ids) = jail {
+        let start = Instant::now();
+        super::jail::root::enter(ids)?;
+        tracing::debug!("jail entered in {:?}", start.elapsed());
+    }
+    Ok(())
 }
 
 /// Starts the VM from a snapshot and runs it until something ends it;
@@ -256,8 +282,10 @@ pub fn boot_and_run(cfg: &super::config::VmConfig) -> Result<ExitEvent, VmmError
 pub fn restore_and_run(
     cfg: &super::config::RestoreConfig,
     early: Option<restore_kvm::KvmThread>,
+    jail: Option<JailIds>,
 ) -> Result<ExitEvent, VmmError> {
     let (machine, events, vcpu0) = restore::build(cfg, early)?;
+    enter_jail(jail)?;
     run(machine, &cfg.dir, events, Some(vcpu0))
 }
 

@@ -16,8 +16,8 @@ use crate::vmm::devices::virtio::mmio::TransportState;
 use crate::vmm::kvm_state::vcpu::VcpuState;
 use crate::vmm::kvm_state::vm::VmState;
 use crate::vmm::snapshot::{
-    CloneKind, MEMORY_FILE, Manifest, SnapshotWriter, clone_disk, encode_state, warm_page_cache,
-    write_memory, write_vmstate,
+    CloneKind, MEMORY_FILE, Manifest, SnapshotWriter, clone_disk_from, encode_state,
+    warm_page_cache, write_memory, write_vmstate,
 };
 
 /// One virtio device slot: where it sits and its transport state.
@@ -83,10 +83,10 @@ impl Machine {
             "snapshot: memory written at {:?} ({memory:?})",
             start.elapsed()
         );
-        let disk_copy = match &self.disk_path {
+        let disk_copy = match &self.disk_file {
             Some(disk) => Some(
-                clone_disk(disk, &writer.disk_path())
-                    .map_err(|e| format!("copy disk {}: {e}", disk.display()))?,
+                clone_disk_from(disk, &writer.disk_path())
+                    .map_err(|e| format!("copy the disk: {e}"))?,
             ),
             None => None,
         };
@@ -97,9 +97,12 @@ impl Machine {
         })
     }
 
-    /// Takes a snapshot into `dir`; resumes afterwards when the VM was running
-    /// and `resume` is set.
-    pub fn take_snapshot(&self, dir: &Path, resume: bool) -> Result<SnapshotInfo, String> {
+    /// Takes a snapshot into the directory `name` inside the VM directory
+    /// (the jail writes nowhere else; its starter moves the result); resumes
+    /// afterwards when the VM was running and `resume` is set.
+    pub fn take_snapshot(&self, name: &str, resume: bool) -> Result<SnapshotInfo, String> {
+        crate::vmm::control::check_snapshot_name(name)?;
+        let dir = Path::new(name);
         let _only_one = self
             .snapshot_lock
             .try_lock()

@@ -37,6 +37,14 @@ pub fn clone_disk(src: &Path, dst: &Path) -> io::Result<CloneKind> {
     })
 }
 
+/// [`clone_disk`] from a disk already open.
+pub fn clone_disk_from(input: &File, dst: &Path) -> io::Result<CloneKind> {
+    let output = OpenOptions::new().write(true).create_new(true).open(dst)?;
+    clone_files(input, &output).inspect_err(|_| {
+        let _ = fs::remove_file(dst);
+    })
+}
+
 fn clone_files(input: &File, output: &File) -> io::Result<CloneKind> {
     // SAFETY: FICLONE takes the source descriptor as its argument; both
     // descriptors are open for the duration of the call.

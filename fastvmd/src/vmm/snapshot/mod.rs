@@ -16,6 +16,7 @@
 //! manifest, `stat`s the files and reads/verifies `vmstate`; guest memory
 //! is then mapped copy-on-write with [`map_memory`] (no copy, no read).
 
+pub mod adopt;
 pub mod dir;
 pub mod disk;
 pub mod manifest;
@@ -31,7 +32,7 @@ use std::io;
 use std::path::PathBuf;
 
 pub use dir::{SnapshotReader, SnapshotWriter};
-pub use disk::{CloneKind, clone_disk, grow_disk, sparse_copy};
+pub use disk::{CloneKind, clone_disk, clone_disk_from, grow_disk, sparse_copy};
 pub use manifest::{MANIFEST_FORMAT_VERSION, Manifest, cpu_fingerprint};
 pub use memory::{MemoryWriteStats, map_memory, warm_page_cache, write_memory};
 pub use vmstate::{
