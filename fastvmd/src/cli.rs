@@ -322,10 +322,17 @@ pub fn vmm_command() -> Option<(VmmCommand, Option<KvmThread>, Result<(), JailEr
 
 /// The value of `--name V` or `--name=V` before clap has parsed anything.
 fn prescan_value(args: &[OsString], name: &str) -> Option<OsString> {
+    prescan_values(args, name).into_iter().next()
+}
+
+/// Every value of a repeated `--name V` or `--name=V`.
+fn prescan_values(args: &[OsString], name: &str) -> Vec<OsString> {
+    let mut values = Vec::new();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         if arg == name {
-            return it.next().cloned();
+            values.extend(it.next().cloned());
+            continue;
         }
         let bytes = arg.as_encoded_bytes();
         if let Some(value) = bytes
@@ -333,10 +340,10 @@ fn prescan_value(args: &[OsString], name: &str) -> Option<OsString> {
             .and_then(|rest| rest.strip_prefix(b"="))
         {
             // SAFETY: split off an OsString's bytes right after an ASCII '='.
-            return Some(unsafe { OsString::from_encoded_bytes_unchecked(value.to_vec()) });
+            values.push(unsafe { OsString::from_encoded_bytes_unchecked(value.to_vec()) });
         }
     }
-    None
+    values
 }
 
 fn prescan_handed(args: &[OsString]) -> Handed {
@@ -349,6 +356,10 @@ fn prescan_handed(args: &[OsString]) -> Handed {
         tap_fd: fd("--tap-fd"),
         tap_name: prescan_value(args, "--tap").and_then(|v| v.into_string().ok()),
         netns_fd: fd("--netns-fd"),
+        cgroups: prescan_values(args, "--cgroup")
+            .into_iter()
+            .map(PathBuf::from)
+            .collect(),
     }
 }
 
@@ -357,16 +368,20 @@ fn handed_of(args: &VmmArgs) -> Handed {
         tap_fd: args.tap_fd,
         tap_name: args.tap.clone(),
         netns_fd: args.netns_fd,
+        cgroups: args.cgroup.clone(),
     }
 }
 
 /// The jail's first step (or, with `--no-jail`, only what it also does:
 /// the tap opened, `dir` entered).
 fn confine_early(handed: &Handed, dir: &Path, no_jail: bool) -> Result<(), JailError> {
+    let start = std::time::Instant::now();
     let tap = if no_jail {
         jail::early::unconfined(handed, dir)?
     } else {
-        jail::early::confine_process(handed, dir)?
+        let tap = jail::early::confine_process(handed, dir)?;
+        jail::add_cost(start.elapsed());
+        tap
     };
     if let Some(tap) = tap {
         jail::keep_early_tap(tap);
@@ -438,6 +453,10 @@ pub struct VmmArgs {
     /// making a new empty one.
     #[arg(long, value_name = "FD")]
     pub netns_fd: Option<i32>,
+    /// Join this cgroup (a directory with `cgroup.procs`) before anything
+    /// else; repeat for each cgroup v1 hierarchy.
+    #[arg(long, value_name = "DIR")]
+    pub cgroup: Vec<PathBuf>,
     /// The unprivileged uid the jailed monitor runs as (default: from
     /// 900000000 up, by vsock CID).
     #[arg(long, value_name = "UID")]
@@ -449,6 +468,11 @@ pub struct VmmArgs {
     /// would pass it empties the file first, with a note.
     #[arg(long, value_name = "BYTES", default_value_t = crate::vmm::log_cap::DEFAULT_LOG_MAX_BYTES)]
     pub log_max_bytes: u64,
+    /// What a syscall off a thread's seccomp allow list does: kill the
+    /// monitor, or (for finding what a list lacks) pass and be logged in
+    /// the kernel's audit log.
+    #[arg(long, value_enum, default_value_t = crate::vmm::seccomp::SeccompMode::Kill)]
+    pub seccomp: crate::vmm::seccomp::SeccompMode,
     /// Run unconfined: no namespaces, no uid change, capabilities kept.
     /// For debugging only; the daemon never does this.
     #[arg(long)]
@@ -457,7 +481,7 @@ pub struct VmmArgs {
 
 impl VmmArgs {
     /// The ids to drop to, `None` with --no-jail.
-    fn jail_ids(&self) -> Result<Option<JailIds>, String> {
+    fn jail(&self) -> Result<Option<(JailIds, crate::vmm::seccomp::SeccompMode)>, String> {
         if self.no_jail {
             return Ok(None);
         }
@@ -478,7 +502,7 @@ impl VmmArgs {
         if uid == 0 || gid == 0 {
             return Err("--uid and --gid must not be 0 (root)".into());
         }
-        Ok(Some(JailIds { uid, gid }))
+        Ok(Some((JailIds { uid, gid }, self.seccomp)))
     }
 }
 
@@ -559,7 +583,7 @@ fn run_machine(args: VmmArgs, early: Option<KvmThread>) -> Result<ExitEvent, Str
     if args.restore.is_none() && tap.is_none() && (args.mac.is_some() || args.firewall.is_some()) {
         return Err("--mac and --firewall describe a NIC: give --tap too".into());
     }
-    let jail = args.jail_ids()?;
+    let jail = args.jail()?;
     // The first step entered the VM directory: the monitor names what is
     // in it relatively, which stays true inside the jail, where it is `/`.
     let dir = PathBuf::from(".");

@@ -100,6 +100,11 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
         }
         Err(why) => eprintln!("fastvmd: networking off ({why}): VMs run without a NIC"),
     }
+    if let Some(why) = service.supervisor_cgroups_unavailable() {
+        eprintln!(
+            "fastvmd: cgroups unavailable ({why}): VMs run without memory, pids and CPU limits"
+        );
+    }
     if opened.adopted + opened.lost > 0 {
         eprintln!(
             "fastvmd: re-adopted {} running VM(s); {} VM(s) whose monitor had ended are marked",

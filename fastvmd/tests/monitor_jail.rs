@@ -1,5 +1,6 @@
 //! Every monitor the daemon starts, booted or restored, is jailed: not
-//! root, no capability (bounding set included), no_new_privs, its own mount
+//! root, no capability (bounding set included), no_new_privs, a seccomp
+//! filter on every thread, its own mount
 //! and network namespaces, a root that shows only its VM directory, no
 //! descriptor of the daemon's, and snapshots that leave the jail owned by
 //! root.
@@ -50,6 +51,7 @@ fn assert_confined(pid: u32) -> u32 {
             );
         }
         assert_eq!(status_field(&status, "NoNewPrivs:"), "1", "{name}");
+        assert_eq!(status_field(&status, "Seccomp:"), "2", "{name}: no filter");
         uid = Some(uids[0]);
         seen += 1;
     }
@@ -118,12 +120,79 @@ fn assert_descriptors_are_the_vms(pid: u32, data_dir: &Path) {
     }
 }
 
+/// Where hierarchy `fstype` (with `option`, for v1) is mounted.
+fn cgroup_mount(fstype: &str, option: &str) -> Option<std::path::PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    mountinfo.lines().find_map(|line| {
+        let (before, after) = line.split_once(" - ")?;
+        let mut after = after.split(' ');
+        let (kind, options) = (after.next()?, after.nth(1)?);
+        (kind == fstype && (option.is_empty() || options.split(',').any(|o| o == option)))
+            .then(|| before.split(' ').nth(4).unwrap().into())
+    })
+}
+
+/// The monitor's cgroup is its VM's, with the memory, pids and CPU limits
+/// of its size; `None` when this host gives VMs no cgroups.
+fn cgroup_limits(pid: u32, vm_id: &str) -> Option<(u64, u64, String)> {
+    let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path_of = |controller: &str| {
+        own.lines().find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, list, path) = (parts.next()?, parts.next()?, parts.next()?);
+            (list.split(',').any(|c| c == controller) || (controller.is_empty() && list.is_empty()))
+                .then(|| path.trim_start_matches('/').to_string())
+        })
+    };
+    let read = |dir: std::path::PathBuf, file: &str| {
+        std::fs::read_to_string(dir.join(file))
+            .unwrap_or_else(|e| panic!("{}/{file}: {e}", dir.display()))
+            .trim()
+            .to_string()
+    };
+    if let (Some(memory), Some(pids), Some(cpu)) = (
+        cgroup_mount("cgroup", "memory"),
+        cgroup_mount("cgroup", "pids"),
+        cgroup_mount("cgroup", "cpu"),
+    ) {
+        let mem_path = path_of("memory")?;
+        if !(mem_path.contains("fastvm/") && mem_path.ends_with(vm_id)) {
+            return None;
+        }
+        let cpu_dir = cpu.join(path_of("cpu")?);
+        return Some((
+            read(memory.join(&mem_path), "memory.limit_in_bytes")
+                .parse()
+                .unwrap(),
+            read(pids.join(path_of("pids")?), "pids.max")
+                .parse()
+                .unwrap(),
+            format!(
+                "{} {}",
+                read(cpu_dir.clone(), "cpu.cfs_quota_us"),
+                read(cpu_dir, "cpu.cfs_period_us")
+            ),
+        ));
+    }
+    let unified = cgroup_mount("cgroup2", "")?;
+    let dir = unified.join(path_of("")?);
+    let shown = dir.display().to_string();
+    if !(shown.contains("/fastvm/") && shown.ends_with(vm_id)) {
+        return None;
+    }
+    Some((
+        read(dir.clone(), "memory.max").parse().unwrap(),
+        read(dir.clone(), "pids.max").parse().unwrap(),
+        read(dir, "cpu.max"),
+    ))
+}
+
 #[test]
 fn booted_and_restored_monitors_are_jailed() {
     if !can_run_vms("booted_and_restored_monitors_are_jailed") {
         return;
     }
-    let d = Daemon::start();
+    let d = Daemon::start_via(&[], &[], true);
     let (status, vm) = d.call("POST", "/v1/vms", Some(&json!({"machineType": "c1m2"})));
     assert_eq!(status, 201, "{vm}");
     let id = vm["id"].as_str().unwrap().to_string();
@@ -144,6 +213,23 @@ fn booted_and_restored_monitors_are_jailed() {
             assert_ne!(ns(&pid.to_string(), kind), ns(&daemon_pid, kind), "{kind}");
         }
         assert_root_is_the_vm_dir(pid, &vm_dir);
+        match cgroup_limits(pid, vm_id) {
+            // c1m2: one vCPU, 2048 MiB.
+            Some((memory, pids, cpu)) => {
+                use fastvmd::supervisor::cgroups::{EXTRA_PIDS, MONITOR_OVERHEAD_MIB};
+                assert_eq!(memory, (2048 + MONITOR_OVERHEAD_MIB) << 20);
+                assert_eq!(pids, 1 + EXTRA_PIDS);
+                assert_eq!(cpu, "100000 100000");
+            }
+            None => {
+                let stderr = std::fs::read_to_string(d.stderr_path()).unwrap_or_default();
+                assert!(
+                    stderr.contains("cgroups unavailable"),
+                    "no VM cgroup and no word why"
+                );
+                eprintln!("SKIP cgroup limits: this host gives VMs no cgroups");
+            }
+        }
         assert_descriptors_are_the_vms(pid, &d.data_dir);
         // Still a working VM.
         let (status, out) = d.call(

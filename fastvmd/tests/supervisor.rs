@@ -41,6 +41,7 @@ fn start_exec_snapshot_restore_destroy() {
             },
             disk_gib: 1,
             vsock_cid: 3,
+            limits: None,
             nic: None,
             firewall_json: None,
         })
@@ -83,6 +84,7 @@ fn start_exec_snapshot_restore_destroy() {
         },
         disk_gib: 2,
         vsock_cid: 4,
+        limits: None,
         nic: None,
         firewall_json: None,
     })
@@ -117,6 +119,7 @@ fn start_exec_snapshot_restore_destroy() {
             },
             disk_gib: 1,
             vsock_cid: 5,
+            limits: None,
             nic: None,
             firewall_json: None,
         })

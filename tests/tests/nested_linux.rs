@@ -29,9 +29,11 @@ const STEPS: &[&str] = &[
     "clone",
     "clone-identity",
     "diverge",
+    "jailed",
     "daemon-restart",
     "delete",
     "never-error",
+    "seccomp-clean",
 ];
 
 /// Written to stderr directly, past the test harness's capture, so a long

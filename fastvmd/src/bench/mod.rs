@@ -12,6 +12,7 @@ mod snapshot;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::socket_wait::SocketWatch;
@@ -50,6 +51,10 @@ pub struct BenchArgs {
     /// Measure only this part.
     #[arg(long, value_enum)]
     pub only: Option<BenchPart>,
+    /// Run the monitors unconfined (`vmm --no-jail`), to see what the jail
+    /// costs against a normal run.
+    #[arg(long)]
+    pub no_jail: bool,
 }
 
 /// A part of the benchmark.
@@ -60,6 +65,9 @@ pub enum BenchPart {
     Api,
     Net,
 }
+
+/// Monitors run with `--no-jail` (bench `--no-jail`).
+static UNCONFINED: AtomicBool = AtomicBool::new(false);
 
 /// Where a benchmark monitor's stderr goes, beside its VM directory.
 const MONITOR_LOG: &str = "monitor.log";
@@ -99,14 +107,20 @@ impl Monitor {
         let watch = SocketWatch::new(&dir).map_err(|e| format!("watch {}: {e}", dir.display()))?;
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let log = std::fs::File::create(tmp.path().join(MONITOR_LOG)).map_err(|e| e.to_string())?;
+        // Jailed as the daemon jails: the shared network namespace handed
+        // over as stdout.
+        let netns = crate::supervisor::netns::shared()
+            .and_then(|ns| ns.try_clone_to_owned().map_err(|e| e.to_string()))?;
         let started = Instant::now();
         let child = Command::new(exe)
             .arg("vmm")
             .arg("--dir")
             .arg(&dir)
             .args(&args)
+            .args(["--netns-fd", "1"])
+            .args(UNCONFINED.load(Ordering::Relaxed).then_some("--no-jail"))
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::from(netns))
             .stderr(log)
             .spawn()
             .map_err(|e| format!("spawn monitor: {e}"))?;
@@ -196,6 +210,7 @@ pub(crate) fn mib(bytes: u64) -> String {
 
 /// Runs the benchmark and prints the table.
 pub fn run(args: BenchArgs) -> Result<(), String> {
+    UNCONFINED.store(args.no_jail, Ordering::Relaxed);
     let kernel = args
         .kernel
         .clone()

@@ -60,8 +60,8 @@ fn restore(snap: &Path) -> Result<(Monitor, Instant), String> {
     Monitor::spawn(move |_| Ok(vec!["--restore".into(), snap]))
 }
 
-/// Restore → the guest echoes a console byte.
-fn restore_to_running(snap: &Path) -> Result<Duration, String> {
+/// Restore → the guest echoes a console byte; also what the jail cost.
+fn restore_to_running(snap: &Path) -> Result<(Duration, Option<Duration>), String> {
     let (mut m, started) = restore(snap)?;
     let mut console = m.connect("console.sock", started + Duration::from_secs(20))?;
     console.write_all(b"#").map_err(|e| e.to_string())?;
@@ -72,7 +72,13 @@ fn restore_to_running(snap: &Path) -> Result<Duration, String> {
             return Err("console closed".into());
         }
         if buf[..n].contains(&b'#') {
-            return Ok(started.elapsed());
+            let running = started.elapsed();
+            let jail = ControlClient::connect(&m.dir.join("control.sock"))
+                .and_then(|mut c| c.call(&crate::vmm::control::Request::Status))
+                .map_err(|e| e.to_string())?
+                .jail_us
+                .map(Duration::from_micros);
+            return Ok((running, jail));
         }
     }
 }
@@ -145,11 +151,30 @@ pub fn measure(args: &BenchArgs, kernel: &Path) -> Result<Vec<Row>, String> {
     snapshot(&small, small_snap.clone())?;
     drop(small);
     let mut running = Vec::new();
+    let mut jail = Vec::new();
     let mut answered = Vec::new();
     for _ in 0..args.boots.max(1) {
-        running.push(restore_to_running(&small_snap)?);
+        let (to_running, jail_cost) = restore_to_running(&small_snap)?;
+        running.push(to_running);
+        jail.extend(jail_cost);
         answered.push(restore_to_exec(&small_snap)?);
     }
+    rows.push(if jail.is_empty() {
+        (
+            "jail of a restored monitor".into(),
+            "not measured: monitors run unconfined (not root?)".into(),
+            "≤ 1 ms".into(),
+        )
+    } else {
+        (
+            format!(
+                "jail of a restored monitor: namespaces, root, ids, seccomp (median of {})",
+                jail.len()
+            ),
+            format!("{} (p99 {})", ms(median(jail.clone())), ms(p99(jail))),
+            "≤ 1 ms".into(),
+        )
+    });
     rows.push((
         format!(
             "restore start → guest running (median of {})",

@@ -196,6 +196,7 @@ pub fn init_script(payload: &str, env: &[(&str, &str)]) -> String {
          mount -t devtmpfs devtmpfs /dev\n\
          mkdir -p /dev/pts && mount -t devpts devpts /dev/pts\n\
          mount -t tmpfs -o mode=1777 tmpfs /tmp\n\
+         mount -t cgroup2 cgroup2 /sys/fs/cgroup || echo \"L1: no cgroup2\"\n\
          {modules}\
          ip link set lo up\n\
          hostname l1\n\

@@ -183,7 +183,8 @@ impl Service {
             GuestImage::Ready { .. } => None,
         };
         let supervisor = Supervisor::new(dir.join("vms"), config.monitor_exe.clone())
-            .with_jail_ids(config.jail_ids);
+            .with_jail_ids(config.jail_ids)
+            .with_cgroups(crate::supervisor::cgroups::Cgroups::detect(dir));
         let snapshots_dir = dir.join("snapshots");
         let (events, _) = broadcast::channel(1024);
         let network = Self::network(&config);
@@ -247,6 +248,11 @@ impl Service {
     /// What this host can run.
     pub fn host(&self) -> &HostKind {
         &self.inner.host
+    }
+
+    /// Why VMs run without cgroup limits, when they do.
+    pub fn supervisor_cgroups_unavailable(&self) -> Option<&str> {
+        self.inner.supervisor.cgroups_unavailable()
     }
 
     // ----- health -----

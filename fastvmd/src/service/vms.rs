@@ -256,6 +256,10 @@ impl Service {
                     source: plan.source,
                     disk_gib: row.disk_gib,
                     vsock_cid: row.vsock_cid,
+                    limits: Some(crate::supervisor::cgroups::ResourceLimits {
+                        vcpus: u8::try_from(row.vcpus).unwrap_or(u8::MAX),
+                        memory_mib: row.memory_mib,
+                    }),
                     nic: nic(&row),
                     firewall_json: Some(row.firewall_json.clone()),
                 };

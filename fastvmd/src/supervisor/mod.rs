@@ -5,9 +5,10 @@
 //! own session, so they outlive the daemon; a restarted daemon finds them
 //! again through their directory lock ([`alive`]).
 
+pub mod cgroups;
 mod guest;
 mod monitor;
-mod netns;
+pub(crate) mod netns;
 mod readiness;
 
 pub use guest::{GuestChoice, GuestImage};
@@ -24,6 +25,7 @@ use crate::vmm::control::client::{ControlClient, ControlError};
 use crate::vmm::control::{Request, SnapshotInfo, Status};
 use crate::vmm::jail::ids::{DEFAULT_ID_RANGE, IdRange};
 use crate::vmm::machine::{CONTROL_SOCKET, VSOCK_SOCKET};
+use cgroups::Cgroups;
 
 /// How long an exec waits for the guest agent to accept its connection.
 pub const AGENT_CONNECT_WAIT: Duration = Duration::from_secs(2);
@@ -66,6 +68,7 @@ pub struct Supervisor {
     vms_dir: PathBuf,
     monitor_exe: PathBuf,
     jail_ids: IdRange,
+    cgroups: std::sync::Arc<Cgroups>,
 }
 
 impl Supervisor {
@@ -75,7 +78,21 @@ impl Supervisor {
             vms_dir,
             monitor_exe,
             jail_ids: DEFAULT_ID_RANGE,
+            cgroups: std::sync::Arc::new(Cgroups::Off("not set up".into())),
         }
+    }
+
+    /// VMs get cgroups with limits where this host allows (see
+    /// [`cgroups`]); those left by VMs that are gone are removed.
+    pub fn with_cgroups(mut self, cgroups: Cgroups) -> Self {
+        cgroups.remove_stale();
+        self.cgroups = std::sync::Arc::new(cgroups);
+        self
+    }
+
+    /// Why VMs run without cgroup limits, when they do.
+    pub fn cgroups_unavailable(&self) -> Option<&str> {
+        self.cgroups.unavailable()
     }
 
     /// Jailed monitors take their uid/gid from `range`.
@@ -99,7 +116,28 @@ impl Supervisor {
                     cid: spec.vsock_cid,
                     range: self.jail_ids,
                 })?;
-        monitor::start(&self.monitor_exe, &self.vm_dir(&spec.id), spec, ids)
+        let cgroups = match spec.limits {
+            Some(limits) => {
+                self.cgroups
+                    .create(&spec.id, limits)
+                    .map_err(|e| SupervisorError::Prepare {
+                        path: format!("the cgroup of VM {}", spec.id),
+                        source: e,
+                    })?
+            }
+            None => Vec::new(),
+        };
+        let started = monitor::start(
+            &self.monitor_exe,
+            &self.vm_dir(&spec.id),
+            spec,
+            ids,
+            &cgroups,
+        );
+        if started.is_err() {
+            self.cgroups.remove(&spec.id);
+        }
+        started
     }
 
     /// Waits up to `wait` for VM `id`'s guest agent to answer, then sets
@@ -163,6 +201,7 @@ impl Supervisor {
     pub fn destroy(&self, id: &str) -> Result<(), SupervisorError> {
         let dir = self.vm_dir(id);
         monitor::stop(&dir, Duration::from_secs(5));
+        self.cgroups.remove(id);
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

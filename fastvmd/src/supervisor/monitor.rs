@@ -36,6 +36,8 @@ pub struct MonitorSpec {
     pub vsock_cid: u32,
     /// The VM's NIC, when the host gives VMs a network.
     pub nic: Option<NicSpec>,
+    /// The VM's cgroup limits (none: no cgroup).
+    pub limits: Option<super::cgroups::ResourceLimits>,
     /// The ingress policy, as the API's JSON (the snapshot's is kept when
     /// absent on a restore).
     pub firewall_json: Option<String>,
@@ -96,6 +98,7 @@ pub fn start(
     dir: &Path,
     spec: &MonitorSpec,
     ids: JailIds,
+    cgroups: &[PathBuf],
 ) -> Result<u32, SupervisorError> {
     fs::create_dir_all(dir).map_err(prepare_err(dir))?;
     // How an earlier monitor here ended says nothing about this one.
@@ -112,6 +115,9 @@ pub fn start(
     cmd.arg("vmm").arg("--dir").arg(dir);
     cmd.args(["--vsock-cid", &spec.vsock_cid.to_string()]);
     cmd.args(["--uid", &ids.uid.to_string(), "--gid", &ids.gid.to_string()]);
+    for dir in cgroups {
+        cmd.arg("--cgroup").arg(dir);
+    }
     let netns = super::netns::shared()
         .and_then(|ns| {
             ns.try_clone_to_owned()
@@ -303,6 +309,7 @@ mod tests {
             },
             disk_gib: 1,
             vsock_cid: 3,
+            limits: None,
             nic: None,
             firewall_json: None,
         };
@@ -312,7 +319,7 @@ mod tests {
             uid: 900_000_000,
             gid: 900_000_000,
         };
-        let err = start(Path::new("/bin/sh"), &dir, &spec, ids).unwrap_err();
+        let err = start(Path::new("/bin/sh"), &dir, &spec, ids, &[]).unwrap_err();
         assert!(
             matches!(&err, SupervisorError::StartFailed(why) if why.contains("vmm")),
             "{err}"

@@ -2,6 +2,8 @@
 //! every client of `console.sock`; what clients write goes to the UART.
 //! A new client first receives the recent output.
 
+use crate::vmm::seccomp::ThreadKind;
+use crate::vmm::threads;
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -120,41 +122,37 @@ pub fn serve(
     serial: ConsoleSerial,
     wakeup: Arc<Wakeup>,
 ) {
-    let spawned = thread::Builder::new()
-        .name("console".into())
-        .spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { continue };
-                let reader = match conn.try_clone() {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::warn!("console client: {e}");
-                        continue;
-                    }
-                };
-                let id = match hub.attach(conn) {
-                    Ok(Some(id)) => id,
-                    Ok(None) => continue,
-                    Err(e) => {
-                        tracing::warn!("console client: {e}");
-                        continue;
-                    }
-                };
-                let serial = serial.clone();
-                let wakeup = wakeup.clone();
-                let pump_hub = hub.clone();
-                let spawned = thread::Builder::new()
-                    .name("console-in".into())
-                    .spawn(move || {
-                        pump_input(reader, serial, &wakeup);
-                        pump_hub.detach(id);
-                    });
-                if let Err(e) = spawned {
+    let spawned = threads::spawn(ThreadKind::Console, "console", move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let reader = match conn.try_clone() {
+                Ok(r) => r,
+                Err(e) => {
                     tracing::warn!("console client: {e}");
-                    hub.detach(id);
+                    continue;
                 }
+            };
+            let id = match hub.attach(conn) {
+                Ok(Some(id)) => id,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!("console client: {e}");
+                    continue;
+                }
+            };
+            let serial = serial.clone();
+            let wakeup = wakeup.clone();
+            let pump_hub = hub.clone();
+            let spawned = threads::spawn(ThreadKind::Console, "console-in", move || {
+                pump_input(reader, serial, &wakeup);
+                pump_hub.detach(id);
+            });
+            if let Err(e) = spawned {
+                tracing::warn!("console client: {e}");
+                hub.detach(id);
             }
-        });
+        }
+    });
     if let Err(e) = spawned {
         tracing::error!("cannot start console thread: {e}");
     }

@@ -20,8 +20,10 @@ pub mod lockdir;
 pub mod log_cap;
 pub mod machine;
 pub mod memory;
+pub mod seccomp;
 pub mod signals;
 pub mod snapshot;
+pub mod threads;
 pub mod vcpu;
 pub mod wakeup;
 

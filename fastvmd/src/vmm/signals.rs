@@ -31,9 +31,10 @@ pub fn block_termination() -> Result<(), VmmError> {
 
 /// Starts the thread that turns SIGTERM/SIGINT into a stop event.
 pub fn forward_termination(events: Sender<ExitEvent>) -> Result<(), VmmError> {
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
+    crate::vmm::threads::spawn(
+        crate::vmm::seccomp::ThreadKind::Signals,
+        "signals",
+        move || {
             let set = termination_set();
             let mut sig: libc::c_int = 0;
             // SAFETY: waits on a valid set of signals blocked in this thread.
@@ -43,7 +44,8 @@ pub fn forward_termination(events: Sender<ExitEvent>) -> Result<(), VmmError> {
                 _ => "SIGTERM",
             };
             let _ = events.send(ExitEvent::Stop(by));
-        })
-        .map(|_| ())
-        .map_err(VmmError::Io)
+        },
+    )
+    .map(|_| ())
+    .map_err(VmmError::Io)
 }

@@ -221,6 +221,7 @@ fn adopt(control: &VcpuControl, handle: JoinHandle<()>) {
 
 /// Runs a vCPU on the calling thread until it stops.
 pub fn run(ctx: VcpuContext) {
+    crate::vmm::threads::confine_current(crate::vmm::seccomp::ThreadKind::Vcpu);
     let fd = ctx.fd.clone();
     let run_ptr: *mut kvm_run = lock(&fd).get_kvm_run();
     KVM_RUN.with(|p| p.set(run_ptr));

@@ -126,6 +126,12 @@ pub(super) fn run_all(r: &mut Runner) {
         let got = sh(&d, &a.id, "cat /root/marker")?;
         check(got == "a-after\n", || format!("original read {got:?}"))
     });
+    r.step("jailed", || {
+        for vm in [&a, &b] {
+            super::jail::check_monitor(&d.vm_dir(&vm.id))?;
+        }
+        Ok(())
+    });
 
     r.step("daemon-restart", || {
         d.restart()?;
@@ -170,6 +176,12 @@ pub(super) fn run_all(r: &mut Runner) {
                 .map(|id| format!("{id}: {:?}", watch.statuses(id)))
                 .collect();
             format!("watch reported error for {detail:?}")
+        })
+    });
+    r.step("seccomp-clean", || {
+        let records = super::jail::seccomp_records();
+        check(records.is_empty(), || {
+            format!("syscalls off a monitor's allow list: {records:#?}")
         })
     });
 }

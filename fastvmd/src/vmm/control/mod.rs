@@ -100,6 +100,10 @@ pub struct Status {
     /// ([`crate::vmm::guest_warn`]); each kind logs a line per second.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub guest_warnings: std::collections::BTreeMap<String, u64>,
+    /// Time the monitor spent entering its jail, both steps, in
+    /// microseconds (absent when it runs unconfined).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jail_us: Option<u64>,
 }
 
 /// The answer to one request: `{"ok":true,...}` or `{"ok":false,"error":"..."}`.

@@ -1,10 +1,11 @@
 //! Serves the control socket: a thread accepts clients, one thread per client
 //! reads requests line by line.
 
+use crate::vmm::seccomp::ThreadKind;
+use crate::vmm::threads;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
-use std::thread;
 
 use super::{ControlTarget, Request, Response, RunState, Status};
 
@@ -101,17 +102,15 @@ fn serve_client(stream: UnixStream, target: Arc<dyn ControlTarget>) {
 
 /// Serves `listener` on a background thread until the process ends.
 pub fn serve(listener: UnixListener, target: Arc<dyn ControlTarget>) -> std::io::Result<()> {
-    thread::Builder::new()
-        .name("control".into())
-        .spawn(move || {
-            for conn in listener.incoming().flatten() {
-                let target = target.clone();
-                let _ = thread::Builder::new()
-                    .name("control-client".into())
-                    .spawn(move || serve_client(conn, target));
-            }
-        })
-        .map(|_| ())
+    threads::spawn(ThreadKind::Control, "control", move || {
+        for conn in listener.incoming().flatten() {
+            let target = target.clone();
+            let _ = threads::spawn(ThreadKind::Control, "control-client", move || {
+                serve_client(conn, target)
+            });
+        }
+    })
+    .map(|_| ())
 }
 
 #[cfg(test)]
@@ -130,6 +129,7 @@ mod tests {
                 uptime_ms: 5,
                 pid: 1,
                 guest_warnings: Default::default(),
+                jail_us: None,
             }
         }
         fn pause(&self) -> Result<(), String> {

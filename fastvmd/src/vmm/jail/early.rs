@@ -7,6 +7,9 @@ use std::path::Path;
 use super::{JailError, check};
 use crate::net::tap::Tap;
 
+/// malloc arenas of a jailed monitor (its threads rarely allocate).
+const MALLOC_ARENAS: libc::c_int = 4;
+
 /// What the starter hands a monitor as open descriptors (the daemon hands
 /// them as stdin and stdout, which lets it spawn without a fork).
 #[derive(Debug, Default, Clone)]
@@ -19,12 +22,24 @@ pub struct Handed {
     /// The network namespace to join (`--netns-fd`); a new, empty one
     /// when absent.
     pub netns_fd: Option<RawFd>,
+    /// cgroups to join before anything else (`--cgroup`).
+    pub cgroups: Vec<std::path::PathBuf>,
 }
 
 /// The jail's first step; returns the VM's tap, opened before the network
 /// namespace changes. `dir` (created if missing) becomes the working
 /// directory, which the monitor's relative paths then name.
 pub fn confine_process(handed: &Handed, dir: &Path) -> Result<Option<Tap>, JailError> {
+    // Threads made from now on wait for the jail before they do anything.
+    crate::vmm::threads::jail_pending();
+    // A fixed number of malloc arenas: otherwise a thread's first malloc
+    // may count CPUs by opening /sys files, which no longer exist in the
+    // jail and which a thread's filter does not let it open.
+    // SAFETY: mallopt with integer arguments, before any other thread.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS) };
+    // Charged to the VM's cgroups from the start.
+    crate::supervisor::cgroups::join(&handed.cgroups)
+        .map_err(|e| JailError::new("join the VM's cgroup", e))?;
     let keep: Vec<RawFd> = handed
         .tap_fd
         .iter()
@@ -70,6 +85,8 @@ pub fn confine_process(handed: &Handed, dir: &Path) -> Result<Option<Tap>, JailE
 
 /// The unconfined start (`--no-jail`): the tap opened, `dir` entered.
 pub fn unconfined(handed: &Handed, dir: &Path) -> Result<Option<Tap>, JailError> {
+    crate::supervisor::cgroups::join(&handed.cgroups)
+        .map_err(|e| JailError::new("join the VM's cgroup", e))?;
     let tap = take_tap(handed)?;
     std::fs::create_dir_all(dir)
         .and_then(|()| std::env::set_current_dir(dir))

@@ -35,6 +35,19 @@ pub use ids::JailIds;
 /// longer exist for this process.
 static JAILED: AtomicBool = AtomicBool::new(false);
 
+/// Time spent in the jail's steps, in nanoseconds.
+static COST_NS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Counts `spent` as time the jail cost.
+pub fn add_cost(spent: std::time::Duration) {
+    COST_NS.fetch_add(spent.as_nanos() as u64, Ordering::Relaxed);
+}
+
+/// What entering the jail cost so far, in microseconds.
+pub fn cost_us() -> u64 {
+    COST_NS.load(Ordering::Relaxed) / 1000
+}
+
 /// True once this process is inside its jail.
 pub fn is_jailed() -> bool {
     JAILED.load(Ordering::SeqCst)

@@ -5,10 +5,14 @@ use std::sync::atomic::Ordering;
 
 use super::early::mount;
 use super::{JAILED, JailError, JailIds, check};
+use crate::vmm::seccomp::SeccompMode;
 
 /// Enters the jail: after this only the VM directory exists, as `/`, and
-/// no thread of the process has a capability or uid 0.
-pub fn enter(ids: JailIds) -> Result<(), JailError> {
+/// the calling thread has no capability and not uid 0; every other thread
+/// drops to the same ids before it does anything more
+/// ([`crate::vmm::threads::confine_current`]).
+pub fn enter(ids: JailIds, seccomp: SeccompMode) -> Result<(), JailError> {
+    crate::vmm::seccomp::prepare(seccomp);
     // The monitor writes its snapshots and exit record here.
     // SAFETY: chown of a NUL-terminated path; integers otherwise.
     let rc = unsafe { libc::chown(c".".as_ptr(), ids.uid, ids.gid) };
@@ -27,8 +31,11 @@ pub fn enter(ids: JailIds) -> Result<(), JailError> {
     )?;
     change_root()?;
     std::env::set_current_dir("/").map_err(|e| JailError::new("chdir /", e))?;
+    let _ = IDS.set(ids);
     drop_ids(ids)?;
     JAILED.store(true, Ordering::SeqCst);
+    // Threads waiting for the jail install their filters now.
+    crate::vmm::threads::jail_entered();
     Ok(())
 }
 
@@ -62,19 +69,40 @@ fn change_root() -> Result<(), JailError> {
     check(unsafe { libc::chroot(c".".as_ptr()) }, "chroot")
 }
 
-/// Becomes `ids` in every thread (glibc applies set*id calls to all of a
-/// process's threads); leaving uid 0 clears each thread's capabilities.
+/// The ids the jail dropped to, for threads confining themselves later.
+static IDS: std::sync::OnceLock<JailIds> = std::sync::OnceLock::new();
+
+/// Drops the calling thread to the jail's ids, if it has not yet (each
+/// thread that existed before the jail does so as it confines itself;
+/// threads made later are born with them). Raw syscalls: glibc's wrappers
+/// would stop every thread of the process to change them all at once,
+/// which costs a signal per thread on the restore path.
+pub fn drop_this_thread() -> Result<(), JailError> {
+    match IDS.get() {
+        Some(ids) => drop_ids(*ids),
+        None => Err(JailError::new(
+            "drop ids",
+            std::io::Error::other("the jail has no ids yet"),
+        )),
+    }
+}
+
+/// Becomes `ids` in the calling thread; leaving uid 0 clears its
+/// capabilities, which is checked (fail closed).
 fn drop_ids(ids: JailIds) -> Result<(), JailError> {
-    // SAFETY: setgroups with an empty list reads no memory.
-    let rc = unsafe { libc::setgroups(0, std::ptr::null()) };
-    check(rc, "setgroups")?;
-    // SAFETY: integers only.
-    let rc = unsafe { libc::setresgid(ids.gid, ids.gid, ids.gid) };
-    check(rc, "setresgid")?;
-    // SAFETY: integers only.
-    let rc = unsafe { libc::setresuid(ids.uid, ids.uid, ids.uid) };
-    check(rc, "setresuid")?;
-    // Fail closed: a capability still effective means the drop did not happen.
+    // SAFETY: geteuid takes no arguments.
+    let euid = unsafe { libc::syscall(libc::SYS_geteuid) };
+    if euid != i64::from(ids.uid) {
+        // SAFETY: setgroups with an empty list reads no memory.
+        let rc = unsafe { libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) };
+        check(rc as libc::c_int, "setgroups")?;
+        // SAFETY: integers only.
+        let rc = unsafe { libc::syscall(libc::SYS_setresgid, ids.gid, ids.gid, ids.gid) };
+        check(rc as libc::c_int, "setresgid")?;
+        // SAFETY: integers only.
+        let rc = unsafe { libc::syscall(libc::SYS_setresuid, ids.uid, ids.uid, ids.uid) };
+        check(rc as libc::c_int, "setresuid")?;
+    }
     let mut header = CapHeader {
         version: LINUX_CAPABILITY_VERSION_3,
         pid: 0,

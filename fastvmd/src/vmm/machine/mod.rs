@@ -26,6 +26,7 @@ use super::devices::virtio::net::NetHandle;
 use super::exit::ExitEvent;
 use super::jail::JailIds;
 use super::lockdir::DirLock;
+use super::seccomp::SeccompMode;
 use super::vcpu::{self, VcpuContext, VcpuControl, WaitingVcpu};
 use super::wakeup::{self, Wakeup};
 use super::{VmmError, signals};
@@ -204,6 +205,7 @@ impl ControlTarget for Machine {
             uptime_ms: self.started.elapsed().as_millis() as u64,
             pid: std::process::id(),
             guest_warnings: crate::vmm::guest_warn::counts(),
+            jail_us: crate::vmm::jail::is_jailed().then(crate::vmm::jail::cost_us),
         }
     }
 
@@ -261,17 +263,18 @@ fn bind(dir: &Path, name: &str) -> Result<UnixListener, VmmError> {
 /// confined by `jail` (see [`super::jail`]) once built.
 pub fn boot_and_run(
     cfg: &super::config::VmConfig,
-    jail: Option<JailIds>,
+    jail: Option<(JailIds, SeccompMode)>,
 ) -> Result<ExitEvent, VmmError> {
     let (machine, events) = boot::build(cfg)?;
     enter_jail(jail)?;
     run(machine, &cfg.dir, events, None)
 }
 
-fn enter_jail(jail: Option<JailIds>) -> Result<(), VmmError> {
-    if let Some(ids) = jail {
+fn enter_jail(jail: Option<(JailIds, SeccompMode)>) -> Result<(), VmmError> {
+    if let Some((ids, seccomp)) = jail {
         let start = Instant::now();
-        super::jail::root::enter(ids)?;
+        super::jail::root::enter(ids, seccomp)?;
+        super::jail::add_cost(start.elapsed());
         tracing::debug!("jail entered in {:?}", start.elapsed());
     }
     Ok(())
@@ -282,7 +285,7 @@ fn enter_jail(jail: Option<JailIds>) -> Result<(), VmmError> {
 pub fn restore_and_run(
     cfg: &super::config::RestoreConfig,
     early: Option<restore_kvm::KvmThread>,
-    jail: Option<JailIds>,
+    jail: Option<(JailIds, SeccompMode)>,
 ) -> Result<ExitEvent, VmmError> {
     let (machine, events, vcpu0) = restore::build(cfg, early)?;
     enter_jail(jail)?;
@@ -331,6 +334,8 @@ pub fn run(
     }
     control::server::serve(control_listener, machine.clone()).map_err(VmmError::Io)?;
     signals::forward_termination(events_tx)?;
+    // Every thread is started: the main thread only waits and cleans up now.
+    super::threads::confine_current(super::seccomp::ThreadKind::Main);
     tracing::info!(
         "VM running: {} vCPUs, {} MiB, started in {:?}",
         machine.vcpu_count,

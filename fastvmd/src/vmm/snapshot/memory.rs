@@ -90,9 +90,10 @@ pub fn write_memory(
 /// errors are ignored.
 pub fn warm_page_cache(path: &Path) {
     let path = path.to_path_buf();
-    let spawned = std::thread::Builder::new()
-        .name("snapshot-readahead".into())
-        .spawn(move || {
+    let spawned = crate::vmm::threads::spawn(
+        crate::vmm::seccomp::ThreadKind::Control,
+        "snapshot-readahead",
+        move || {
             let Ok(file) = File::open(&path) else { return };
             let Ok(len) = file.metadata().map(|m| m.len()) else {
                 return;
@@ -109,7 +110,8 @@ pub fn warm_page_cache(path: &Path) {
                     )
                 };
             }
-        });
+        },
+    );
     if let Err(e) = spawned {
         tracing::debug!("snapshot readahead thread: {e}");
     }

@@ -167,10 +167,12 @@ impl Net {
             Some(_) => {
                 let backend = Arc::clone(&shared);
                 Some(
-                    std::thread::Builder::new()
-                        .name("net-backend".into())
-                        .spawn(move || backend_loop(&backend))
-                        .map_err(NetError::Thread)?,
+                    crate::vmm::threads::spawn(
+                        crate::vmm::seccomp::ThreadKind::Device,
+                        "net-backend",
+                        move || backend_loop(&backend),
+                    )
+                    .map_err(NetError::Thread)?,
                 )
             }
             None => None,

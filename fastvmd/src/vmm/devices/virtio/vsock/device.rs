@@ -204,10 +204,12 @@ impl Vsock {
             resumed: Condvar::new(),
         });
         let backend = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name("vsock-backend".into())
-            .spawn(move || backend_loop(&backend))
-            .map_err(VsockError::Thread)?;
+        let thread = crate::vmm::threads::spawn(
+            crate::vmm::seccomp::ThreadKind::Device,
+            "vsock-backend",
+            move || backend_loop(&backend),
+        )
+        .map_err(VsockError::Thread)?;
         Ok(Vsock {
             guest_cid,
             uds_path: uds_path.to_path_buf(),
