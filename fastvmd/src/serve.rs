@@ -100,6 +100,13 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
         }
         Err(why) => eprintln!("fastvmd: networking off ({why}): VMs run without a NIC"),
     }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!(
+            "fastvmd: not running as root: VM monitors cannot jail themselves \
+             (namespaces, pivot_root, their own uid), so no VM can start"
+        );
+    }
     if let Some(why) = service.supervisor_cgroups_unavailable() {
         eprintln!(
             "fastvmd: cgroups unavailable ({why}): VMs run without memory, pids and CPU limits"

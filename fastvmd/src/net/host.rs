@@ -49,3 +49,18 @@ pub fn ipv6_forwarding() -> bool {
 pub fn configure_tap(name: &str, vm: Ipv6Addr) -> Result<(), String> {
     super::tap_config::configure(name, GATEWAY, vm)
 }
+
+/// Waits (at most `limit`) until tap `name` is gone. The kernel takes a
+/// tap down after its last descriptor closes, not always before the
+/// monitor that held it is reaped; a VM's delete answers once it is gone.
+pub fn wait_tap_gone(name: &str, limit: std::time::Duration) -> bool {
+    let path = std::path::Path::new("/sys/class/net").join(name);
+    let deadline = std::time::Instant::now() + limit;
+    while path.exists() {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    true
+}

@@ -202,6 +202,10 @@ impl Supervisor {
         let dir = self.vm_dir(id);
         monitor::stop(&dir, Duration::from_secs(5));
         self.cgroups.remove(id);
+        let tap = crate::net::addr::tap_name(id);
+        if !crate::net::host::wait_tap_gone(&tap, Duration::from_secs(5)) {
+            tracing::warn!("VM {id}: tap {tap} still there 5 s after its monitor ended");
+        }
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

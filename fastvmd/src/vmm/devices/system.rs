@@ -16,6 +16,9 @@ pub use persist::{I8042State, PowerPortState};
 /// command 0xfe (pulse reset line) reboots.
 pub struct I8042 {
     events: Sender<ExitEvent>,
+    /// A reset is reported once: a guest writing the command in a loop
+    /// cannot queue events faster than the monitor stops.
+    reported: bool,
 }
 
 const I8042_CMD_OFFSET: u64 = 4;
@@ -24,7 +27,10 @@ const I8042_CMD_RESET: u8 = 0xfe;
 impl I8042 {
     /// An i8042 that reports resets on `events`.
     pub fn new(events: Sender<ExitEvent>) -> Self {
-        I8042 { events }
+        I8042 {
+            events,
+            reported: false,
+        }
     }
 }
 
@@ -34,7 +40,8 @@ impl BusDevice for I8042 {
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
-        if offset == I8042_CMD_OFFSET && data.first() == Some(&I8042_CMD_RESET) {
+        if offset == I8042_CMD_OFFSET && data.first() == Some(&I8042_CMD_RESET) && !self.reported {
+            self.reported = true;
             let _ = self.events.send(ExitEvent::Guest(GuestRequest::Reboot));
         }
     }
@@ -43,12 +50,17 @@ impl BusDevice for I8042 {
 /// The power-off port: a 16-bit write of `POWER_OFF_VALUE` powers off.
 pub struct PowerPort {
     events: Sender<ExitEvent>,
+    /// Power-off is reported once (see [`I8042`]).
+    reported: bool,
 }
 
 impl PowerPort {
     /// A power port that reports power-off on `events`.
     pub fn new(events: Sender<ExitEvent>) -> Self {
-        PowerPort { events }
+        PowerPort {
+            events,
+            reported: false,
+        }
     }
 }
 
@@ -61,7 +73,9 @@ impl BusDevice for PowerPort {
         if offset == 0
             && data.len() == 2
             && u16::from_le_bytes([data[0], data[1]]) == POWER_OFF_VALUE
+            && !self.reported
         {
+            self.reported = true;
             let _ = self.events.send(ExitEvent::Guest(GuestRequest::PowerOff));
         }
     }
@@ -86,5 +100,11 @@ mod tests {
         assert!(rx.try_recv().is_err());
         power.write(0, &POWER_OFF_VALUE.to_le_bytes());
         assert_eq!(rx.try_recv(), Ok(ExitEvent::Guest(GuestRequest::PowerOff)));
+        // A guest repeating them queues nothing more.
+        for _ in 0..1000 {
+            power.write(0, &POWER_OFF_VALUE.to_le_bytes());
+            kbd.write(4, &[0xfe]);
+        }
+        assert!(rx.try_recv().is_err());
     }
 }

@@ -102,8 +102,9 @@ impl Shared {
         }
     }
 
-    /// Backend thread: connects guest-initiated connections (unlocked: a
-    /// Unix connect can block), then completes them.
+    /// Backend thread: connects guest-initiated connections (unlocked, and
+    /// never waiting: a listener whose backlog is full refuses at once
+    /// rather than stall this thread), then completes them.
     fn run_jobs(&self) {
         loop {
             let jobs = std::mem::take(&mut self.lock().jobs);
@@ -113,7 +114,7 @@ impl Shared {
             let done: Vec<_> = jobs
                 .into_iter()
                 .map(|job| {
-                    let res = UnixStream::connect(&job.path);
+                    let res = connect_without_waiting(&job.path);
                     (job, res)
                 })
                 .collect();
@@ -257,6 +258,14 @@ impl VsockResetHandle {
     pub fn send_transport_reset(&self) {
         self.0.send_transport_reset();
     }
+}
+
+/// A Unix stream connect that never blocks: a full backlog is EAGAIN.
+fn connect_without_waiting(path: &Path) -> std::io::Result<UnixStream> {
+    let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    socket.connect(&socket2::SockAddr::unix(path)?)?;
+    Ok(UnixStream::from(std::os::fd::OwnedFd::from(socket)))
 }
 
 impl Drop for Vsock {

@@ -152,6 +152,54 @@ fn guest_connect_to_host_listener() {
 }
 
 #[test]
+fn guest_connect_to_a_full_listener_is_refused_at_once() {
+    let mem = memory();
+    let Setup {
+        _dir,
+        path,
+        mut dev,
+    } = setup();
+    let mut name = path.clone().into_os_string();
+    name.push("_7100");
+    // A listener that never accepts, its backlog filled: a blocking connect
+    // would wait on it forever, holding the backend thread.
+    let listener =
+        socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+    listener
+        .bind(&socket2::SockAddr::unix(&name).unwrap())
+        .unwrap();
+    listener.listen(0).unwrap();
+    let mut held = Vec::new();
+    loop {
+        let s = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+        s.set_nonblocking(true).unwrap();
+        if s.connect(&socket2::SockAddr::unix(&name).unwrap()).is_err() {
+            break;
+        }
+        held.push(s);
+        assert!(held.len() < 64, "the backlog never filled");
+    }
+    let mut g = active_guest(&mut dev, &mem);
+    let started = std::time::Instant::now();
+    g.send(&mut dev, ghdr(OP_REQUEST, 1600, 7100), &[]);
+    let (rst, _) = g.recv(&mut dev);
+    assert_eq!(rst.op, OP_RST);
+    assert_eq!((rst.src_port, rst.dst_port), (7100, 1600));
+    assert!(
+        started.elapsed() < WAIT,
+        "refused after {:?}",
+        started.elapsed()
+    );
+    // The backend is free for the next connection.
+    let mut other = path.clone().into_os_string();
+    other.push("_7101");
+    let _ready = UnixListener::bind(&other).unwrap();
+    g.send(&mut dev, ghdr(OP_REQUEST, 1601, 7101), &[]);
+    let (resp, _) = g.recv(&mut dev);
+    assert_eq!(resp.op, OP_RESPONSE);
+}
+
+#[test]
 fn unknown_connection_gets_rst() {
     let mem = memory();
     let Setup { _dir, mut dev, .. } = setup();
