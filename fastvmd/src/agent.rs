@@ -121,6 +121,12 @@ impl AgentConn {
         Ok(conn)
     }
 
+    /// Ok when this connection is served by the monitor holding VM
+    /// directory `dir` ([`crate::supervisor::peer`]).
+    pub fn ensure_monitor(&self, dir: &Path) -> std::io::Result<()> {
+        crate::supervisor::peer::ensure_monitor(&self.stream, dir)
+    }
+
     /// Retries [`AgentConn::connect`] until the agent listens or `deadline` passes.
     pub fn connect_when_ready(
         vsock_path: &Path,

@@ -259,3 +259,43 @@ fn booted_and_restored_monitors_are_jailed() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+#[test]
+fn a_monitor_cannot_point_the_daemon_at_another_vms_sockets() {
+    if !can_run_vms("a_monitor_cannot_point_the_daemon_at_another_vms_sockets") {
+        return;
+    }
+    let d = Daemon::start();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (status, vm) = d.call("POST", "/v1/vms", Some(&json!({"machineType": "c1m2"})));
+        assert_eq!(status, 201, "{vm}");
+        ids.push(vm["id"].as_str().unwrap().to_string());
+    }
+    let (a, b) = (
+        d.data_dir.join("vms").join(&ids[0]),
+        d.data_dir.join("vms").join(&ids[1]),
+    );
+    // What a compromised monitor of A could do in its own directory.
+    for name in ["control.sock", "vsock.sock", "console.sock"] {
+        std::fs::remove_file(a.join(name)).unwrap();
+        std::os::unix::fs::symlink(b.join(name), a.join(name)).unwrap();
+    }
+    let (status, out) = d.call(
+        "POST",
+        &format!("/v1/vms/{}/exec", ids[0]),
+        Some(&json!({"command": ["echo", "reached"]})),
+    );
+    assert_ne!(status, 200, "exec in A ran in B: {out}");
+    assert!(!out.to_string().contains("reached"), "{out}");
+    let (status, snap) = d.call("POST", "/v1/snapshots", Some(&json!({"vmId": ids[0]})));
+    assert_ne!(status, 201, "a snapshot of A was taken through B: {snap}");
+    // B is untouched and answers as itself.
+    let (status, out) = d.call(
+        "POST",
+        &format!("/v1/vms/{}/exec", ids[1]),
+        Some(&json!({"command": ["echo", "b"]})),
+    );
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["stdout"], "b\n");
+}

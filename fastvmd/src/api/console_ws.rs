@@ -33,7 +33,13 @@ pub async fn connect(
         Ok(target) => target,
         Err(e) => return ApiError(e).into_response(),
     };
-    let console = match UnixStream::connect(&target.socket).await {
+    let connected = UnixStream::connect(&target.socket)
+        .await
+        .and_then(|stream| {
+            let dir = target.socket.parent().unwrap_or(std::path::Path::new("/"));
+            crate::supervisor::peer::ensure_monitor(&stream, dir).map(|()| stream)
+        });
+    let console = match connected {
         Ok(stream) => stream,
         Err(e) => {
             return ApiError(ServiceError::Upstream(format!(

@@ -107,7 +107,7 @@ pub(super) async fn run(stream: Stream, service: Service) {
             continue;
         }
         match dispatch(&service, &req).await {
-            Outcome::Console(path) => match tokio::net::UnixStream::connect(&path).await {
+            Outcome::Console(path) => match connect_console(&path).await {
                 Ok(console) => {
                     tasks.shutdown().await;
                     drop(open);
@@ -222,4 +222,13 @@ async fn attach(
         _ = tokio::io::copy_buf(&mut reader, &mut console_out) => {}
         _ = tokio::io::copy(&mut console_in, &mut client_out) => {}
     }
+}
+
+/// A VM's console socket, refused unless its monitor serves it
+/// ([`crate::supervisor::peer`]).
+async fn connect_console(path: &std::path::Path) -> std::io::Result<tokio::net::UnixStream> {
+    let stream = tokio::net::UnixStream::connect(path).await?;
+    let dir = path.parent().unwrap_or(std::path::Path::new("/"));
+    crate::supervisor::peer::ensure_monitor(&stream, dir)?;
+    Ok(stream)
 }

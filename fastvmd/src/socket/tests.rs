@@ -308,6 +308,7 @@ async fn attach_console_splices_bytes_both_ways() {
     assert_eq!(resp.status, 502, "{resp:?}");
 
     // A fake monitor console that echoes what it gets.
+    crate::supervisor::peer::ACCEPT_FAKE_MONITORS.store(true, std::sync::atomic::Ordering::Relaxed);
     let dir = d.service.inner.supervisor.vm_dir(&vm.id);
     std::fs::create_dir_all(&dir).unwrap();
     let console = tokio::net::UnixListener::bind(dir.join("console.sock")).unwrap();

@@ -9,6 +9,7 @@ pub mod cgroups;
 mod guest;
 mod monitor;
 pub(crate) mod netns;
+pub mod peer;
 mod readiness;
 
 pub use guest::{GuestChoice, GuestImage};
@@ -24,7 +25,7 @@ use crate::agent::{AgentConn, AgentError};
 use crate::vmm::control::client::{ControlClient, ControlError};
 use crate::vmm::control::{Request, SnapshotInfo, Status};
 use crate::vmm::jail::ids::{DEFAULT_ID_RANGE, IdRange};
-use crate::vmm::machine::{CONTROL_SOCKET, VSOCK_SOCKET};
+use crate::vmm::machine::VSOCK_SOCKET;
 use cgroups::Cgroups;
 
 /// How long an exec waits for the guest agent to accept its connection.
@@ -148,9 +149,7 @@ impl Supervisor {
     }
 
     fn control(&self, id: &str) -> Result<ControlClient, SupervisorError> {
-        Ok(ControlClient::connect(
-            &self.vm_dir(id).join(CONTROL_SOCKET),
-        )?)
+        Ok(ControlClient::connect_to_monitor(&self.vm_dir(id))?)
     }
 
     /// The monitor's status.
@@ -192,6 +191,8 @@ impl Supervisor {
     ) -> Result<ExecResult, SupervisorError> {
         let path = self.vm_dir(id).join(VSOCK_SOCKET);
         let conn = AgentConn::connect_when_ready(&path, Instant::now() + AGENT_CONNECT_WAIT)?;
+        conn.ensure_monitor(&self.vm_dir(id))
+            .map_err(|e| SupervisorError::Agent(AgentError::Io(e)))?;
         let (result, _) = conn.exec(request, timeout)?;
         Ok(result)
     }

@@ -208,6 +208,7 @@ pub fn start(
         });
         // The status call waits for the monitor to serve its socket.
         let ready = connected.ok().map(|stream| {
+            super::peer::ensure_monitor(&stream, dir)?;
             ControlClient::from_stream(stream).and_then(|mut c| c.call(&Request::Status))
         });
         if matches!(ready, Some(Ok(_))) {
@@ -262,7 +263,7 @@ pub fn stop(dir: &Path, grace: Duration) {
     let Some(pid) = monitor_pid(dir) else {
         return;
     };
-    if let Ok(mut c) = ControlClient::connect(&dir.join(CONTROL_SOCKET)) {
+    if let Ok(mut c) = ControlClient::connect_to_monitor(dir) {
         let _ = c.call(&Request::Stop);
     }
     let deadline = Instant::now() + grace;

@@ -65,6 +65,11 @@ pub fn wait(vsock: &Path, wait: Duration, nic: Option<&NicSpec>) -> Readiness {
         Ok(conn) => conn,
         Err(e) => return Readiness::NotReady(e.to_string()),
     };
+    if let Some(dir) = vsock.parent()
+        && let Err(e) = conn.ensure_monitor(dir)
+    {
+        return Readiness::NotReady(e.to_string());
+    }
     if let Err(e) = conn.ping(wait) {
         return Readiness::NotReady(e.to_string());
     }

@@ -34,6 +34,15 @@ impl ControlClient {
     }
 
     /// A client on an open connection, with a 10 s timeout per call.
+    /// Connects to the control socket of the monitor holding VM directory
+    /// `dir`, refusing a socket that monitor does not serve
+    /// ([`crate::supervisor::peer`]).
+    pub fn connect_to_monitor(dir: &Path) -> Result<Self, ControlError> {
+        let stream = UnixStream::connect(dir.join(crate::vmm::machine::CONTROL_SOCKET))?;
+        crate::supervisor::peer::ensure_monitor(&stream, dir)?;
+        Self::from_stream(stream)
+    }
+
     pub fn from_stream(stream: UnixStream) -> Result<Self, ControlError> {
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         Ok(ControlClient {
