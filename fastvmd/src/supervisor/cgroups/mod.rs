@@ -83,17 +83,17 @@ impl Cgroups {
         match self {
             Cgroups::Off(_) => Ok(Vec::new()),
             Cgroups::V1 { memory, pids, cpu } => {
-                let mem = make(memory, id)?;
+                let mem = make(memory, id, false)?;
                 write(&mem, "memory.limit_in_bytes", limits.memory_bytes())?;
-                let pid = make(pids, id)?;
+                let pid = make(pids, id, false)?;
                 write(&pid, "pids.max", limits.pids())?;
-                let cpus = make(cpu, id)?;
+                let cpus = make(cpu, id, false)?;
                 write(&cpus, "cpu.cfs_period_us", CPU_PERIOD_US)?;
                 write(&cpus, "cpu.cfs_quota_us", limits.cpu_quota_us())?;
                 Ok(vec![mem, pid, cpus])
             }
             Cgroups::V2 { parent } => {
-                let dir = make(parent, id)?;
+                let dir = make(parent, id, true)?;
                 write(&dir, "memory.max", limits.memory_bytes())?;
                 write(&dir, "pids.max", limits.pids())?;
                 fs::write(
@@ -120,26 +120,48 @@ impl Cgroups {
         }
     }
 
-    /// Removes the cgroups of VMs that are gone (empty ones; a cgroup with
-    /// a live monitor in it cannot be removed).
+    /// Removes the cgroups of this data directory's VMs that are gone
+    /// (empty ones; a cgroup with a live monitor in it cannot be removed),
+    /// and the parents other data directories left with no VM in them (a
+    /// daemon whose parent went makes it again on its next VM).
     pub fn remove_stale(&self) {
         for parent in self.parents() {
-            let Ok(entries) = fs::read_dir(parent) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    let _ = fs::remove_dir(entry.path());
-                }
+            remove_empty_children(parent);
+            if let Some(all) = parent.parent() {
+                remove_empty_children(all);
             }
         }
     }
 }
 
-/// `parent/id`, made if missing.
-fn make(parent: &Path, id: &str) -> io::Result<PathBuf> {
+/// Removes every directory in `dir` that has no cgroup (or process) in it.
+fn remove_empty_children(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = fs::remove_dir(entry.path());
+        }
+    }
+}
+
+/// `parent/id`, made if missing; `parent` too, if another daemon removed
+/// it while it was empty (`v2`: with the controllers on for its children).
+fn make(parent: &Path, id: &str, v2: bool) -> io::Result<PathBuf> {
     let dir = parent.join(id);
-    match fs::create_dir(&dir) {
+    let made = match fs::create_dir(&dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(parent)?;
+            if v2 {
+                let enable = detect::CONTROLLERS.map(|c| format!("+{c}")).join(" ");
+                fs::write(parent.join("cgroup.subtree_control"), enable)?;
+            }
+            fs::create_dir(&dir)
+        }
+        other => other,
+    };
+    match made {
         Ok(()) => Ok(dir),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(dir),
         Err(e) => Err(io::Error::new(e.kind(), format!("{}: {e}", dir.display()))),
