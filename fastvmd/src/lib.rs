@@ -9,6 +9,7 @@ pub mod auth;
 pub mod bench;
 pub mod call;
 pub mod cli;
+pub mod fuzzing;
 pub mod image;
 pub mod nested;
 pub mod net;
