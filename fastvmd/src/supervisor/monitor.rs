@@ -115,8 +115,8 @@ pub fn start(
     cmd.arg("vmm").arg("--dir").arg(dir);
     cmd.args(["--vsock-cid", &spec.vsock_cid.to_string()]);
     cmd.args(["--uid", &ids.uid.to_string(), "--gid", &ids.gid.to_string()]);
-    for dir in cgroups {
-        cmd.arg("--cgroup").arg(dir);
+    for group in cgroups {
+        cmd.arg("--cgroup").arg(group);
     }
     let netns = super::netns::shared()
         .and_then(|ns| {

@@ -104,6 +104,11 @@ fn take_tap(handed: &Handed) -> Result<Option<Tap>, JailError> {
             check(moved, "tap descriptor")?;
             // SAFETY: `moved` is a new descriptor nobody else owns.
             let owned = unsafe { OwnedFd::from_raw_fd(moved) };
+            if fd > 2 {
+                // SAFETY: the handed descriptor, now duplicated, is ours to
+                // close (0-2 are pointed at /dev/null instead).
+                unsafe { libc::close(fd) };
+            }
             Tap::from_fd(owned).map(Some).map_err(tap_err)
         }
         (None, Some(name)) => Tap::open(name).map(Some).map_err(tap_err),
