@@ -13,6 +13,7 @@ use std::path::Path;
 
 use common::can_run_vms;
 use common::daemon::Daemon;
+use fastvmd::supervisor::cgroups::detect;
 use serde_json::json;
 
 /// `Key:` lines of one task's status.
@@ -120,29 +121,25 @@ fn assert_descriptors_are_the_vms(pid: u32, data_dir: &Path) {
     }
 }
 
-/// Where hierarchy `fstype` (with `option`, for v1) is mounted.
-fn cgroup_mount(fstype: &str, option: &str) -> Option<std::path::PathBuf> {
+/// Where the v1 hierarchy of `controller` (or, `None`, the v2 one) is
+/// mounted, read as the daemon reads it.
+fn cgroup_mount(controller: Option<&str>) -> Option<std::path::PathBuf> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    mountinfo.lines().find_map(|line| {
-        let (before, after) = line.split_once(" - ")?;
-        let mut after = after.split(' ');
-        let (kind, options) = (after.next()?, after.nth(1)?);
-        (kind == fstype && (option.is_empty() || options.split(',').any(|o| o == option)))
-            .then(|| before.split(' ').nth(4).unwrap().into())
-    })
+    detect::mounts(&mountinfo)
+        .into_iter()
+        .find(|m| match controller {
+            Some(c) => !m.v2 && m.controllers.iter().any(|x| x == c),
+            None => m.v2,
+        })
+        .map(|m| m.point)
 }
 
 /// The monitor's cgroup is its VM's, with the memory, pids and CPU limits
 /// of its size; `None` when this host gives VMs no cgroups.
 fn cgroup_limits(pid: u32, vm_id: &str) -> Option<(u64, u64, String)> {
     let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    let path_of = |controller: &str| {
-        own.lines().find_map(|l| {
-            let mut parts = l.splitn(3, ':');
-            let (_, list, path) = (parts.next()?, parts.next()?, parts.next()?);
-            (list.split(',').any(|c| c == controller) || (controller.is_empty() && list.is_empty()))
-                .then(|| path.trim_start_matches('/').to_string())
-        })
+    let path_of = |controller: Option<&str>| {
+        detect::own_path(&own, controller).map(|p| p.trim_start_matches('/').to_string())
     };
     let read = |dir: std::path::PathBuf, file: &str| {
         std::fs::read_to_string(dir.join(file))
@@ -151,20 +148,20 @@ fn cgroup_limits(pid: u32, vm_id: &str) -> Option<(u64, u64, String)> {
             .to_string()
     };
     if let (Some(memory), Some(pids), Some(cpu)) = (
-        cgroup_mount("cgroup", "memory"),
-        cgroup_mount("cgroup", "pids"),
-        cgroup_mount("cgroup", "cpu"),
+        cgroup_mount(Some("memory")),
+        cgroup_mount(Some("pids")),
+        cgroup_mount(Some("cpu")),
     ) {
-        let mem_path = path_of("memory")?;
+        let mem_path = path_of(Some("memory"))?;
         if !(mem_path.contains("fastvm/") && mem_path.ends_with(vm_id)) {
             return None;
         }
-        let cpu_dir = cpu.join(path_of("cpu")?);
+        let cpu_dir = cpu.join(path_of(Some("cpu"))?);
         return Some((
             read(memory.join(&mem_path), "memory.limit_in_bytes")
                 .parse()
                 .unwrap(),
-            read(pids.join(path_of("pids")?), "pids.max")
+            read(pids.join(path_of(Some("pids"))?), "pids.max")
                 .parse()
                 .unwrap(),
             format!(
@@ -174,8 +171,8 @@ fn cgroup_limits(pid: u32, vm_id: &str) -> Option<(u64, u64, String)> {
             ),
         ));
     }
-    let unified = cgroup_mount("cgroup2", "")?;
-    let dir = unified.join(path_of("")?);
+    let unified = cgroup_mount(None)?;
+    let dir = unified.join(path_of(None)?);
     let shown = dir.display().to_string();
     if !(shown.contains("/fastvm/") && shown.ends_with(vm_id)) {
         return None;

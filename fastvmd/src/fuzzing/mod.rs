@@ -56,17 +56,20 @@ pub fn agent_frames(data: &[u8]) {
 }
 
 /// An Ethernet frame from the outside world, judged by a restricted policy
-/// with rules of every kind, and by the open one.
+/// with rules of every kind (compiled once per process), and by the open one.
 pub fn firewall_frame(data: &[u8]) {
-    let policy: FirewallPolicy = serde_json::from_str(
-        r#"{"mode":"restricted","ingress":[
-            {"protocol":"tcp","portStart":22},
-            {"protocol":"udp","portStart":5000,"portEnd":5100,"sourceCidrs":["fd00::/8"]},
-            {"protocol":"tcp","portStart":8000,"sourceCidrs":["2001:db8::1"]}
-        ]}"#,
-    )
-    .expect("a valid policy");
-    let filter = Filter::compile(&policy).expect("a valid policy");
+    static RESTRICTED: std::sync::OnceLock<Filter> = std::sync::OnceLock::new();
+    let filter = RESTRICTED.get_or_init(|| {
+        let policy: FirewallPolicy = serde_json::from_str(
+            r#"{"mode":"restricted","ingress":[
+                {"protocol":"tcp","portStart":22},
+                {"protocol":"udp","portStart":5000,"portEnd":5100,"sourceCidrs":["fd00::/8"]},
+                {"protocol":"tcp","portStart":8000,"sourceCidrs":["2001:db8::1"]}
+            ]}"#,
+        )
+        .expect("a valid policy");
+        Filter::compile(&policy).expect("a valid policy")
+    });
     let _ = filter.check_frame(data);
     let _ = Filter::open().check_frame(data);
     if data.len() > 14 {

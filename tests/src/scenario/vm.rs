@@ -95,14 +95,21 @@ pub fn tcp_read(addr: &str, port: u16, timeout: Duration) -> Result<String, Stri
     Ok(text)
 }
 
-/// Monitor processes (`fastvmd vmm`) running in L1.
-pub fn monitor_processes() -> Vec<u32> {
+/// Every pid in L1's `/proc`.
+fn pids() -> Vec<u32> {
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     procs
         .flatten()
         .filter_map(|p| p.file_name().to_string_lossy().parse::<u32>().ok())
+        .collect()
+}
+
+/// Monitor processes (`fastvmd vmm`) running in L1.
+pub fn monitor_processes() -> Vec<u32> {
+    pids()
+        .into_iter()
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline"))
                 .is_ok_and(|c| c.split(|&b| b == 0).nth(1) == Some(b"vmm"))
@@ -125,12 +132,8 @@ pub fn taps() -> Vec<String> {
 /// Processes holding `/dev/net/tun` open, as "pid state cmdline", for a
 /// failure report.
 pub fn tun_holders() -> Vec<String> {
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    procs
-        .flatten()
-        .filter_map(|p| p.file_name().to_string_lossy().parse::<u32>().ok())
+    pids()
+        .into_iter()
         .filter(|pid| {
             std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
                 fds.flatten()

@@ -7,7 +7,7 @@
 //! allocates anything. Where cgroups cannot be made the daemon says so
 //! once at start and VMs run without these limits.
 
-mod detect;
+pub mod detect;
 mod v2;
 
 use std::fs;
