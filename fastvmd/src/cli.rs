@@ -4,26 +4,23 @@
 //! program.
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::vmm::config::{DEFAULT_CMDLINE, NicConfig, RestoreConfig, VmConfig};
-use crate::vmm::exit::{EXIT_ERROR, ExitEvent};
-use crate::vmm::exit_record::ExitRecord;
-use crate::vmm::jail::early::Handed;
+use crate::vmm::cli::{VMM_ABOUT, VMM_LONG_ABOUT, VmmArgs};
+use crate::vmm::exit::EXIT_ERROR;
 use crate::vmm::jail::ids::DEFAULT_ID_RANGE;
-use crate::vmm::jail::{self, JailError, JailIds};
-use crate::vmm::machine;
-use crate::vmm::machine::restore_kvm::KvmThread;
 use clap::{Args, Parser, Subcommand};
 
-/// The whole `fastvmd` program: `fastvmd vmm --restore` is recognised
-/// before clap parses anything (a restore starts its KVM thread first).
+/// The whole `fastvmd` program: `fastvmd vmm ARGS` is the monitor
+/// ([`crate::vmm::cli::run`]), recognised before clap parses anything (a
+/// monitor jails itself first, and a restore starts its KVM thread first).
 pub fn main() -> ExitCode {
-    if let Some((vmm, early_kvm, confined)) = vmm_command() {
-        crate::vmm::log_cap::install(vmm.args.log_max_bytes);
-        init_tracing_with(|| crate::vmm::log_cap::CappedStderr);
-        return run_vmm(vmm.args, early_kvm, confined);
+    let mut argv: Vec<OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == "vmm") {
+        argv.remove(0);
+        argv[0] = "fastvmd vmm".into();
+        return crate::vmm::cli::run(argv);
     }
     let args = Cli::parse();
     init_tracing();
@@ -34,11 +31,7 @@ pub fn main() -> ExitCode {
     match args.command {
         Command::Serve(serve) => run_serve(serve),
         Command::Call(call) => run_call(call),
-        Command::Vmm(vmm) => {
-            crate::vmm::log_cap::install(vmm.log_max_bytes);
-            let confined = confine_early(&handed_of(&vmm), &vmm.dir, vmm.no_jail);
-            run_vmm(vmm, None, confined)
-        }
+        Command::Vmm(vmm) => crate::vmm::cli::run_parsed(vmm),
         Command::Bench(bench) => match crate::bench::run(bench) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -224,8 +217,8 @@ pub struct ServeArgs {
     /// start and kept in the data dir).
     #[arg(long, value_name = "PREFIX")]
     pub ipv6_prefix: Option<crate::net::addr::Prefix>,
-    /// Run this instead of this binary as each VM's monitor (it is given
-    /// `vmm ...`); for tests that wrap the monitor.
+    /// Run this instead of `fastvm-vmm` (next to this binary) as each VM's
+    /// monitor; for tests that wrap the monitor.
     #[arg(long, value_name = "PATH", hide = true)]
     pub monitor_exe: Option<PathBuf>,
     /// The uids/gids jailed monitors run as, START:COUNT: the VM with vsock
@@ -271,372 +264,7 @@ pub fn run_serve(args: ServeArgs) -> ExitCode {
     }
 }
 
-const VMM_ABOUT: &str =
-    "Run one VM in this process (the monitor). Normally started by `fastvmd serve`";
-const VMM_LONG_ABOUT: &str = "Run one VM in this process (the monitor). Normally started by \
-`fastvmd serve`.\n\nCreates control.sock, console.sock and (with --vsock-cid) vsock.sock in DIR. \
-Exit status: 0 stopped by the host (control `stop`, SIGTERM), 10 guest powered off, 11 guest \
-rebooted, 12 guest crashed, 1 error.";
-
-/// `fastvmd vmm` parsed on its own: a monitor starts without building the
-/// parser of every other command (a fifth of a millisecond here).
-#[derive(Debug, Parser)]
-#[command(name = "vmm", bin_name = "fastvmd vmm", about = VMM_ABOUT, long_about = VMM_LONG_ABOUT)]
-pub struct VmmCommand {
-    #[command(flatten)]
-    pub args: VmmArgs,
-}
-
-/// The arguments when they start with the `vmm` command. The jail's first
-/// step ([`crate::vmm::jail::early`]) is taken at once, while the process
-/// has one thread; a restore's KVM work needs nothing from the arguments,
-/// so it starts before they are parsed.
-pub fn vmm_command() -> Option<(VmmCommand, Option<KvmThread>, Result<(), JailError>)> {
-    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    if args.first()? != "vmm" {
-        return None;
-    }
-    // What the monitor writes is the VM's alone.
-    crate::private_files::set_umask();
-    let only_help = args
-        .iter()
-        .any(|a| ["-h", "--help", "-V", "--version"].iter().any(|h| a == h));
-    let confined = match prescan_value(&args, "--dir") {
-        Some(dir) if !only_help => confine_early(
-            &prescan_handed(&args),
-            Path::new(&dir),
-            args.iter().any(|a| a == "--no-jail"),
-        ),
-        // clap reports what is missing.
-        _ => Ok(()),
-    };
-    let restore = args
-        .iter()
-        .any(|a| a == "--restore" || a.as_encoded_bytes().starts_with(b"--restore="));
-    // On failure the restore starts its thread itself and reports why.
-    let early = (restore && confined.is_ok())
-        .then(machine::restore::start_kvm)
-        .and_then(Result::ok);
-    Some((VmmCommand::parse_from(args), early, confined))
-}
-
-/// The value of `--name V` or `--name=V` before clap has parsed anything.
-fn prescan_value(args: &[OsString], name: &str) -> Option<OsString> {
-    prescan_values(args, name).into_iter().next()
-}
-
-/// Every value of a repeated `--name V` or `--name=V`.
-fn prescan_values(args: &[OsString], name: &str) -> Vec<OsString> {
-    let mut values = Vec::new();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        if arg == name {
-            values.extend(it.next().cloned());
-            continue;
-        }
-        let bytes = arg.as_encoded_bytes();
-        if let Some(value) = bytes
-            .strip_prefix(name.as_bytes())
-            .and_then(|rest| rest.strip_prefix(b"="))
-        {
-            // SAFETY: split off an OsString's bytes right after an ASCII '='.
-            values.push(unsafe { OsString::from_encoded_bytes_unchecked(value.to_vec()) });
-        }
-    }
-    values
-}
-
-fn prescan_handed(args: &[OsString]) -> Handed {
-    let fd = |name| {
-        prescan_value(args, name)
-            .and_then(|v| v.to_str().and_then(|v| v.parse::<i32>().ok()))
-            .filter(|fd| *fd >= 0)
-    };
-    Handed {
-        tap_fd: fd("--tap-fd"),
-        tap_name: prescan_value(args, "--tap").and_then(|v| v.into_string().ok()),
-        netns_fd: fd("--netns-fd"),
-        cgroups: prescan_values(args, "--cgroup")
-            .into_iter()
-            .map(PathBuf::from)
-            .collect(),
-    }
-}
-
-fn handed_of(args: &VmmArgs) -> Handed {
-    Handed {
-        tap_fd: args.tap_fd,
-        tap_name: args.tap.clone(),
-        netns_fd: args.netns_fd,
-        cgroups: args.cgroup.clone(),
-    }
-}
-
-/// The jail's first step (or, with `--no-jail`, only what it also does:
-/// the tap opened, `dir` entered).
-fn confine_early(handed: &Handed, dir: &Path, no_jail: bool) -> Result<(), JailError> {
-    let start = std::time::Instant::now();
-    let tap = if no_jail {
-        jail::early::unconfined(handed, dir)?
-    } else {
-        let tap = jail::early::confine_process(handed, dir)?;
-        jail::add_cost(start.elapsed());
-        tap
-    };
-    if let Some(tap) = tap {
-        jail::keep_early_tap(tap);
-    }
-    Ok(())
-}
-
-/// Arguments of `fastvmd vmm`.
-#[derive(Debug, Args)]
-pub struct VmmArgs {
-    /// Directory for the VM's sockets and lock (created if missing).
-    #[arg(long, value_name = "DIR")]
-    pub dir: PathBuf,
-    /// Guest kernel: ELF vmlinux or bzImage (or the test guest ELF).
-    #[arg(long, value_name = "PATH", required_unless_present = "restore")]
-    pub kernel: Option<PathBuf>,
-    /// Initial ramdisk loaded next to the kernel.
-    #[arg(long, value_name = "PATH")]
-    pub initrd: Option<PathBuf>,
-    /// Kernel command line; virtio-mmio device entries are appended.
-    #[arg(long, value_name = "STR", default_value = DEFAULT_CMDLINE)]
-    pub cmdline: String,
-    /// Number of vCPUs (1-32).
-    #[arg(long, value_name = "N", required_unless_present = "restore")]
-    pub vcpus: Option<u8>,
-    /// Guest memory in MiB (at least 16, at most the host's RAM).
-    #[arg(long, value_name = "M", required_unless_present = "restore")]
-    pub memory_mib: Option<u64>,
-    /// Start from this snapshot directory instead of booting (vCPUs, memory
-    /// and command line come from the snapshot; the clone gets its own
-    /// copy-on-write disk in DIR).
-    #[arg(
-        long,
-        value_name = "SNAPDIR",
-        conflicts_with_all = ["kernel", "initrd", "vcpus", "memory_mib", "disk"]
-    )]
-    pub restore: Option<PathBuf>,
-    /// With --restore: grow the clone's disk to N GiB (never shrinks).
-    #[arg(long, value_name = "N", requires = "restore")]
-    pub disk_gib: Option<u64>,
-    /// Raw disk image served as virtio-blk (read-write).
-    #[arg(long, value_name = "PATH")]
-    pub disk: Option<PathBuf>,
-    /// Guest vsock CID (3 or more); enables virtio-vsock and DIR/vsock.sock.
-    /// With --restore: the clone's new CID (default: the snapshot's).
-    #[arg(long, value_name = "CID")]
-    pub vsock_cid: Option<u64>,
-    /// Give the VM a virtio-net NIC on this tap (opened, or created when
-    /// missing; needs CAP_NET_ADMIN). With --restore: the clone's tap.
-    #[arg(long, value_name = "NAME")]
-    pub tap: Option<String>,
-    /// The NIC's MAC (default: random, 02:xx:...). With --restore: the
-    /// clone's new MAC (default: the snapshot's).
-    #[arg(long, value_name = "MAC")]
-    pub mac: Option<crate::net::addr::Mac>,
-    /// The NIC's ingress policy as the API's FirewallPolicy JSON (default:
-    /// restricted, no rules). With --restore: default the snapshot's.
-    #[arg(long, value_name = "JSON", value_parser = parse_policy)]
-    pub firewall: Option<fastvm_proto::api::FirewallPolicy>,
-    /// Tell the guest its IPv6 address: appends `fastvm.ip6=ADDR/128
-    /// fastvm.gw6=fe80::1` to the command line.
-    #[arg(long, value_name = "ADDR", conflicts_with = "restore")]
-    pub ip6: Option<std::net::Ipv6Addr>,
-    /// The tap as an open descriptor (a tap with vnet headers) instead of
-    /// opening --tap by name; --tap, when given too, must name it.
-    #[arg(long, value_name = "FD")]
-    pub tap_fd: Option<i32>,
-    /// Join this network namespace (an open nsfs descriptor) instead of
-    /// making a new empty one.
-    #[arg(long, value_name = "FD")]
-    pub netns_fd: Option<i32>,
-    /// Join this cgroup (a directory with `cgroup.procs`) before anything
-    /// else; repeat for each cgroup v1 hierarchy.
-    #[arg(long, value_name = "DIR")]
-    pub cgroup: Vec<PathBuf>,
-    /// The unprivileged uid the jailed monitor runs as (default: from
-    /// 900000000 up, by vsock CID).
-    #[arg(long, value_name = "UID")]
-    pub uid: Option<u32>,
-    /// The unprivileged gid the jailed monitor runs as (default: the uid).
-    #[arg(long, value_name = "GID")]
-    pub gid: Option<u32>,
-    /// Cap of what the monitor logs on stderr (monitor.log): a line that
-    /// would pass it empties the file first, with a note.
-    #[arg(long, value_name = "BYTES", default_value_t = crate::vmm::log_cap::DEFAULT_LOG_MAX_BYTES)]
-    pub log_max_bytes: u64,
-    /// What a syscall off a thread's seccomp allow list does: kill the
-    /// monitor, or (for finding what a list lacks) pass and be logged in
-    /// the kernel's audit log.
-    #[arg(long, value_enum, default_value_t = crate::vmm::seccomp::SeccompMode::Kill)]
-    pub seccomp: crate::vmm::seccomp::SeccompMode,
-    /// Run unconfined: no namespaces, no uid change, capabilities kept.
-    /// For debugging only; the daemon never does this.
-    #[arg(long)]
-    pub no_jail: bool,
-}
-
-impl VmmArgs {
-    /// The ids to drop to, `None` with --no-jail.
-    fn jail(&self) -> Result<Option<(JailIds, crate::vmm::seccomp::SeccompMode)>, String> {
-        if self.no_jail {
-            return Ok(None);
-        }
-        let uid = match self.uid {
-            Some(uid) => uid,
-            None => {
-                let cid = self.vsock_cid.unwrap_or(3);
-                DEFAULT_ID_RANGE
-                    .for_cid(cid)
-                    .unwrap_or(JailIds {
-                        uid: DEFAULT_ID_RANGE.start,
-                        gid: DEFAULT_ID_RANGE.start,
-                    })
-                    .uid
-            }
-        };
-        let gid = self.gid.unwrap_or(uid);
-        if uid == 0 || gid == 0 {
-            return Err("--uid and --gid must not be 0 (root)".into());
-        }
-        Ok(Some((JailIds { uid, gid }, self.seccomp)))
-    }
-}
-
-fn parse_policy(s: &str) -> Result<fastvm_proto::api::FirewallPolicy, String> {
-    let policy: fastvm_proto::api::FirewallPolicy =
-        serde_json::from_str(s).map_err(|e| format!("not a FirewallPolicy: {e}"))?;
-    fastvm_proto::api::validate_firewall_policy(&policy).map_err(|e| e.to_string())?;
-    Ok(policy)
-}
-
 /// Logs to stderr; `RUST_LOG` sets the level (default: warnings).
 pub fn init_tracing() {
-    init_tracing_with(std::io::stderr);
-}
-
-/// Logs through `writer`; `RUST_LOG` sets the level (default: warnings).
-fn init_tracing_with<W>(writer: impl Fn() -> W + Send + Sync + 'static)
-where
-    W: std::io::Write + 'static,
-{
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_target(false)
-        .try_init();
-}
-
-/// Runs the monitor and turns its ending into an exit status, also left in
-/// the VM directory as its exit record (`vmm::exit_record`) for the daemon.
-pub fn run_vmm(
-    args: VmmArgs,
-    early: Option<KvmThread>,
-    confined: Result<(), JailError>,
-) -> ExitCode {
-    let dir = args.dir.clone();
-    let outcome = confined
-        .map_err(|e| e.to_string())
-        .and_then(|()| run_machine(args, early));
-    let (code, reason) = match outcome {
-        Ok(event) => {
-            vmm_says(format_args!("fastvmd vmm: {}", event.describe()));
-            (event.exit_code(), event.describe())
-        }
-        Err(e) => {
-            vmm_says(format_args!("fastvmd vmm: error: {e}"));
-            (EXIT_ERROR, format!("error: {e}"))
-        }
-    };
-    // Inside the jail the VM directory is `/`, and its lock is ours.
-    // Outside: no record in a directory that never existed (bad --dir),
-    // nor in one another live monitor holds (this one was refused its lock).
-    let record_dir = if jail::is_jailed() {
-        Some(PathBuf::from("/"))
-    } else {
-        let owner = crate::supervisor::monitor_pid(&dir);
-        (dir.is_dir() && owner.is_none_or(|pid| pid == std::process::id())).then_some(dir)
-    };
-    if let Some(dir) = record_dir
-        && let Err(e) = (ExitRecord { code, reason }).write(&dir)
-    {
-        vmm_says(format_args!(
-            "fastvmd vmm: cannot leave the exit record: {e}"
-        ));
-    }
-    ExitCode::from(code as u8)
-}
-
-/// Runs the VM described by `args` until it ends.
-fn run_machine(args: VmmArgs, early: Option<KvmThread>) -> Result<ExitEvent, String> {
-    let tap = match (args.tap.clone(), jail::early_tap_name()) {
-        (Some(asked), Some(handed)) if asked != handed => {
-            return Err(format!("--tap {asked}, but --tap-fd is tap {handed}"));
-        }
-        (asked, handed) => asked.or(handed),
-    };
-    if args.restore.is_none() && tap.is_none() && (args.mac.is_some() || args.firewall.is_some()) {
-        return Err("--mac and --firewall describe a NIC: give --tap too".into());
-    }
-    let jail = args.jail()?;
-    // The first step entered the VM directory: the monitor names what is
-    // in it relatively, which stays true inside the jail, where it is `/`.
-    let dir = PathBuf::from(".");
-    let outcome = match args.restore {
-        Some(snapshot) => machine::restore_and_run(
-            &RestoreConfig {
-                snapshot,
-                dir,
-                disk_gib: args.disk_gib,
-                vsock_cid: args.vsock_cid,
-                tap,
-                mac: args.mac,
-                firewall: args.firewall,
-            },
-            early,
-            jail,
-        ),
-        None => machine::boot_and_run(
-            &VmConfig {
-                nic: match tap {
-                    Some(tap) => match args.mac.map_or_else(crate::net::addr::Mac::random, Ok) {
-                        Ok(mac) => Some(NicConfig {
-                            tap: Some(tap),
-                            mac,
-                            firewall: args.firewall.unwrap_or_default(),
-                        }),
-                        Err(e) => return Err(format!("cannot make a MAC: {e}")),
-                    },
-                    None => None,
-                },
-                cmdline: match args.ip6 {
-                    Some(addr) => {
-                        format!("{} {}", args.cmdline, crate::net::addr::guest_cmdline(addr))
-                    }
-                    None => args.cmdline,
-                },
-                dir,
-                // clap makes these present when --restore is absent.
-                kernel: args.kernel.unwrap_or_default(),
-                initrd: args.initrd,
-                vcpus: args.vcpus.unwrap_or_default(),
-                memory_mib: args.memory_mib.unwrap_or_default(),
-                disk: args.disk,
-                vsock_cid: args.vsock_cid,
-            },
-            jail,
-        ),
-    };
-    outcome.map_err(|e| e.to_string())
-}
-
-/// A line on the monitor's stderr, within its cap ([`crate::vmm::log_cap`]).
-fn vmm_says(line: std::fmt::Arguments<'_>) {
-    use std::io::Write;
-    let _ = writeln!(crate::vmm::log_cap::CappedStderr, "{line}");
+    crate::vmm::cli::init_tracing_with(std::io::stderr);
 }

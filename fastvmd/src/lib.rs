@@ -20,7 +20,7 @@ pub mod socket;
 pub mod socket_wait;
 pub mod store;
 pub mod supervisor;
-pub mod vmm;
+pub use fastvm_vmm as vmm;
 
 /// Path of the test guest ELF built alongside this crate.
 pub const TEST_GUEST_PATH: &str = env!("FASTVM_TEST_GUEST");

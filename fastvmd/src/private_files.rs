@@ -15,8 +15,7 @@ pub const FILE_MODE: u32 = 0o600;
 
 /// `umask 077` for this process and every process it starts.
 pub fn set_umask() {
-    // SAFETY: umask only replaces the process's file mode creation mask.
-    unsafe { libc::umask(0o077) };
+    crate::vmm::cli::set_private_umask();
 }
 
 /// Creates `dir` (and its parents) and makes it [`DIR_MODE`].

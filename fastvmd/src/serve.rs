@@ -68,7 +68,7 @@ async fn shutdown_signal() {
 pub async fn run(opts: ServeOptions) -> Result<(), String> {
     let monitor_exe = match opts.monitor_exe.clone() {
         Some(exe) => exe,
-        None => std::env::current_exe().map_err(|e| format!("cannot find myself: {e}"))?,
+        None => crate::supervisor::monitor_program()?,
     };
     let mut config = ServiceConfig::new(opts.data_dir.clone(), opts.guest, monitor_exe);
     config.quota_defaults = opts.quota_defaults;

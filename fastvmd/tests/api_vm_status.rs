@@ -66,7 +66,7 @@ fn slow_monitor(dir: &std::path::Path) -> std::path::PathBuf {
         &path,
         format!(
             "#!/bin/sh\nsleep {SLOW_START}\nexec '{}' \"$@\"\n",
-            env!("CARGO_BIN_EXE_fastvmd")
+            env!("CARGO_BIN_EXE_fastvm-vmm")
         ),
     )
     .unwrap();

@@ -205,6 +205,14 @@ fn booted_and_restored_monitors_are_jailed() {
     for vm_id in [&id, &clone_id] {
         let vm_dir = d.data_dir.join("vms").join(vm_id);
         let pid = fastvmd::supervisor::monitor_pid(&vm_dir).expect("a live monitor");
+        // The daemon runs the lean monitor program, not itself.
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+        assert_eq!(
+            exe.file_name().and_then(|n| n.to_str()),
+            Some(fastvmd::vmm::MONITOR_PROGRAM),
+            "{}",
+            exe.display()
+        );
         uids.insert(assert_confined(pid));
         for kind in ["mnt", "net"] {
             assert_ne!(ns(&pid.to_string(), kind), ns(&daemon_pid, kind), "{kind}");

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::netns::{self, CLIENT, CLIENT2, NetLab, ping, tcp_greeting, udp_echo};
 use fastvm_proto::api::{FirewallMode, FirewallPolicy, FirewallProtocol, FirewallRule};
 use fastvmd::net::addr::{Mac, Prefix};
-use fastvmd::vmm::control::client::ControlClient;
+use fastvmd::supervisor::control_client::ControlClient;
 use fastvmd::vmm::control::{FirewallInfo, Request};
 
 /// How long a blocked connection attempt or datagram is given.
@@ -65,8 +65,7 @@ impl NetVm {
     fn spawn(lab: &NetLab, dir: &Path, tap: &str, mac: Mac, args: &[String]) -> NetVm {
         let addr = prefix().address(mac);
         let child = lab
-            .command_in_host(&common::fastvmd_bin())
-            .arg("vmm")
+            .command_in_host(&common::monitor_bin())
             .arg("--dir")
             .arg(dir)
             .args(["--tap", tap, "--mac", &mac.to_string()])

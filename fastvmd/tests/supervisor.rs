@@ -28,7 +28,10 @@ fn start_exec_snapshot_restore_destroy() {
     else {
         panic!("the test guest should be available here");
     };
-    let sup = Supervisor::new(tmp.path().join("vms"), env!("CARGO_BIN_EXE_fastvmd").into());
+    let sup = Supervisor::new(
+        tmp.path().join("vms"),
+        env!("CARGO_BIN_EXE_fastvm-vmm").into(),
+    );
     let pid = sup
         .start(&MonitorSpec {
             id: "a".into(),

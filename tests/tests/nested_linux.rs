@@ -49,6 +49,7 @@ fn linux_guests_pass_the_whole_scenario_in_nested_l1() {
     let scenario = std::path::Path::new(env!("CARGO_BIN_EXE_nested-scenario"));
     let prepared = fastvmd::nested::l1::prepare(
         std::path::Path::new(env!("CARGO_BIN_EXE_fastvmd-l1")),
+        std::path::Path::new(env!("CARGO_BIN_EXE_fastvm-vmm-l1")),
         &[(scenario, L1_SCENARIO)],
         L1_SCENARIO,
         TIMEOUT,

@@ -105,7 +105,7 @@ impl Monitor {
         let args = setup(tmp.path())?;
         std::fs::create_dir(&dir).map_err(|e| e.to_string())?;
         let watch = SocketWatch::new(&dir).map_err(|e| format!("watch {}: {e}", dir.display()))?;
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let exe = crate::supervisor::monitor_program()?;
         let log = std::fs::File::create(tmp.path().join(MONITOR_LOG)).map_err(|e| e.to_string())?;
         // Jailed as the daemon jails: the shared network namespace handed
         // over as stdout.
@@ -113,7 +113,6 @@ impl Monitor {
             .and_then(|ns| ns.try_clone_to_owned().map_err(|e| e.to_string()))?;
         let started = Instant::now();
         let child = Command::new(exe)
-            .arg("vmm")
             .arg("--dir")
             .arg(&dir)
             .args(&args)
@@ -181,6 +180,38 @@ impl Monitor {
         let line = text.lines().find(|l| l.starts_with(key))?;
         line.split_whitespace().nth(1)?.parse().ok()
     }
+
+    /// KiB of guest memory the guest has touched: the resident pages of the
+    /// monitor's anonymous mappings exactly `memory_mib` MiB long (guest
+    /// RAM below the 32-bit gap is one such mapping).
+    pub fn guest_rss_kib(&self, memory_mib: u64) -> Option<u64> {
+        let smaps = std::fs::read_to_string(format!("/proc/{}/smaps", self.child.id())).ok()?;
+        Some(guest_rss_in_smaps(&smaps, memory_mib << 20))
+    }
+}
+
+/// Sum of `Rss:` over the anonymous mappings of `smaps` that are `len`
+/// bytes long.
+fn guest_rss_in_smaps(smaps: &str, len: u64) -> u64 {
+    let mut total = 0;
+    let mut in_guest = false;
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if let Some((start, end)) = first.split_once('-')
+            && let (Ok(start), Ok(end)) =
+                (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
+        {
+            // address perms offset dev inode [path]
+            in_guest = end - start == len && words.nth(4).is_none();
+        } else if in_guest && first == "Rss:" {
+            total += words
+                .next()
+                .and_then(|k| k.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    total
 }
 
 impl Drop for Monitor {
@@ -244,4 +275,23 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         println!("| {what} | {result} | {target} |");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::guest_rss_in_smaps;
+
+    #[test]
+    fn guest_rss_counts_only_anonymous_mappings_of_the_guest_size() {
+        let smaps = "\
+7f0000000000-7f0008000000 rw-p 00000000 00:00 0 \n\
+Size:             131072 kB\n\
+Rss:                 488 kB\n\
+7f0008000000-7f0010000000 rw-p 00000000 08:01 42   /var/lib/fastvm/snap/memory\n\
+Rss:                 900 kB\n\
+7f0010000000-7f0010200000 rw-p 00000000 00:00 0 \n\
+Rss:                  12 kB\n";
+        assert_eq!(guest_rss_in_smaps(smaps, 128 << 20), 488);
+        assert_eq!(guest_rss_in_smaps(smaps, 64 << 20), 0);
+    }
 }

@@ -53,7 +53,8 @@ pub fn measure(args: &BenchArgs) -> Result<Vec<Row>, String> {
         args.boots, args.execs, args.memory_mib
     );
     let progress = |line: &str| eprintln!("nested: {line}");
-    let prepared = l1::prepare(&exe, &[], &payload, TIMEOUT, &progress)
+    let monitor = crate::supervisor::monitor_program()?;
+    let prepared = l1::prepare(&exe, &monitor, &[], &payload, TIMEOUT, &progress)
         .map_err(|e| format!("nested L1: {e}"))?;
     let outcome = prepared
         .run(&mut |line| progress(line))

@@ -116,8 +116,8 @@ fn throughput(
     use std::time::Duration;
 
     use crate::net::addr::{Mac, Prefix};
+    use crate::supervisor::control_client::ControlClient;
     use crate::vmm::control::Request;
-    use crate::vmm::control::client::ControlClient;
 
     let tap = format!("fvb{}", std::process::id() % 1_000_000);
     let mac = Mac::random().map_err(|e| e.to_string())?;

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::agent::AgentConn;
+use crate::supervisor::control_client::ControlClient;
 use crate::vmm::control::SnapshotInfo;
-use crate::vmm::control::client::ControlClient;
 use fastvm_proto::agent::ExecRequest;
 
 use super::boot::{Row, exec_round_trips};

@@ -110,6 +110,20 @@ mod tests {
     }
 
     #[test]
+    fn the_test_guest_loads_at_its_entry_point() {
+        use crate::vmm::boot::load_kernel;
+        use crate::vmm::layout;
+        use vm_memory::{GuestAddress, GuestMemoryMmap};
+        let path = std::path::Path::new(crate::TEST_GUEST_PATH);
+        let guest = std::fs::read(path).unwrap();
+        let e_entry = u64::from_le_bytes(guest[24..32].try_into().unwrap());
+        let memory = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 64 << 20)]).unwrap();
+        let (entry, res) = load_kernel(&memory, path).unwrap();
+        assert_eq!(entry.entry, GuestAddress(e_entry));
+        assert!(res.kernel_end > layout::HIMEM_START);
+    }
+
+    #[test]
     fn garbage_is_refused_without_panicking() {
         assert!(linkage(b"nope").is_err());
         assert!(linkage(b"\x7fELF\x02\x01").is_err());

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::initramfs::Initramfs;
 use super::qemu::{self, L1Machine, L1Outcome};
-use super::{L1_FASTVMD, L1_IMAGE_CACHE, NestedError, l1_kernel};
+use super::{L1_FASTVMD, L1_IMAGE_CACHE, L1_MONITOR, NestedError, l1_kernel};
 use crate::image::{self, Image};
 
 /// Memory of L1: two Linux VMs of 2 GiB (touched lazily), their snapshot
@@ -31,9 +31,11 @@ pub struct PreparedL1 {
 }
 
 /// Assembles L1 to run `payload` (a command line inside L1) with `fastvmd`
-/// at [`L1_FASTVMD`] and each `extra` binary at its path. `progress` gets a line per long step.
+/// at [`L1_FASTVMD`], its monitor program at [`L1_MONITOR`] and each `extra`
+/// binary at its path. `progress` gets a line per long step.
 pub fn prepare(
     fastvmd: &Path,
+    monitor: &Path,
     extra: &[(&Path, &str)],
     payload: &str,
     timeout: Duration,
@@ -51,6 +53,7 @@ pub fn prepare(
     let env = [("FASTVM_IMAGE_CACHE", L1_IMAGE_CACHE), ("RUST_LOG", "info")];
     let tree = Initramfs::new(&kernel, payload, &env)?;
     tree.add_binary(fastvmd, L1_FASTVMD)?;
+    tree.add_binary(monitor, L1_MONITOR)?;
     for (src, dst) in extra {
         tree.add_binary(src, dst)?;
     }

@@ -26,6 +26,8 @@ pub const QEMU: &str = "qemu-system-x86_64";
 pub const L1_IMAGE_CACHE: &str = "/images";
 /// Where `fastvmd` sits inside L1.
 pub const L1_FASTVMD: &str = "/bin/fastvmd";
+/// Where the monitor program sits in L1: next to the daemon.
+pub const L1_MONITOR: &str = "/bin/fastvm-vmm";
 
 /// Why nested Linux cannot run, or a step of it failed.
 #[derive(Debug, thiserror::Error)]

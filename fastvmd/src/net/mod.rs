@@ -1,10 +1,7 @@
-//! VM networking: the ingress packet filter ([`firewall`]) the monitor's
-//! virtio-net device applies to every frame going to the guest, the tap
-//! backend ([`tap`]), addressing ([`addr`]: the /64, MACs, addresses) and
-//! the daemon's host configuration ([`host`]).
+//! VM networking: the daemon's host configuration ([`host`], [`tap_config`])
+//! and, from the monitor crate, the ingress packet filter ([`firewall`]),
+//! the tap backend ([`tap`]) and addressing ([`addr`]).
 
-pub mod addr;
-pub mod firewall;
+pub use fastvm_vmm::net::{addr, firewall, tap};
 pub mod host;
-pub mod tap;
 pub mod tap_config;

@@ -6,6 +6,7 @@
 //! again through their directory lock ([`alive`]).
 
 pub mod cgroups;
+pub mod control_client;
 mod guest;
 mod monitor;
 pub(crate) mod netns;
@@ -13,7 +14,9 @@ pub mod peer;
 mod readiness;
 
 pub use guest::{GuestChoice, GuestImage};
-pub use monitor::{MONITOR_LOG, MonitorSource, MonitorSpec, NicSpec, alive, monitor_pid};
+pub use monitor::{
+    MONITOR_LOG, MonitorSource, MonitorSpec, NicSpec, alive, monitor_pid, monitor_program,
+};
 pub use readiness::{Readiness, SetupProblem};
 
 use std::path::{Path, PathBuf};
@@ -22,7 +25,7 @@ use std::time::{Duration, Instant};
 use fastvm_proto::agent::{ExecRequest, ExecResult};
 
 use crate::agent::{AgentConn, AgentError};
-use crate::vmm::control::client::{ControlClient, ControlError};
+use crate::supervisor::control_client::{ControlClient, ControlError};
 use crate::vmm::control::{Request, SnapshotInfo, Status};
 use crate::vmm::jail::ids::{DEFAULT_ID_RANGE, IdRange};
 use crate::vmm::machine::VSOCK_SOCKET;
@@ -73,7 +76,8 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Monitors are `monitor_exe vmm ...`, their directories under `vms_dir`.
+    /// Monitors are `monitor_exe ARGS` (the `fastvm-vmm` program,
+    /// [`monitor_program`]), their directories under `vms_dir`.
     pub fn new(vms_dir: PathBuf, monitor_exe: PathBuf) -> Self {
         Supervisor {
             vms_dir,

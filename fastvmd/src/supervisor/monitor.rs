@@ -7,13 +7,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::SupervisorError;
+use super::control_client::ControlClient;
 use crate::net::tap::Tap;
 use crate::socket_wait::SocketWatch;
+use crate::vmm::MONITOR_PROGRAM;
 use crate::vmm::control::Request;
-use crate::vmm::control::client::ControlClient;
 use crate::vmm::exit_record::{EXIT_RECORD, ExitRecord};
 use crate::vmm::jail::{JailIds, vm_files};
-use crate::vmm::lockdir::LOCK_FILE;
 use crate::vmm::machine::CONTROL_SOCKET;
 
 /// Name of the monitor's log (its stderr) in the VM directory.
@@ -112,7 +112,7 @@ pub fn start(
     )
     .map_err(prepare_err(dir))?;
     let mut cmd = Command::new(exe);
-    cmd.arg("vmm").arg("--dir").arg(dir);
+    cmd.arg("--dir").arg(dir);
     cmd.args(["--vsock-cid", &spec.vsock_cid.to_string()]);
     cmd.args(["--uid", &ids.uid.to_string(), "--gid", &ids.gid.to_string()]);
     for group in cgroups {
@@ -237,19 +237,58 @@ pub fn start(
     Ok(pid)
 }
 
-/// The pid of the live monitor holding `dir`, if any.
-pub fn monitor_pid(dir: &Path) -> Option<u32> {
-    let pid: u32 = String::from_utf8(vm_files::read_capped(&dir.join(LOCK_FILE), 64).ok()?)
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let wanted = dir.as_os_str().as_encoded_bytes();
-    let is_ours = cmdline.split(|b| *b == 0).any(|arg| arg == wanted)
-        && cmdline.split(|b| *b == 0).any(|arg| arg == b"vmm");
-    // A zombie still has its /proc entry but no cmdline.
-    is_ours.then_some(pid)
+pub use crate::vmm::lockdir::monitor_pid;
+
+/// The monitor program, [`MONITOR_PROGRAM`] next to this executable (for a
+/// test binary in cargo's `deps/`, next to that directory), refused unless
+/// it comes from the same build as this one: the daemon never runs a
+/// monitor found anywhere else, nor a stale one.
+pub fn monitor_program() -> Result<PathBuf, String> {
+    static FOUND: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    FOUND
+        .get_or_init(|| find_monitor_program().and_then(|exe| same_build(&exe).map(|()| exe)))
+        .clone()
+}
+
+/// Whether `exe --version` names this build ([`crate::vmm::VERSION`]).
+fn same_build(exe: &Path) -> Result<(), String> {
+    let out = Command::new(exe)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
+    let said = String::from_utf8_lossy(&out.stdout);
+    if said.trim() == format!("{MONITOR_PROGRAM} {}", crate::vmm::VERSION) {
+        return Ok(());
+    }
+    Err(format!(
+        "{} is from another build ({:?}, this daemon is {}): build both with \
+         `cargo build -p fastvmd` (`cargo run` builds only the binary it runs)",
+        exe.display(),
+        said.trim(),
+        crate::vmm::VERSION
+    ))
+}
+
+fn find_monitor_program() -> Result<PathBuf, String> {
+    let me = std::env::current_exe().map_err(|e| format!("cannot find myself: {e}"))?;
+    let here = me.parent().unwrap_or(Path::new("/"));
+    let mut places = vec![here];
+    if here.file_name().is_some_and(|n| n == "deps") {
+        places.extend(here.parent());
+    }
+    places
+        .iter()
+        .map(|dir| dir.join(MONITOR_PROGRAM))
+        .find(|path| path.is_file())
+        .ok_or_else(|| {
+            format!(
+                "the monitor program {MONITOR_PROGRAM} is not next to {} (build it with \
+                 `cargo build -p fastvmd`, or install it beside fastvmd)",
+                me.display()
+            )
+        })
 }
 
 /// True while a monitor process holds `dir`.
@@ -314,15 +353,26 @@ mod tests {
             nic: None,
             firewall_json: None,
         };
-        // `sh vmm ...` fails at once: there is no script named `vmm`.
+        // A monitor that says why and exits at once.
+        let exe = tmp.path().join("failing-vmm");
+        fs::write(
+            &exe,
+            "#!/bin/sh\necho \"refusing $1 at once\" >&2\nexit 1\n",
+        )
+        .unwrap();
+        fs::set_permissions(
+            &exe,
+            <fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+        )
+        .unwrap();
         let started = Instant::now();
         let ids = JailIds {
             uid: 900_000_000,
             gid: 900_000_000,
         };
-        let err = start(Path::new("/bin/sh"), &dir, &spec, ids, &[]).unwrap_err();
+        let err = start(&exe, &dir, &spec, ids, &[]).unwrap_err();
         assert!(
-            matches!(&err, SupervisorError::StartFailed(why) if why.contains("vmm")),
+            matches!(&err, SupervisorError::StartFailed(why) if why.contains("refusing --dir at once")),
             "{err}"
         );
         assert!(started.elapsed() < START_TIMEOUT, "{err}");

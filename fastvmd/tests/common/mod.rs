@@ -15,13 +15,18 @@ use std::time::{Duration, Instant};
 
 use fastvm_proto::agent::{ExecRequest, ExecResult};
 use fastvmd::agent::AgentConn;
-use fastvmd::vmm::control::client::ControlClient;
+use fastvmd::supervisor::control_client::ControlClient;
 use fastvmd::vmm::control::{Request, SnapshotInfo, Status};
 use fastvmd::vmm::host;
 
 /// The `fastvmd` binary cargo built for these tests.
 pub fn fastvmd_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_fastvmd"))
+}
+
+/// The monitor program the daemon starts (`fastvm-vmm`).
+pub fn monitor_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_fastvm-vmm"))
 }
 
 /// The test guest ELF built by fastvmd's build script.
@@ -93,12 +98,11 @@ impl TestVm {
             Some(path) => Stdio::from(std::fs::File::create(path).expect("log file")),
             None => Stdio::piped(),
         };
-        let mut cmd = Command::new(fastvmd_bin());
+        let mut cmd = Command::new(monitor_bin());
         if let Some(filter) = &opts.rust_log {
             cmd.env("RUST_LOG", filter);
         }
         let child = cmd
-            .arg("vmm")
             .arg("--dir")
             .arg(&dir)
             .arg("--kernel")
@@ -113,7 +117,7 @@ impl TestVm {
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
-            .expect("spawn fastvmd vmm");
+            .expect("spawn fastvm-vmm");
         let mut vm = TestVm {
             child,
             tmp,
@@ -131,8 +135,7 @@ impl TestVm {
     pub fn restore(snapshot: &Path, extra: &[&str]) -> TestVm {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("vm");
-        let child = Command::new(fastvmd_bin())
-            .arg("vmm")
+        let child = Command::new(monitor_bin())
             .arg("--restore")
             .arg(snapshot)
             .arg("--dir")
@@ -142,7 +145,7 @@ impl TestVm {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn fastvmd vmm --restore");
+            .expect("spawn fastvm-vmm --restore");
         let mut vm = TestVm {
             child,
             disk: dir.join("disk"),

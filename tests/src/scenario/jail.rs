@@ -10,6 +10,14 @@ pub fn check_monitor(vm_dir: &Path) -> Result<(), String> {
     let lock = std::fs::read_to_string(vm_dir.join("monitor.lock"))
         .map_err(|e| format!("{}: {e}", vm_dir.display()))?;
     let pid = lock.trim();
+    // It is the lean monitor program, as the daemon's process list sees it.
+    let listed = super::vm::monitor_processes();
+    if !listed.iter().any(|p| p.to_string() == pid) {
+        return Err(format!(
+            "monitor {pid} is not a running {} (monitors: {listed:?})",
+            fastvmd::nested::L1_MONITOR
+        ));
+    }
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
         .map_err(|e| format!("monitor {pid}: {e}"))?;
     let mut threads = 0;

@@ -106,13 +106,13 @@ fn pids() -> Vec<u32> {
         .collect()
 }
 
-/// Monitor processes (`fastvmd vmm`) running in L1.
+/// Monitor processes (`fastvm-vmm`) running in L1.
 pub fn monitor_processes() -> Vec<u32> {
     pids()
         .into_iter()
         .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| c.split(|&b| b == 0).nth(1) == Some(b"vmm"))
+            std::fs::read_link(format!("/proc/{pid}/exe"))
+                .is_ok_and(|exe| exe == std::path::Path::new(fastvmd::nested::L1_MONITOR))
         })
         .collect()
 }

@@ -173,14 +173,3 @@ fn write(dir: &Path, file: &str, value: u64) -> io::Result<()> {
     fs::write(&path, value.to_string())
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
-
-/// Moves the calling process into each of `dirs` (a monitor joining its
-/// VM's cgroups before it allocates anything).
-pub fn join(dirs: &[PathBuf]) -> io::Result<()> {
-    for dir in dirs {
-        let procs = dir.join("cgroup.procs");
-        fs::write(&procs, std::process::id().to_string())
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", procs.display())))?;
-    }
-    Ok(())
-}

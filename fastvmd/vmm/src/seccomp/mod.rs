@@ -1,0 +1,182 @@
+//! Seccomp-bpf filters of a jailed monitor's threads (`seccompiler`): each
+//! thread kind has an allow list ([`rules`]), compiled once when the jail
+//! is entered and installed by every thread on itself before it does its
+//! work ([`crate::threads`]); a syscall off its list kills the
+//! monitor (`--seccomp log` lets it through and logs it to the kernel's
+//! audit log instead, to find what a list lacks).
+
+pub mod ioctls;
+pub mod rules;
+
+use std::sync::OnceLock;
+
+use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+
+/// What a monitor thread is for; each has its own allow list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ThreadKind {
+    /// The main thread once the VM runs: waits for its end, cleans up.
+    Main,
+    /// Runs guest code (`KVM_RUN`) and the device work a guest's exit asks
+    /// for (MMIO, port I/O, disk requests).
+    Vcpu,
+    /// virtio backends (vsock, net): epoll, eventfds, sockets, the tap.
+    Device,
+    /// The console: accepts clients, relays bytes.
+    Console,
+    /// The control socket: requests, snapshots (files inside the jail).
+    Control,
+    /// Waits for termination signals.
+    Signals,
+}
+
+impl ThreadKind {
+    /// Every kind.
+    pub const ALL: [ThreadKind; 6] = [
+        ThreadKind::Main,
+        ThreadKind::Vcpu,
+        ThreadKind::Device,
+        ThreadKind::Console,
+        ThreadKind::Control,
+        ThreadKind::Signals,
+    ];
+}
+
+/// What happens on a syscall off the list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum SeccompMode {
+    /// The monitor is killed (SIGSYS).
+    #[default]
+    Kill,
+    /// The syscall goes through and is logged in the kernel's audit log
+    /// (for finding what an allow list lacks; never for production).
+    Log,
+}
+
+/// The mode and pid filters are compiled for, set when the jail is entered.
+static SETTINGS: OnceLock<(SeccompMode, u32)> = OnceLock::new();
+/// Each kind's filter, compiled by the first thread of that kind (threads
+/// compile in parallel, off the main thread's path to a running guest).
+static PROGRAMS: [OnceLock<Result<BpfProgram, String>>; ThreadKind::ALL.len()] =
+    [const { OnceLock::new() }; ThreadKind::ALL.len()];
+
+/// The compiled filter of `kind` for process `pid`.
+pub fn compile(kind: ThreadKind, pid: u32, mode: SeccompMode) -> Result<BpfProgram, String> {
+    let mismatch = match mode {
+        SeccompMode::Kill => SeccompAction::KillProcess,
+        SeccompMode::Log => SeccompAction::Log,
+    };
+    let filter = SeccompFilter::new(
+        rules::for_kind(kind, pid),
+        mismatch,
+        SeccompAction::Allow,
+        TargetArch::x86_64,
+    )
+    .map_err(|e| format!("seccomp filter of {kind:?}: {e}"))?;
+    BpfProgram::try_from(filter).map_err(|e| format!("seccomp filter of {kind:?}: {e}"))
+}
+
+/// Filters from now on are compiled for this process with `mode`.
+pub fn prepare(mode: SeccompMode) {
+    let _ = SETTINGS.set((mode, std::process::id()));
+}
+
+/// Installs `kind`'s filter on the calling thread.
+pub fn install(kind: ThreadKind) -> Result<(), String> {
+    let (mode, pid) = *SETTINGS.get().ok_or("seccomp filters are not prepared")?;
+    let program = PROGRAMS[kind as usize]
+        .get_or_init(|| compile(kind, pid, mode))
+        .as_ref()
+        .map_err(Clone::clone)?;
+    seccompiler::apply_filter(program).map_err(|e| format!("seccomp filter of {kind:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `body` in a forked child under `kind`'s real filter; returns
+    /// how the child ended (its exit code, or the signal that killed it).
+    fn in_filtered_child(kind: ThreadKind, body: fn()) -> Result<i32, i32> {
+        // Compiled before the fork: the child must not allocate.
+        let program = compile(kind, std::process::id(), SeccompMode::Kill).unwrap();
+        // SAFETY: the child only makes raw syscalls and exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+        if pid == 0 {
+            if seccompiler::apply_filter(&program).is_err() {
+                // SAFETY: _exit ends the child without running anything else.
+                unsafe { libc::_exit(99) };
+            }
+            body();
+            // SAFETY: as above.
+            unsafe { libc::_exit(0) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child just forked; status is a valid pointer.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        if libc::WIFSIGNALED(status) {
+            Err(libc::WTERMSIG(status))
+        } else {
+            Ok(libc::WEXITSTATUS(status))
+        }
+    }
+
+    #[test]
+    fn every_kind_compiles() {
+        for kind in ThreadKind::ALL {
+            let program = compile(kind, 1, SeccompMode::Kill).unwrap();
+            assert!(!program.is_empty(), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn a_syscall_off_the_list_kills_with_sigsys() {
+        // A vCPU thread has no business opening files.
+        let killed = in_filtered_child(ThreadKind::Vcpu, || {
+            // SAFETY: a raw openat of a NUL-terminated path.
+            unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, c"/".as_ptr(), 0) };
+        });
+        assert_eq!(killed, Err(libc::SIGSYS));
+        // Nor a device thread an Internet socket (only AF_UNIX).
+        let killed = in_filtered_child(ThreadKind::Device, || {
+            // SAFETY: a raw socket call with integer arguments.
+            unsafe { libc::syscall(libc::SYS_socket, libc::AF_INET, libc::SOCK_STREAM, 0) };
+        });
+        assert_eq!(killed, Err(libc::SIGSYS));
+        // A KVM ioctl other than KVM_RUN on a vCPU thread.
+        let killed = in_filtered_child(ThreadKind::Vcpu, || {
+            let set_regs = 0x4090_ae82u64;
+            // SAFETY: a raw ioctl on an invalid descriptor.
+            unsafe { libc::syscall(libc::SYS_ioctl, -1, set_regs, 0) };
+        });
+        assert_eq!(killed, Err(libc::SIGSYS));
+        // Executable memory, for any kind.
+        let killed = in_filtered_child(ThreadKind::Control, || {
+            let prot = libc::PROT_READ | libc::PROT_EXEC;
+            let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+            // SAFETY: a raw mmap of fresh anonymous memory.
+            unsafe { libc::syscall(libc::SYS_mmap, 0, 4096, prot, flags, -1, 0) };
+        });
+        assert_eq!(killed, Err(libc::SIGSYS));
+    }
+
+    #[test]
+    fn what_the_list_allows_goes_through() {
+        let ended = in_filtered_child(ThreadKind::Vcpu, || {
+            let kvm_run = 0xae80u64;
+            // SAFETY: raw syscalls with integer arguments on invalid fds.
+            unsafe {
+                libc::syscall(libc::SYS_ioctl, -1, kvm_run, 0);
+                libc::syscall(libc::SYS_getpid);
+                libc::syscall(libc::SYS_write, -1, 0, 0);
+            }
+        });
+        assert_eq!(ended, Ok(0));
+        let ended = in_filtered_child(ThreadKind::Device, || {
+            // SAFETY: a raw socket call; the descriptor is closed at exit.
+            unsafe { libc::syscall(libc::SYS_socket, libc::AF_UNIX, libc::SOCK_STREAM, 0) };
+        });
+        assert_eq!(ended, Ok(0));
+    }
+}

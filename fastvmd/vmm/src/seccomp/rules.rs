@@ -1,0 +1,253 @@
+//! The allow list of each monitor thread kind, in one place. A syscall not
+//! listed for a thread kills the monitor. Argument checks:
+//!
+//! - `ioctl`: only the request numbers of [`super::ioctls`] for the kind;
+//! - `mmap`/`mprotect`: private anonymous memory, never executable (no
+//!   file or shared mapping after the jail, no code the guest could plant);
+//! - `tgkill`: only this process's threads (kicking a vCPU);
+//! - `socket`: only `AF_UNIX` (a guest's vsock connection to the host);
+//! - `prctl`: naming a thread and no_new_privs (set already), which a new
+//!   thread does before it installs its own filter, as `seccomp` may only
+//!   add one.
+
+use std::collections::BTreeMap;
+
+use seccompiler::{
+    SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition as Cond, SeccompRule,
+};
+
+use super::{ThreadKind, ioctls};
+
+/// One syscall's rules: empty means allowed whatever its arguments.
+pub type Rules = BTreeMap<i64, Vec<SeccompRule>>;
+
+/// What every thread does: memory, locks, its own signals, time, exit,
+/// logging to stderr.
+const COMMON: &[i64] = &[
+    libc::SYS_brk,
+    libc::SYS_munmap,
+    libc::SYS_mremap,
+    libc::SYS_madvise,
+    libc::SYS_futex,
+    libc::SYS_rt_sigreturn,
+    libc::SYS_rt_sigprocmask,
+    libc::SYS_sigaltstack,
+    libc::SYS_sched_yield,
+    libc::SYS_sched_getaffinity,
+    libc::SYS_clock_gettime,
+    libc::SYS_clock_nanosleep,
+    libc::SYS_nanosleep,
+    libc::SYS_gettid,
+    libc::SYS_getpid,
+    // A new thread checks it was born with the jail's ids and no capability.
+    libc::SYS_geteuid,
+    libc::SYS_capget,
+    libc::SYS_getrandom,
+    libc::SYS_restart_syscall,
+    libc::SYS_write,
+    libc::SYS_writev,
+    libc::SYS_close,
+    libc::SYS_exit,
+    libc::SYS_exit_group,
+    libc::SYS_set_robust_list,
+    libc::SYS_rseq,
+];
+
+/// Threads that start other threads (console and control clients, the
+/// snapshot's read-ahead) and the main thread.
+const SPAWN: &[i64] = &[libc::SYS_clone, libc::SYS_clone3, libc::SYS_seccomp];
+
+/// Socket I/O of the device backends, the console and control.
+const SOCKETS: &[i64] = &[
+    libc::SYS_read,
+    libc::SYS_readv,
+    libc::SYS_recvfrom,
+    libc::SYS_recvmsg,
+    libc::SYS_sendto,
+    libc::SYS_sendmsg,
+    libc::SYS_shutdown,
+    libc::SYS_accept4,
+    libc::SYS_epoll_wait,
+    libc::SYS_epoll_pwait,
+    libc::SYS_epoll_ctl,
+    libc::SYS_poll,
+    libc::SYS_ppoll,
+    libc::SYS_fcntl,
+    libc::SYS_getsockopt,
+    libc::SYS_setsockopt,
+];
+
+/// The disk, served from a vCPU thread (virtio-blk requests run where the
+/// guest notifies).
+const DISK_IO: &[i64] = &[
+    libc::SYS_pread64,
+    libc::SYS_pwrite64,
+    libc::SYS_preadv,
+    libc::SYS_pwritev,
+    libc::SYS_preadv2,
+    libc::SYS_pwritev2,
+    libc::SYS_fdatasync,
+    libc::SYS_fsync,
+    libc::SYS_fallocate,
+    libc::SYS_lseek,
+];
+
+/// Files a snapshot (control) or the exit record (main) writes inside the
+/// jail, and the sockets the main thread removes.
+const FILES: &[i64] = &[
+    libc::SYS_openat,
+    libc::SYS_mkdirat,
+    libc::SYS_unlinkat,
+    libc::SYS_renameat,
+    libc::SYS_renameat2,
+    libc::SYS_rename,
+    libc::SYS_unlink,
+    libc::SYS_rmdir,
+    libc::SYS_mkdir,
+    libc::SYS_statx,
+    libc::SYS_newfstatat,
+    libc::SYS_fstat,
+    libc::SYS_getdents64,
+    libc::SYS_ftruncate,
+    libc::SYS_fsync,
+    libc::SYS_fdatasync,
+    libc::SYS_lseek,
+    libc::SYS_read,
+    libc::SYS_pread64,
+    libc::SYS_pwrite64,
+    libc::SYS_fallocate,
+    libc::SYS_copy_file_range,
+    libc::SYS_readahead,
+    libc::SYS_fadvise64,
+    libc::SYS_mincore,
+];
+
+fn allow(rules: &mut Rules, calls: &[i64]) {
+    for call in calls {
+        rules.insert(*call, Vec::new());
+    }
+}
+
+fn cond(arg: u8, op: Op, value: u64) -> Cond {
+    // Arguments 0-5 and these operators are always valid.
+    Cond::new(arg, Len::Qword, op, value).expect("a valid seccomp condition")
+}
+
+fn rule(conds: Vec<Cond>) -> SeccompRule {
+    SeccompRule::new(conds).expect("a valid seccomp rule")
+}
+
+/// `ioctl(fd, request, ...)` with `request` among `requests`.
+fn ioctl(rules: &mut Rules, requests: Vec<u64>) {
+    let each = requests
+        .into_iter()
+        .map(|r| rule(vec![cond(1, Op::Eq, r)]))
+        .collect();
+    rules.insert(libc::SYS_ioctl, each);
+}
+
+/// Private anonymous memory, never executable.
+fn memory(rules: &mut Rules) {
+    let no_exec = cond(2, Op::MaskedEq(libc::PROT_EXEC as u64), 0);
+    let private = cond(
+        3,
+        Op::MaskedEq((libc::MAP_SHARED | libc::MAP_PRIVATE) as u64),
+        libc::MAP_PRIVATE as u64,
+    );
+    let anonymous = cond(
+        3,
+        Op::MaskedEq(libc::MAP_ANONYMOUS as u64),
+        libc::MAP_ANONYMOUS as u64,
+    );
+    rules.insert(
+        libc::SYS_mmap,
+        vec![rule(vec![no_exec.clone(), private, anonymous])],
+    );
+    rules.insert(libc::SYS_mprotect, vec![rule(vec![no_exec])]);
+}
+
+/// The log cap ([`crate::log_cap`]) empties stderr, from any thread.
+fn stderr_truncation(rules: &mut Rules) {
+    let stderr = || vec![rule(vec![cond(0, Op::Eq, libc::STDERR_FILENO as u64)])];
+    rules.insert(libc::SYS_ftruncate, stderr());
+    rules.entry(libc::SYS_lseek).or_insert_with(stderr);
+}
+
+fn own_signals(rules: &mut Rules, pid: u32) {
+    rules.insert(
+        libc::SYS_tgkill,
+        vec![rule(vec![cond(0, Op::Eq, u64::from(pid))])],
+    );
+}
+
+fn prctl(rules: &mut Rules) {
+    rules.insert(
+        libc::SYS_prctl,
+        vec![
+            rule(vec![cond(0, Op::Eq, libc::PR_SET_NAME as u64)]),
+            rule(vec![cond(0, Op::Eq, libc::PR_SET_NO_NEW_PRIVS as u64)]),
+        ],
+    );
+}
+
+fn unix_sockets(rules: &mut Rules) {
+    rules.insert(
+        libc::SYS_socket,
+        vec![rule(vec![cond(0, Op::Eq, libc::AF_UNIX as u64)])],
+    );
+    allow(rules, &[libc::SYS_connect]);
+}
+
+/// The allow list of `kind` in a process whose pid is `pid`.
+pub fn for_kind(kind: ThreadKind, pid: u32) -> Rules {
+    let mut rules = Rules::new();
+    allow(&mut rules, COMMON);
+    memory(&mut rules);
+    own_signals(&mut rules, pid);
+    prctl(&mut rules);
+    stderr_truncation(&mut rules);
+    match kind {
+        ThreadKind::Vcpu => {
+            allow(&mut rules, DISK_IO);
+            // A guest's notify runs the device's queue work here: the
+            // console's and vsock's sockets are read, written and polled.
+            allow(
+                &mut rules,
+                &[
+                    libc::SYS_read,
+                    libc::SYS_recvfrom,
+                    libc::SYS_sendto,
+                    libc::SYS_sendmsg,
+                    libc::SYS_epoll_ctl,
+                    libc::SYS_fcntl,
+                ],
+            );
+            ioctl(&mut rules, ioctls::vcpu());
+        }
+        ThreadKind::Device => {
+            allow(&mut rules, SOCKETS);
+            unix_sockets(&mut rules);
+            ioctl(&mut rules, ioctls::sockets());
+        }
+        ThreadKind::Console => {
+            allow(&mut rules, SOCKETS);
+            allow(&mut rules, SPAWN);
+            ioctl(&mut rules, ioctls::sockets());
+        }
+        ThreadKind::Control => {
+            allow(&mut rules, SOCKETS);
+            allow(&mut rules, SPAWN);
+            allow(&mut rules, FILES);
+            ioctl(&mut rules, ioctls::control());
+        }
+        ThreadKind::Signals => {
+            allow(&mut rules, &[libc::SYS_rt_sigtimedwait, libc::SYS_read]);
+        }
+        ThreadKind::Main => {
+            allow(&mut rules, SPAWN);
+            allow(&mut rules, FILES);
+            allow(&mut rules, &[libc::SYS_epoll_ctl, libc::SYS_fcntl]);
+        }
+    }
+    rules
+}
