@@ -131,3 +131,91 @@ fn monitor_log_never_passes_its_cap() {
     // The newest lines, how the monitor ended, are kept.
     assert!(text.contains("stopped by SIGTERM"), "{text}");
 }
+
+/// Bad MMIO writes and bad descriptors, round after round for 30 s: the
+/// monitor counts every one, logs a few lines, keeps `monitor.log` under its
+/// cap, and the VM keeps answering exec (and its disk keeps working).
+#[test]
+fn a_guest_spamming_bad_accesses_for_30_s_stays_contained() {
+    use std::time::Instant;
+
+    if !can_run_vms("a_guest_spamming_bad_accesses_for_30_s_stays_contained") {
+        return;
+    }
+    const SPAM: Duration = Duration::from_secs(30);
+    const WRITES: u64 = 20_000;
+    const REQUESTS: u64 = 500;
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("monitor.log");
+    let mut vm = TestVm::start(VmOpts {
+        log_file: Some(log.clone()),
+        ..VmOpts::default()
+    });
+    vm.wait_ready();
+    let start = Instant::now();
+    let mut rounds = 0u64;
+    let mut biggest_log = 0;
+    while start.elapsed() < SPAM {
+        let mmio = vm.exec_timeout(&["mmio-spam", &WRITES.to_string()], Duration::from_secs(60));
+        assert_eq!(mmio.exit_code, 0, "round {rounds}: {mmio:?}");
+        let desc = vm.exec_timeout(
+            &["desc-spam", &REQUESTS.to_string()],
+            Duration::from_secs(60),
+        );
+        assert_eq!(
+            (desc.exit_code, desc.stdout.trim()),
+            (0, format!("posted {REQUESTS} bad requests").as_str()),
+            "round {rounds}: {desc:?}"
+        );
+        let echo = vm.exec_timeout(
+            &["echo", "alive", &rounds.to_string()],
+            Duration::from_secs(10),
+        );
+        assert_eq!(echo.stdout, format!("alive {rounds}\n"), "round {rounds}");
+        biggest_log = biggest_log.max(std::fs::metadata(&log).unwrap().len());
+        rounds += 1;
+    }
+    let spammed = start.elapsed().as_secs();
+    // The disk was taken over and given back every round: it still works.
+    let wrote = vm.exec_timeout(
+        &["disk-write", "4096", "still-here"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(wrote.exit_code, 0, "{wrote:?}");
+    let read = vm.exec_timeout(&["disk-read", "4096", "10"], Duration::from_secs(10));
+    assert_eq!(read.stdout, "still-here", "{read:?}");
+
+    let status = vm.control(Request::Status).expect("status");
+    let warnings = &status.guest_warnings;
+    assert_eq!(warnings.get(KIND), Some(&(WRITES * rounds)), "{warnings:?}");
+    let bad_descriptors: u64 = warnings
+        .iter()
+        .filter(|(kind, _)| kind.starts_with("virtio-blk"))
+        .map(|(_, n)| n)
+        .sum();
+    assert!(bad_descriptors >= REQUESTS * rounds, "{warnings:?}");
+
+    vm.terminate();
+    vm.wait_exit(Duration::from_secs(10));
+    let text = std::fs::read_to_string(&log).unwrap();
+    biggest_log = biggest_log.max(text.len() as u64);
+    assert!(
+        biggest_log <= fastvmd::vmm::log_cap::DEFAULT_LOG_MAX_BYTES,
+        "monitor.log reached {biggest_log} bytes"
+    );
+    // A line per kind per second at most (and a few at the edges).
+    let lines = text
+        .lines()
+        .filter(|l| warnings.keys().any(|kind| l.contains(kind.as_str())))
+        .count() as u64;
+    let kinds = warnings.len() as u64;
+    assert!(
+        lines <= kinds * (spammed + 3),
+        "{lines} warning lines for {kinds} kinds in {spammed} s:\n{text}"
+    );
+    eprintln!(
+        "{rounds} rounds in {spammed} s: {} bad MMIO writes, {bad_descriptors} bad requests, \
+         {lines} log lines, monitor.log at most {biggest_log} bytes",
+        WRITES * rounds
+    );
+}

@@ -70,7 +70,14 @@ fn serve_beside(monitor: Option<&str>) -> String {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     let out = std::process::Command::new(&linked)
-        .args(["serve", "--guest", "test", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--guest",
+            "test",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.path().join("data"))
         .output()
         .unwrap();
@@ -80,7 +87,9 @@ fn serve_beside(monitor: Option<&str>) -> String {
 
 #[test]
 fn the_daemon_refuses_a_missing_or_stale_monitor_program() {
-    let stale = serve_beside(Some("#!/bin/sh\necho 'fastvm-vmm 0.0.1 (build 0000000000000000)'\n"));
+    let stale = serve_beside(Some(
+        "#!/bin/sh\necho 'fastvm-vmm 0.0.1 (build 0000000000000000)'\n",
+    ));
     assert!(stale.contains("is from another build"), "{stale}");
     assert!(stale.contains("cargo build -p fastvmd"), "{stale}");
     let missing = serve_beside(None);

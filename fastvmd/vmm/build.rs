@@ -22,7 +22,8 @@ fn files_under(path: &Path, out: &mut Vec<PathBuf>) {
 }
 
 fn main() {
-    let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let manifest =
+        PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let workspace = manifest.join("../..");
     let inputs = [
         manifest.join("src"),
@@ -41,7 +42,12 @@ fn main() {
         let mut files = Vec::new();
         files_under(input, &mut files);
         for file in files {
-            hasher.write(file.strip_prefix(&workspace).unwrap_or(&file).as_os_str().as_encoded_bytes());
+            hasher.write(
+                file.strip_prefix(&workspace)
+                    .unwrap_or(&file)
+                    .as_os_str()
+                    .as_encoded_bytes(),
+            );
             hasher.write(&std::fs::read(&file).unwrap_or_default());
         }
     }

@@ -21,6 +21,12 @@ pub trait Disk {
     fn read_sectors(&mut self, first: u64, buf: &mut [u8]) -> Result<(), String>;
     /// Writes whole sectors starting at `first`; `buf.len()` is a multiple of [`SECTOR`].
     fn write_sectors(&mut self, first: u64, buf: &[u8]) -> Result<(), String>;
+    /// Hands the device `requests` requests whose descriptors point outside
+    /// guest memory (`desc-spam`), then makes the disk usable again.
+    fn post_bad_requests(&mut self, requests: u32) -> Result<(), String> {
+        let _ = requests;
+        Err("this disk cannot post raw requests".into())
+    }
 }
 
 /// Largest `mem-fill`, in MiB (the heap ends at 1 GiB).
@@ -90,6 +96,8 @@ pub enum Action {
 
 /// Most bad MMIO writes one `mmio-spam` makes.
 pub const MAX_BAD_MMIO: u32 = 1_000_000;
+/// Most bad requests one `desc-spam` posts.
+pub const MAX_BAD_REQUESTS: u32 = 1_000_000;
 
 /// Runs `req` against the guest's memory map and disk (if any).
 pub fn run(req: &ExecRequest, memory: &mut Memory, disk: Option<&mut dyn Disk>) -> Action {
@@ -154,6 +162,7 @@ pub fn run(req: &ExecRequest, memory: &mut Memory, disk: Option<&mut dyn Disk>) 
                 &format!("test-guest: usage: mmio-spam N (N at most {MAX_BAD_MMIO})\n"),
             )),
         },
+        "desc-spam" => Action::Done(desc_spam(out, args, disk)),
         other => {
             let msg = format!("test-guest: unknown command: {other}\n");
             Action::Done(out.fail(127, &msg))
@@ -212,6 +221,24 @@ fn disk_range(
                 disk.size_bytes()
             ),
         )),
+    }
+}
+
+/// `desc-spam N`: N disk requests with descriptors outside guest memory.
+fn desc_spam(out: Output, args: &[String], disk: Option<&mut dyn Disk>) -> Output {
+    let requests = match args.first().map(|n| n.parse::<u32>()) {
+        Some(Ok(n)) if n <= MAX_BAD_REQUESTS => n,
+        _ => {
+            let usage = format!("test-guest: usage: desc-spam N (N at most {MAX_BAD_REQUESTS})\n");
+            return out.fail(2, &usage);
+        }
+    };
+    let Some(disk) = disk else {
+        return out.fail(1, "test-guest: desc-spam: no disk\n");
+    };
+    match disk.post_bad_requests(requests) {
+        Ok(()) => print(out, &format!("posted {requests} bad requests")),
+        Err(e) => out.fail(1, &format!("test-guest: desc-spam: {e}\n")),
     }
 }
 

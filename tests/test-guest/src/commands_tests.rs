@@ -10,6 +10,25 @@ use crate::commands::{Action, Disk, Memory, SECTOR, run};
 
 struct RamDisk(Vec<u8>);
 
+/// A disk that only counts the bad requests it is asked to post.
+struct CountingDisk(u32);
+
+impl Disk for CountingDisk {
+    fn size_bytes(&self) -> u64 {
+        0
+    }
+    fn read_sectors(&mut self, _: u64, _: &mut [u8]) -> Result<(), String> {
+        Err("empty".into())
+    }
+    fn write_sectors(&mut self, _: u64, _: &[u8]) -> Result<(), String> {
+        Err("empty".into())
+    }
+    fn post_bad_requests(&mut self, requests: u32) -> Result<(), String> {
+        self.0 += requests;
+        Ok(())
+    }
+}
+
 impl Disk for RamDisk {
     fn size_bytes(&self) -> u64 {
         self.0.len() as u64
@@ -177,4 +196,34 @@ fn disk_errors() {
         (1, "test-guest: disk-write: no disk\n")
     );
     assert_eq!(exec(&["disk-read", "0", "1"], &mut mem, None).exit_code, 1);
+}
+
+#[test]
+fn desc_spam_posts_through_the_disk_and_checks_its_count() {
+    let mut disk = CountingDisk(0);
+    let out = exec(&["desc-spam", "300"], &mut Memory::new(), Some(&mut disk));
+    assert_eq!(
+        (out.exit_code, out.stdout.as_str()),
+        (0, "posted 300 bad requests\n")
+    );
+    assert_eq!(disk.0, 300);
+    let too_many = exec(
+        &["desc-spam", "1000001"],
+        &mut Memory::new(),
+        Some(&mut disk),
+    );
+    assert_eq!(too_many.exit_code, 2, "{too_many:?}");
+    assert_eq!(disk.0, 300);
+    let no_disk = simple(&["desc-spam", "1"]);
+    assert!(
+        no_disk.exit_code == 1 && no_disk.stderr.contains("no disk"),
+        "{no_disk:?}"
+    );
+    // A disk that cannot post them says so.
+    let mut ram = RamDisk(vec![0; SECTOR]);
+    let refused = exec(&["desc-spam", "1"], &mut Memory::new(), Some(&mut ram));
+    assert!(
+        refused.exit_code == 1 && refused.stderr.contains("cannot post"),
+        "{refused:?}"
+    );
 }

@@ -58,31 +58,48 @@ pub fn current_cid(base: u64) -> u64 {
 }
 
 /// A virtio-blk device as a [`Disk`].
-pub struct BlkDisk(VirtIOBlk<GuestHal, Mmio>);
+pub struct BlkDisk {
+    driver: VirtIOBlk<GuestHal, Mmio>,
+    device: MmioDevice,
+}
 
 impl BlkDisk {
-    /// Initialises the block device behind `t`.
-    pub fn open(t: Mmio) -> Result<Self, String> {
-        VirtIOBlk::new(t).map(BlkDisk).map_err(|e| format!("{e}"))
+    /// Initialises the block device `device`, whose transport is `t`.
+    pub fn open(device: &MmioDevice, t: Mmio) -> Result<Self, String> {
+        let driver = VirtIOBlk::new(t).map_err(|e| format!("{e}"))?;
+        Ok(BlkDisk {
+            driver,
+            device: *device,
+        })
     }
 }
 
 impl Disk for BlkDisk {
     fn size_bytes(&self) -> u64 {
-        self.0.capacity() * SECTOR as u64
+        self.driver.capacity() * SECTOR as u64
     }
 
     fn read_sectors(&mut self, first: u64, buf: &mut [u8]) -> Result<(), String> {
         let first = usize::try_from(first).map_err(|_| "sector out of range")?;
-        self.0
+        self.driver
             .read_blocks(first, buf)
             .map_err(|e| format!("I/O error: {e}"))
     }
 
     fn write_sectors(&mut self, first: u64, buf: &[u8]) -> Result<(), String> {
         let first = usize::try_from(first).map_err(|_| "sector out of range")?;
-        self.0
+        self.driver
             .write_blocks(first, buf)
             .map_err(|e| format!("I/O error: {e}"))
+    }
+
+    fn post_bad_requests(&mut self, requests: u32) -> Result<(), String> {
+        let posted = crate::bad_queue::post(self.device.base, requests);
+        // The device was reset under the driver: a new driver takes over.
+        // The old one is forgotten, not dropped: its drop would unset the
+        // queue the new one uses (its few pages stay allocated).
+        let driver = VirtIOBlk::new(transport(&self.device)?).map_err(|e| format!("{e}"))?;
+        core::mem::forget(core::mem::replace(&mut self.driver, driver));
+        posted
     }
 }

@@ -10,6 +10,7 @@
 extern crate alloc;
 
 mod agent;
+mod bad_queue;
 mod boot;
 mod cpu;
 mod devices;
@@ -117,7 +118,7 @@ fn open_devices(line: &str) -> (Option<BlkDisk>, Option<Agent>, Option<net::Net>
     let announced = cmdline::virtio_mmio_devices(line);
     for dev in &announced {
         let opened = devices::transport(dev).and_then(|t| match devices::kind(&t) {
-            DeviceType::Block if disk.is_none() => BlkDisk::open(t).map(|d| disk = Some(d)),
+            DeviceType::Block if disk.is_none() => BlkDisk::open(dev, t).map(|d| disk = Some(d)),
             DeviceType::Socket if agent.is_none() => {
                 devices::open_vsock(t).map(|v| agent = Some(Agent::new(dev.base, v)))
             }
