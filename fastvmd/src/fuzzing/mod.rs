@@ -9,6 +9,7 @@ mod virtio;
 
 use std::path::Path;
 
+pub use crate::vmm::fuzzing::{virtio_net, virtio_vsock};
 pub use virtio::virtio_blk;
 
 use fastvm_proto::agent::{Decoder, HEADER_LEN, MAX_PAYLOAD};
@@ -30,6 +31,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("vmstate", vmstate),
     ("manifest", manifest),
     ("virtio_blk", virtio_blk),
+    ("virtio_vsock", virtio_vsock),
+    ("virtio_net", virtio_net),
 ];
 
 /// Bytes from a malicious guest agent, fed to the host's frame decoder in

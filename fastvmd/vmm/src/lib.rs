@@ -16,6 +16,7 @@ pub mod control;
 pub mod devices;
 pub mod exit;
 pub mod exit_record;
+pub mod fuzzing;
 pub mod guest_warn;
 pub mod host;
 pub mod jail;

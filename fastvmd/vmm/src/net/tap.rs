@@ -141,6 +141,17 @@ impl Tap {
         Ok(Tap { file, name })
     }
 
+    /// A stand-in for a tap: `fd` reads and writes one frame (header
+    /// included) per call, like a seqpacket socket, and is not checked to be
+    /// a tap. For the fuzz harness and tests of the receive and transmit
+    /// paths; a monitor only takes taps through [`Tap::from_fd`].
+    pub fn from_frame_socket(fd: OwnedFd, name: &str) -> Tap {
+        Tap {
+            file: File::from(fd),
+            name: name.into(),
+        }
+    }
+
     /// The descriptor, to hand to another process.
     pub fn into_fd(self) -> OwnedFd {
         OwnedFd::from(self.file)

@@ -16,6 +16,7 @@
 //! queues ([`mmio::MmioTransport::restore`]).
 
 pub mod blk;
+pub mod fuzz_queues;
 pub mod mmio;
 pub mod net;
 mod persist;

@@ -9,6 +9,7 @@
 //! its snapshot state ([`NetState`], [`Net::restore`]).
 
 mod device;
+pub mod fuzz;
 mod persist;
 mod rxtx;
 #[cfg(test)]

@@ -261,7 +261,7 @@ impl VsockResetHandle {
 }
 
 /// A Unix stream connect that never blocks: a full backlog is EAGAIN.
-fn connect_without_waiting(path: &Path) -> std::io::Result<UnixStream> {
+pub(super) fn connect_without_waiting(path: &Path) -> std::io::Result<UnixStream> {
     let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
     socket.set_nonblocking(true)?;
     socket.connect(&socket2::SockAddr::unix(path)?)?;

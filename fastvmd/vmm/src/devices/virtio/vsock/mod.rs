@@ -16,6 +16,7 @@
 
 mod connection;
 mod device;
+pub mod fuzz;
 mod muxer;
 mod packet;
 mod persist;
