@@ -11,6 +11,7 @@ use super::control_client::ControlClient;
 use crate::net::tap::Tap;
 use crate::socket_wait::SocketWatch;
 use crate::vmm::MONITOR_PROGRAM;
+use crate::vmm::cli::VmmArgs;
 use crate::vmm::control::Request;
 use crate::vmm::exit_record::{EXIT_RECORD, ExitRecord};
 use crate::vmm::jail::{JailIds, vm_files};
@@ -111,31 +112,26 @@ pub fn start(
         OpenOptions::new().create(true).append(true),
     )
     .map_err(prepare_err(dir))?;
+    let mut args = VmmArgs::new(dir.to_path_buf());
+    args.vsock_cid = Some(u64::from(spec.vsock_cid));
+    args.uid = Some(ids.uid);
+    args.gid = Some(ids.gid);
+    args.cgroup = cgroups.to_vec();
     let mut cmd = Command::new(exe);
-    cmd.arg("--dir").arg(dir);
-    cmd.args(["--vsock-cid", &spec.vsock_cid.to_string()]);
-    cmd.args(["--uid", &ids.uid.to_string(), "--gid", &ids.gid.to_string()]);
-    for group in cgroups {
-        cmd.arg("--cgroup").arg(group);
-    }
     let netns = super::netns::shared()
         .and_then(|ns| {
             ns.try_clone_to_owned()
                 .map_err(|e| format!("monitors' network namespace: {e}"))
         })
         .map_err(SupervisorError::Network)?;
-    cmd.args(["--netns-fd", "1"]).stdout(Stdio::from(netns));
+    args.netns_fd = Some(1);
+    cmd.stdout(Stdio::from(netns));
     cmd.stdin(Stdio::null());
     if let Some(nic) = &spec.nic {
         let tap = Tap::open(&nic.tap).map_err(|e| SupervisorError::Network(e.to_string()))?;
-        cmd.args([
-            "--tap",
-            &nic.tap,
-            "--tap-fd",
-            "0",
-            "--mac",
-            &nic.mac.to_string(),
-        ]);
+        args.tap = Some(nic.tap.clone());
+        args.tap_fd = Some(0);
+        args.mac = Some(nic.mac);
         cmd.stdin(Stdio::from(tap.into_fd()));
     }
     // A booted VM without a NIC has no policy to enforce; a clone's
@@ -146,7 +142,11 @@ pub fn start(
         .as_ref()
         .filter(|_| spec.nic.is_some() || restore)
     {
-        cmd.args(["--firewall", policy]);
+        let policy = serde_json::from_str(policy).map_err(|e| SupervisorError::Prepare {
+            path: "firewall policy".into(),
+            source: std::io::Error::other(e),
+        })?;
+        args.firewall = Some(policy);
     }
     match &spec.source {
         MonitorSource::Boot {
@@ -171,24 +171,21 @@ pub fn start(
             // Grow to the requested size, never shrink a copied image.
             file.set_len(len.max(spec.disk_gib << 30))
                 .map_err(prepare_err(&disk))?;
-            let cmdline = match &spec.nic {
+            args.cmdline = match &spec.nic {
                 Some(nic) => format!("{cmdline} {}", crate::net::addr::guest_cmdline(nic.addr)),
                 None => cmdline.clone(),
             };
-            cmd.arg("--kernel")
-                .arg(kernel)
-                .args(["--cmdline", &cmdline])
-                .args(["--vcpus", &vcpus.to_string()])
-                .args(["--memory-mib", &memory_mib.to_string()])
-                .arg("--disk")
-                .arg(&disk);
+            args.kernel = Some(kernel.clone());
+            args.vcpus = Some(*vcpus);
+            args.memory_mib = Some(*memory_mib);
+            args.disk = Some(disk);
         }
         MonitorSource::Restore { snapshot } => {
-            cmd.arg("--restore")
-                .arg(snapshot)
-                .args(["--disk-gib", &spec.disk_gib.to_string()]);
+            args.restore = Some(snapshot.clone());
+            args.disk_gib = Some(spec.disk_gib);
         }
     }
+    cmd.args(args.to_args());
     // Watched before the monitor starts: waiting for its control socket
     // then costs no CPU the starting monitor could use.
     let mut watch = SocketWatch::new(dir).map_err(prepare_err(dir))?;

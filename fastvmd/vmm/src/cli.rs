@@ -161,8 +161,10 @@ fn confine_early(handed: &Handed, dir: &Path, no_jail: bool) -> Result<(), JailE
     Ok(())
 }
 
-/// Arguments of the monitor (`fastvm-vmm`, `fastvmd vmm`).
-#[derive(Debug, Args)]
+/// Arguments of the monitor (`fastvm-vmm`, `fastvmd vmm`): what the daemon
+/// builds ([`VmmArgs::new`], [`VmmArgs::to_args`]) and the monitor parses,
+/// one type for both sides.
+#[derive(Debug, Clone, PartialEq, Args)]
 pub struct VmmArgs {
     /// Directory for the VM's sockets and lock (created if missing).
     #[arg(long, value_name = "DIR")]
@@ -252,6 +254,104 @@ pub struct VmmArgs {
 }
 
 impl VmmArgs {
+    /// Arguments for a monitor in `dir` with nothing else set (what clap
+    /// gives when only `--dir` is passed).
+    pub fn new(dir: PathBuf) -> VmmArgs {
+        VmmArgs {
+            dir,
+            kernel: None,
+            initrd: None,
+            cmdline: DEFAULT_CMDLINE.into(),
+            vcpus: None,
+            memory_mib: None,
+            restore: None,
+            disk_gib: None,
+            disk: None,
+            vsock_cid: None,
+            tap: None,
+            mac: None,
+            firewall: None,
+            ip6: None,
+            tap_fd: None,
+            netns_fd: None,
+            cgroup: Vec::new(),
+            uid: None,
+            gid: None,
+            log_max_bytes: crate::log_cap::DEFAULT_LOG_MAX_BYTES,
+            seccomp: crate::seccomp::SeccompMode::Kill,
+            no_jail: false,
+        }
+    }
+
+    /// The command line that parses back into these arguments (after the
+    /// program name).
+    pub fn to_args(&self) -> Vec<OsString> {
+        let mut out: Vec<OsString> = Vec::new();
+        let mut arg = |name: &str, value: OsString| {
+            out.push(name.into());
+            out.push(value);
+        };
+        arg("--dir", self.dir.clone().into());
+        let paths = [
+            ("--kernel", &self.kernel),
+            ("--initrd", &self.initrd),
+            ("--restore", &self.restore),
+            ("--disk", &self.disk),
+        ];
+        for (name, path) in paths {
+            if let Some(path) = path {
+                arg(name, path.clone().into());
+            }
+        }
+        if self.cmdline != DEFAULT_CMDLINE {
+            arg("--cmdline", self.cmdline.clone().into());
+        }
+        let numbers = [
+            ("--vcpus", self.vcpus.map(u64::from)),
+            ("--memory-mib", self.memory_mib),
+            ("--disk-gib", self.disk_gib),
+            ("--vsock-cid", self.vsock_cid),
+            ("--uid", self.uid.map(u64::from)),
+            ("--gid", self.gid.map(u64::from)),
+        ];
+        for (name, number) in numbers {
+            if let Some(n) = number {
+                arg(name, n.to_string().into());
+            }
+        }
+        for (name, fd) in [("--tap-fd", self.tap_fd), ("--netns-fd", self.netns_fd)] {
+            if let Some(fd) = fd {
+                arg(name, fd.to_string().into());
+            }
+        }
+        if let Some(tap) = &self.tap {
+            arg("--tap", tap.into());
+        }
+        if let Some(mac) = self.mac {
+            arg("--mac", mac.to_string().into());
+        }
+        if let Some(policy) = &self.firewall {
+            let json = serde_json::to_string(policy).unwrap_or_default();
+            arg("--firewall", json.into());
+        }
+        if let Some(ip6) = self.ip6 {
+            arg("--ip6", ip6.to_string().into());
+        }
+        for group in &self.cgroup {
+            arg("--cgroup", group.clone().into());
+        }
+        if self.log_max_bytes != crate::log_cap::DEFAULT_LOG_MAX_BYTES {
+            arg("--log-max-bytes", self.log_max_bytes.to_string().into());
+        }
+        if self.seccomp != crate::seccomp::SeccompMode::Kill {
+            arg("--seccomp", "log".into());
+        }
+        if self.no_jail {
+            out.push("--no-jail".into());
+        }
+        out
+    }
+
     /// The ids to drop to, `None` with --no-jail.
     fn jail(&self) -> Result<Option<(JailIds, crate::seccomp::SeccompMode)>, String> {
         if self.no_jail {
@@ -406,4 +506,78 @@ fn run_machine(args: VmmArgs, early: Option<KvmThread>) -> Result<ExitEvent, Str
 fn vmm_says(line: std::fmt::Arguments<'_>) {
     use std::io::Write;
     let _ = writeln!(crate::log_cap::CappedStderr, "{line}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(args: &VmmArgs) -> VmmArgs {
+        let argv = std::iter::once(OsString::from("fastvm-vmm")).chain(args.to_args());
+        VmmCommand::try_parse_from(argv)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+            .args
+    }
+
+    fn every_field_of_a_boot() -> VmmArgs {
+        let mut a = VmmArgs::new("/var/lib/fastvm/vms/a b".into());
+        a.kernel = Some("/images/vmlinux".into());
+        a.initrd = Some("/images/initrd".into());
+        a.cmdline = "console=ttyS0 quiet".into();
+        a.vcpus = Some(2);
+        a.memory_mib = Some(512);
+        a.disk = Some("disk".into());
+        a.vsock_cid = Some(7);
+        a.tap = Some("fvm7".into());
+        a.mac = Some(crate::net::addr::Mac([2, 0, 0, 0, 0, 7]));
+        a.firewall = Some(
+            serde_json::from_str(
+                r#"{"mode":"restricted","ingress":[{"protocol":"tcp","portStart":22}]}"#,
+            )
+            .unwrap(),
+        );
+        a.ip6 = Some("fd00::7".parse().unwrap());
+        a.tap_fd = Some(0);
+        a.netns_fd = Some(1);
+        a.cgroup = vec![
+            "/sys/fs/cgroup/memory/fastvm/a".into(),
+            "/sys/fs/cgroup/pids/fastvm/a".into(),
+        ];
+        a.uid = Some(900_000_004);
+        a.gid = Some(900_000_005);
+        a.log_max_bytes = 4096;
+        a.seccomp = crate::seccomp::SeccompMode::Log;
+        a.no_jail = true;
+        a
+    }
+
+    #[test]
+    fn what_the_daemon_builds_the_monitor_parses_back() {
+        let boot = every_field_of_a_boot();
+        assert_eq!(parsed(&boot), boot);
+        let mut restore = VmmArgs::new("vm".into());
+        restore.restore = Some("/snapshots/s1".into());
+        restore.disk_gib = Some(20);
+        restore.vsock_cid = Some(9);
+        assert_eq!(parsed(&restore), restore);
+        let bare = VmmArgs::new("vm".into());
+        let mut bare_boot = bare.clone();
+        bare_boot.kernel = Some("k".into());
+        bare_boot.vcpus = Some(1);
+        bare_boot.memory_mib = Some(64);
+        assert_eq!(parsed(&bare_boot), bare_boot);
+    }
+
+    #[test]
+    fn the_early_prescan_reads_what_clap_reads() {
+        let boot = every_field_of_a_boot();
+        let argv = boot.to_args();
+        let early = prescan_handed(&argv);
+        let late = handed_of(&boot);
+        assert_eq!(
+            (early.tap_fd, early.tap_name, early.netns_fd, early.cgroups),
+            (late.tap_fd, late.tap_name, late.netns_fd, late.cgroups)
+        );
+        assert_eq!(prescan_value(&argv, "--dir"), Some(boot.dir.into()));
+    }
 }
