@@ -134,8 +134,8 @@ impl ControlClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vmm::control::server::serve;
     use crate::vmm::control::{ControlTarget, RunState};
+    use crate::vmm::service::{ControlPart, MAX_CONTROL_CLIENTS, Service};
     use std::os::unix::net::UnixListener;
     use std::sync::Arc;
     use std::sync::Mutex;
@@ -189,7 +189,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("control.sock");
         let listener = UnixListener::bind(&path).unwrap();
-        serve(listener, Arc::new(Fake(Mutex::new(RunState::Running)))).unwrap();
+        let service = Service::start(None).unwrap();
+        let target = Arc::new(Fake(Mutex::new(RunState::Running)));
+        service
+            .serve_control(ControlPart {
+                listener,
+                target,
+                events: None,
+            })
+            .unwrap();
         let mut c = ControlClient::connect(&path).unwrap();
         let s = c.call(&Request::Status).unwrap();
         assert_eq!(
@@ -227,5 +235,42 @@ mod tests {
         assert_eq!(c.call(&Request::Stop).unwrap().state, RunState::Stopping);
         // The stop itself happened once the answer was sent.
         assert_eq!(c.call(&Request::Status).unwrap().state, RunState::Stopping);
+
+        // Clients are capped; one more is told so, one leaving makes room.
+        let mut others: Vec<_> = (1..MAX_CONTROL_CLIENTS)
+            .map(|_| ControlClient::connect(&path).unwrap())
+            .collect();
+        for other in &mut others {
+            assert_eq!(
+                other.call(&Request::Status).unwrap().state,
+                RunState::Stopping
+            );
+        }
+        let mut extra = UnixStream::connect(&path).unwrap();
+        let mut said = String::new();
+        std::io::Read::read_to_string(&mut extra, &mut said).unwrap();
+        assert!(said.contains("too many clients"), "{said}");
+        drop(others.pop());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let mut again = ControlClient::connect(&path).unwrap();
+            if again.call(&Request::Status).is_ok() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no room after a client left"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+
+        // A line past the limit is refused and ends the connection.
+        let long = format!("{{\"op\":\"status\",\"pad\":\"{}\"", "x".repeat(70_000));
+        let refused = c.raw(&long).unwrap();
+        assert!(refused.error.unwrap().contains("longer than"));
+        assert!(
+            c.call(&Request::Status).is_err(),
+            "the connection is closed"
+        );
     }
 }

@@ -1,19 +1,16 @@
 //! The console: guest serial output is kept in a ring buffer and sent to
 //! every client of `console.sock`; what clients write goes to the UART.
-//! A new client first receives the recent output.
+//! A new client first receives the recent output. The service loop
+//! ([`crate::service`]) accepts clients and reads their input.
 
-use crate::seccomp::ThreadKind;
-use crate::threads;
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::Duration;
 
 use super::bus::lock;
 use super::devices::serial::SerialDevice;
-use super::wakeup::Wakeup;
 
 /// Bytes of recent output replayed to a new client.
 pub const RING_CAPACITY: usize = 256 << 10;
@@ -113,70 +110,6 @@ impl Write for ConsoleOut {
 
 /// The UART as the console input side sees it.
 pub type ConsoleSerial = Arc<Mutex<SerialDevice<ConsoleOut>>>;
-
-/// Accepts console clients on `listener` until the process ends.
-/// Input rings `wakeup`, so an idle guest reads it at once.
-pub fn serve(
-    listener: UnixListener,
-    hub: Arc<ConsoleHub>,
-    serial: ConsoleSerial,
-    wakeup: Arc<Wakeup>,
-) {
-    let spawned = threads::spawn(ThreadKind::Console, "console", move || {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { continue };
-            let reader = match conn.try_clone() {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!("console client: {e}");
-                    continue;
-                }
-            };
-            let id = match hub.attach(conn) {
-                Ok(Some(id)) => id,
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::warn!("console client: {e}");
-                    continue;
-                }
-            };
-            let serial = serial.clone();
-            let wakeup = wakeup.clone();
-            let pump_hub = hub.clone();
-            let spawned = threads::spawn(ThreadKind::Console, "console-in", move || {
-                pump_input(reader, serial, &wakeup);
-                pump_hub.detach(id);
-            });
-            if let Err(e) = spawned {
-                tracing::warn!("console client: {e}");
-                hub.detach(id);
-            }
-        }
-    });
-    if let Err(e) = spawned {
-        tracing::error!("cannot start console thread: {e}");
-    }
-}
-
-/// Copies one client's input into the UART FIFO, waiting while it is full.
-fn pump_input(mut reader: UnixStream, serial: ConsoleSerial, wakeup: &Wakeup) {
-    let mut buf = [0u8; 1024];
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        let mut rest = &buf[..n];
-        while !rest.is_empty() {
-            let taken = lock(&serial).push_input(rest);
-            wakeup.ring();
-            rest = &rest[taken..];
-            if !rest.is_empty() {
-                thread::sleep(Duration::from_millis(1));
-            }
-        }
-    }
-}
 
 /// What a running VM's console holds: connects to its console socket in
 /// `vm_dir` (the monitor replays its recent output to a new client) and

@@ -28,6 +28,7 @@ pub mod machine;
 pub mod memory;
 pub mod net;
 pub mod seccomp;
+pub mod service;
 pub mod signals;
 pub mod snapshot;
 pub mod threads;

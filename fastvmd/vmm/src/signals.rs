@@ -1,12 +1,11 @@
 //! SIGTERM and SIGINT stop the VM cleanly: they are blocked in every thread
-//! and a dedicated thread waits for them and reports a stop.
-
-use std::sync::mpsc::Sender;
+//! and the service loop ([`crate::service`]) reads them from a signalfd and
+//! reports a stop.
 
 use super::VmmError;
-use super::exit::ExitEvent;
 
-fn termination_set() -> libc::sigset_t {
+/// SIGTERM and SIGINT.
+pub fn termination_set() -> libc::sigset_t {
     // SAFETY: sigset_t is plain data; sigemptyset initialises it and
     // sigaddset only touches that local set.
     unsafe {
@@ -27,21 +26,4 @@ pub fn block_termination() -> Result<(), VmmError> {
         return Err(VmmError::Io(std::io::Error::from_raw_os_error(rc)));
     }
     Ok(())
-}
-
-/// Starts the thread that turns SIGTERM/SIGINT into a stop event.
-pub fn forward_termination(events: Sender<ExitEvent>) -> Result<(), VmmError> {
-    crate::threads::spawn(crate::seccomp::ThreadKind::Signals, "signals", move || {
-        let set = termination_set();
-        let mut sig: libc::c_int = 0;
-        // SAFETY: waits on a valid set of signals blocked in this thread.
-        let rc = unsafe { libc::sigwait(&set, &mut sig) };
-        let by = match (rc, sig) {
-            (0, libc::SIGINT) => "SIGINT",
-            _ => "SIGTERM",
-        };
-        let _ = events.send(ExitEvent::Stop(by));
-    })
-    .map(|_| ())
-    .map_err(VmmError::Io)
 }

@@ -17,9 +17,10 @@ use std::time::Instant;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vm_memory::GuestMemoryMmap;
 
+use super::VmmError;
 use super::bus::{Bus, lock};
-use super::console::{self, ConsoleHub, ConsoleSerial};
-use super::control::{self, ControlTarget, FirewallInfo, RunState, SnapshotInfo, Status};
+use super::console::{ConsoleHub, ConsoleSerial};
+use super::control::{ControlTarget, FirewallInfo, RunState, SnapshotInfo, Status};
 use super::devices::system::{I8042, PowerPort};
 use super::devices::virtio::mmio::MmioTransport;
 use super::devices::virtio::net::NetHandle;
@@ -27,9 +28,9 @@ use super::exit::ExitEvent;
 use super::jail::JailIds;
 use super::lockdir::DirLock;
 use super::seccomp::SeccompMode;
+use super::service::{ConsolePart, ControlPart, Service};
 use super::vcpu::{self, VcpuContext, VcpuControl, WaitingVcpu};
 use super::wakeup::{self, Wakeup};
-use super::{VmmError, signals};
 
 /// File names inside the VM directory.
 pub const CONTROL_SOCKET: &str = "control.sock";
@@ -91,6 +92,8 @@ pub struct VmSockets {
     dir: PathBuf,
     control: Option<UnixListener>,
     console: Option<UnixListener>,
+    /// The service loop, once the console is served.
+    service: Option<Service>,
 }
 
 impl VmSockets {
@@ -100,23 +103,32 @@ impl VmSockets {
             dir: dir.to_path_buf(),
             control: None,
             console: None,
+            service: None,
         };
         sockets.control = Some(bind(dir, CONTROL_SOCKET)?);
         sockets.console = Some(bind(dir, CONSOLE_SOCKET)?);
         Ok(sockets)
     }
 
-    /// Starts serving the console (once; later calls do nothing), which
-    /// can happen before the vCPUs exist: input waits in the serial port.
+    /// Starts the service loop serving the console (once; later calls do
+    /// nothing), which can happen before the vCPUs exist: input waits in
+    /// the serial port.
     pub fn serve_console(
         &mut self,
         hub: &Arc<ConsoleHub>,
         serial: &ConsoleSerial,
         wakeup: &Arc<Wakeup>,
-    ) {
+    ) -> Result<(), VmmError> {
         if let Some(listener) = self.console.take() {
-            console::serve(listener, hub.clone(), serial.clone(), wakeup.clone());
+            let part = ConsolePart {
+                listener,
+                hub: hub.clone(),
+                serial: serial.clone(),
+                wakeup: wakeup.clone(),
+            };
+            self.service = Some(Service::start(Some(part)).map_err(VmmError::Io)?);
         }
+        Ok(())
     }
 }
 
@@ -304,8 +316,11 @@ pub fn run(
     let mut machine = machine;
     machine
         .sockets
-        .serve_console(&machine.hub, &machine.serial, &machine.wakeup);
-    let Some(control_listener) = machine.sockets.control.take() else {
+        .serve_console(&machine.hub, &machine.serial, &machine.wakeup)?;
+    let (Some(control_listener), Some(service)) = (
+        machine.sockets.control.take(),
+        machine.sockets.service.take(),
+    ) else {
         return Err(VmmError::Device(
             "the control socket is already served".into(),
         ));
@@ -332,8 +347,13 @@ pub fn run(
         }
         .map_err(VmmError::Io)?;
     }
-    control::server::serve(control_listener, machine.clone()).map_err(VmmError::Io)?;
-    signals::forward_termination(events_tx)?;
+    service
+        .serve_control(ControlPart {
+            listener: control_listener,
+            target: machine.clone(),
+            events: Some(events_tx),
+        })
+        .map_err(VmmError::Io)?;
     // Every thread is started: the main thread only waits and cleans up now.
     super::threads::confine_current(super::seccomp::ThreadKind::Main);
     tracing::info!(

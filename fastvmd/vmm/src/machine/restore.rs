@@ -169,7 +169,7 @@ pub fn build(
     }
     let mmio_bus = mmio_bus(&virtio)?;
     let mut sockets = sockets;
-    sockets.serve_console(&legacy.hub, &legacy.serial, &legacy.wakeup);
+    sockets.serve_console(&legacy.hub, &legacy.serial, &legacy.wakeup)?;
     tracing::debug!("devices ready at {:?}", started.elapsed());
 
     let (RestoredKvm { kvm, vm, vcpu_fds }, vcpu0) = kvm_thread.restored(irqs)?;

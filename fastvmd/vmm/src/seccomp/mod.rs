@@ -22,23 +22,18 @@ pub enum ThreadKind {
     Vcpu,
     /// virtio backends (vsock, net): epoll, eventfds, sockets, the tap.
     Device,
-    /// The console: accepts clients, relays bytes.
-    Console,
-    /// The control socket: requests, snapshots (files inside the jail).
-    Control,
-    /// Waits for termination signals.
-    Signals,
+    /// The service loop ([`crate::service`]): console and control clients,
+    /// snapshots (files inside the jail), termination signals.
+    Service,
 }
 
 impl ThreadKind {
     /// Every kind.
-    pub const ALL: [ThreadKind; 6] = [
+    pub const ALL: [ThreadKind; 4] = [
         ThreadKind::Main,
         ThreadKind::Vcpu,
         ThreadKind::Device,
-        ThreadKind::Console,
-        ThreadKind::Control,
-        ThreadKind::Signals,
+        ThreadKind::Service,
     ];
 }
 
@@ -151,8 +146,16 @@ mod tests {
             unsafe { libc::syscall(libc::SYS_ioctl, -1, set_regs, 0) };
         });
         assert_eq!(killed, Err(libc::SIGSYS));
+        // A new thread, from the service loop (only the main thread starts
+        // threads).
+        let killed = in_filtered_child(ThreadKind::Service, || {
+            // SAFETY: clone3 with a null argument fails (or is killed)
+            // before it creates anything.
+            unsafe { libc::syscall(libc::SYS_clone3, 0, 0) };
+        });
+        assert_eq!(killed, Err(libc::SIGSYS));
         // Executable memory, for any kind.
-        let killed = in_filtered_child(ThreadKind::Control, || {
+        let killed = in_filtered_child(ThreadKind::Service, || {
             let prot = libc::PROT_READ | libc::PROT_EXEC;
             let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
             // SAFETY: a raw mmap of fresh anonymous memory.

@@ -53,11 +53,10 @@ const COMMON: &[i64] = &[
     libc::SYS_rseq,
 ];
 
-/// Threads that start other threads (console and control clients, the
-/// snapshot's read-ahead) and the main thread.
+/// The main thread, which starts the others.
 const SPAWN: &[i64] = &[libc::SYS_clone, libc::SYS_clone3, libc::SYS_seccomp];
 
-/// Socket I/O of the device backends, the console and control.
+/// Socket I/O of the device backends and the service loop.
 const SOCKETS: &[i64] = &[
     libc::SYS_read,
     libc::SYS_readv,
@@ -92,8 +91,8 @@ const DISK_IO: &[i64] = &[
     libc::SYS_lseek,
 ];
 
-/// Files a snapshot (control) or the exit record (main) writes inside the
-/// jail, and the sockets the main thread removes.
+/// Files a snapshot (service loop) or the exit record (main) writes inside
+/// the jail, and the sockets the main thread removes.
 const FILES: &[i64] = &[
     libc::SYS_openat,
     libc::SYS_mkdirat,
@@ -229,19 +228,10 @@ pub fn for_kind(kind: ThreadKind, pid: u32) -> Rules {
             unix_sockets(&mut rules);
             ioctl(&mut rules, ioctls::sockets());
         }
-        ThreadKind::Console => {
+        ThreadKind::Service => {
             allow(&mut rules, SOCKETS);
-            allow(&mut rules, SPAWN);
-            ioctl(&mut rules, ioctls::sockets());
-        }
-        ThreadKind::Control => {
-            allow(&mut rules, SOCKETS);
-            allow(&mut rules, SPAWN);
             allow(&mut rules, FILES);
             ioctl(&mut rules, ioctls::control());
-        }
-        ThreadKind::Signals => {
-            allow(&mut rules, &[libc::SYS_rt_sigtimedwait, libc::SYS_read]);
         }
         ThreadKind::Main => {
             allow(&mut rules, SPAWN);

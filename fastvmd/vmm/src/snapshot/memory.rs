@@ -87,33 +87,23 @@ pub fn write_memory(
 /// from the cache: without this the first restore after a snapshot waits for
 /// the disk (~3 ms for a small guest here). Only the data ranges are read
 /// (a file-wide hint stops after the first few MiB of holes). Best effort:
-/// errors are ignored.
+/// errors are ignored. The reads are started, not waited for.
 pub fn warm_page_cache(path: &Path) {
-    let path = path.to_path_buf();
-    let spawned = crate::threads::spawn(
-        crate::seccomp::ThreadKind::Control,
-        "snapshot-readahead",
-        move || {
-            let Ok(file) = File::open(&path) else { return };
-            let Ok(len) = file.metadata().map(|m| m.len()) else {
-                return;
-            };
-            for (start, end) in data_ranges(&file, 0, len).unwrap_or_default() {
-                // SAFETY: posix_fadvise only reads its integer arguments; the
-                // descriptor is valid for the duration of the call.
-                unsafe {
-                    libc::posix_fadvise(
-                        file.as_raw_fd(),
-                        start as libc::off_t,
-                        (end - start) as libc::off_t,
-                        libc::POSIX_FADV_WILLNEED,
-                    )
-                };
-            }
-        },
-    );
-    if let Err(e) = spawned {
-        tracing::debug!("snapshot readahead thread: {e}");
+    let Ok(file) = File::open(path) else { return };
+    let Ok(len) = file.metadata().map(|m| m.len()) else {
+        return;
+    };
+    for (start, end) in data_ranges(&file, 0, len).unwrap_or_default() {
+        // SAFETY: posix_fadvise only reads its integer arguments; the
+        // descriptor is valid for the duration of the call.
+        unsafe {
+            libc::posix_fadvise(
+                file.as_raw_fd(),
+                start as libc::off_t,
+                (end - start) as libc::off_t,
+                libc::POSIX_FADV_WILLNEED,
+            )
+        };
     }
 }
 
