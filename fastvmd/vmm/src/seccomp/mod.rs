@@ -146,14 +146,16 @@ mod tests {
             unsafe { libc::syscall(libc::SYS_ioctl, -1, set_regs, 0) };
         });
         assert_eq!(killed, Err(libc::SIGSYS));
-        // A new thread, from the service loop (only the main thread starts
-        // threads).
-        let killed = in_filtered_child(ThreadKind::Service, || {
-            // SAFETY: clone3 with a null argument fails (or is killed)
-            // before it creates anything.
-            unsafe { libc::syscall(libc::SYS_clone3, 0, 0) };
-        });
-        assert_eq!(killed, Err(libc::SIGSYS));
+        // A new thread, from any kind: every thread is started before the
+        // filters go on.
+        for kind in [ThreadKind::Service, ThreadKind::Main] {
+            let killed = in_filtered_child(kind, || {
+                // SAFETY: clone3 with a null argument fails (or is killed)
+                // before it creates anything.
+                unsafe { libc::syscall(libc::SYS_clone3, 0, 0) };
+            });
+            assert_eq!(killed, Err(libc::SIGSYS), "{kind:?}");
+        }
         // Executable memory, for any kind.
         let killed = in_filtered_child(ThreadKind::Service, || {
             let prot = libc::PROT_READ | libc::PROT_EXEC;
