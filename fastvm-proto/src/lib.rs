@@ -7,6 +7,8 @@
 //!   serde types, and their validation.
 //! - `socket` (feature `std`): request, response and event frames of the
 //!   daemon's local Unix socket.
+//! - `monitor` (feature `std`): the daemon ↔ monitor contract: VM directory
+//!   names, exit statuses, control requests and answers.
 
 #![cfg_attr(not(feature = "std"), no_std)]
 
@@ -15,5 +17,7 @@ extern crate alloc;
 pub mod agent;
 #[cfg(feature = "std")]
 pub mod api;
+#[cfg(feature = "std")]
+pub mod monitor;
 #[cfg(feature = "std")]
 pub mod socket;

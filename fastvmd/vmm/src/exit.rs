@@ -18,16 +18,9 @@ pub enum ExitEvent {
     Stop(&'static str),
 }
 
-/// Exit status: stopped by the host.
-pub const EXIT_STOPPED: i32 = 0;
-/// Exit status: the monitor could not start or failed (bad input, KVM error).
-pub const EXIT_ERROR: i32 = 1;
-/// Exit status: the guest powered off.
-pub const EXIT_POWER_OFF: i32 = 10;
-/// Exit status: the guest rebooted (a microVM does not restart itself).
-pub const EXIT_REBOOT: i32 = 11;
-/// Exit status: the guest crashed.
-pub const EXIT_CRASHED: i32 = 12;
+pub use fastvm_proto::monitor::{
+    EXIT_CRASHED, EXIT_ERROR, EXIT_POWER_OFF, EXIT_REBOOT, EXIT_STOPPED,
+};
 
 impl ExitEvent {
     /// The process exit status for this event.

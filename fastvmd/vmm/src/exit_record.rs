@@ -14,8 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::exit::{EXIT_POWER_OFF, EXIT_STOPPED};
 
-/// Name of the record in the VM directory.
-pub const EXIT_RECORD: &str = "exit.json";
+pub use fastvm_proto::monitor::EXIT_RECORD;
 /// Name of the temporary file the record is written to before the rename.
 const EXIT_RECORD_TMP: &str = "exit.json.tmp";
 

@@ -15,8 +15,7 @@ use super::VmmError;
 use crate::MONITOR_PROGRAM;
 use crate::jail::vm_files::read_capped;
 
-/// Name of the lock file inside the VM directory.
-pub const LOCK_FILE: &str = "monitor.lock";
+pub use fastvm_proto::monitor::LOCK_FILE;
 
 /// Held for the life of the machine; the lock is released when dropped.
 pub struct DirLock {

@@ -32,10 +32,7 @@ use super::service::{ConsolePart, ControlPart, Service};
 use super::vcpu::{self, VcpuContext, VcpuControl, WaitingVcpu};
 use super::wakeup::{self, Wakeup};
 
-/// File names inside the VM directory.
-pub const CONTROL_SOCKET: &str = "control.sock";
-pub const CONSOLE_SOCKET: &str = "console.sock";
-pub const VSOCK_SOCKET: &str = "vsock.sock";
+pub use fastvm_proto::monitor::{CONSOLE_SOCKET, CONTROL_SOCKET, VSOCK_SOCKET};
 
 /// A virtio device on the MMIO bus.
 pub struct VirtioSlot {
