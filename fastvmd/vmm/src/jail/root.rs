@@ -12,7 +12,15 @@ use crate::seccomp::SeccompMode;
 /// drops to the same ids before it does anything more
 /// ([`crate::threads::confine_current`]).
 pub fn enter(ids: JailIds, seccomp: SeccompMode) -> Result<(), JailError> {
-    crate::seccomp::prepare(seccomp);
+    enter_root(ids)?;
+    drop_to(ids, seccomp)
+}
+
+/// The jail's file system half: the VM directory, given to `ids`, becomes
+/// `/` (bind-mounted nosuid, nodev, noexec). The process keeps its ids and
+/// capabilities until [`drop_to`]; what it opens from here on is named
+/// relatively to the VM directory.
+pub fn enter_root(ids: JailIds) -> Result<(), JailError> {
     // The monitor writes its snapshots and exit record here.
     // SAFETY: chown of a NUL-terminated path; integers otherwise.
     let rc = unsafe { libc::chown(c".".as_ptr(), ids.uid, ids.gid) };
@@ -30,7 +38,14 @@ pub fn enter(ids: JailIds, seccomp: SeccompMode) -> Result<(), JailError> {
         "remount the VM directory nosuid,nodev,noexec",
     )?;
     change_root()?;
-    std::env::set_current_dir("/").map_err(|e| JailError::new("chdir /", e))?;
+    std::env::set_current_dir("/").map_err(|e| JailError::new("chdir /", e))
+}
+
+/// The jail's identity half: this thread drops to `ids` (no capability
+/// left), and the threads waiting for the jail drop theirs and install
+/// their seccomp filters (compiled for `seccomp`).
+pub fn drop_to(ids: JailIds, seccomp: SeccompMode) -> Result<(), JailError> {
+    crate::seccomp::prepare(seccomp);
     let _ = IDS.set(ids);
     drop_ids(ids)?;
     JAILED.store(true, Ordering::SeqCst);

@@ -296,8 +296,13 @@ pub fn restore_and_run(
     early: Option<restore_kvm::KvmThread>,
     jail: Option<(JailIds, SeccompMode)>,
 ) -> Result<ExitEvent, VmmError> {
-    let (machine, events, vcpu0) = restore::build(cfg, early)?;
-    enter_jail(jail)?;
+    let (machine, events, vcpu0) = restore::build(cfg, early, jail.map(|(ids, _)| ids))?;
+    if let Some((ids, seccomp)) = jail {
+        let start = Instant::now();
+        super::jail::root::drop_to(ids, seccomp)?;
+        super::jail::add_cost(start.elapsed());
+        tracing::debug!("ids dropped in {:?}", start.elapsed());
+    }
     run(machine, &cfg.dir, events, Some(vcpu0))
 }
 

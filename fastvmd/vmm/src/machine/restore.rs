@@ -21,6 +21,7 @@ use crate::devices::virtio::net::Net;
 use crate::devices::virtio::vsock::Vsock;
 use crate::devices::virtio::{VirtioDevice, VirtioDeviceState};
 use crate::exit::ExitEvent;
+use crate::jail::JailIds;
 use crate::lockdir::DirLock;
 use crate::snapshot::{SnapshotReader, clone_disk, grow_disk, map_memory};
 use crate::vcpu::WaitingVcpu;
@@ -44,10 +45,13 @@ pub fn start_kvm() -> Result<KvmThread, VmmError> {
 
 /// Builds the clone described by `cfg`, its vCPUs where the snapshot left
 /// them; vCPU 0 is to run on the returned thread. `early` is the KVM thread
-/// when [`start_kvm`] was called already.
+/// when [`start_kvm`] was called already. With `jail`, the VM directory
+/// becomes `/` once everything outside it is open, while the KVM thread
+/// still works (the caller drops the ids afterwards).
 pub fn build(
     cfg: &RestoreConfig,
     early: Option<KvmThread>,
+    jail: Option<JailIds>,
 ) -> Result<(Machine, Receiver<ExitEvent>, WaitingVcpu), VmmError> {
     cfg.validate()?;
     let started = Instant::now();
@@ -171,6 +175,12 @@ pub fn build(
     let mut sockets = sockets;
     sockets.serve_console(&legacy.hub, &legacy.serial, &legacy.wakeup)?;
     tracing::debug!("devices ready at {:?}", started.elapsed());
+    if let Some(ids) = jail {
+        let start = Instant::now();
+        crate::jail::root::enter_root(ids)?;
+        crate::jail::add_cost(start.elapsed());
+        tracing::debug!("root entered in {:?}", start.elapsed());
+    }
 
     let (RestoredKvm { kvm, vm, vcpu_fds }, vcpu0) = kvm_thread.restored(irqs)?;
     tracing::debug!("KVM VM and vCPUs ready at {:?}", started.elapsed());

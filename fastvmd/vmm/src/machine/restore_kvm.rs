@@ -1,6 +1,8 @@
 //! The KVM half of a restore, on the thread that then runs vCPU 0.
 //!
-//! It opens `/dev/kvm` and creates the VM at once; once the main thread has
+//! `/dev/kvm` is opened by the caller (it must be open before the monitor
+//! makes its VM directory `/`, which a restore does while this thread
+//! still works); the thread creates the VM at once; once the main thread has
 //! read the snapshot and mapped its memory, it registers the memory, adds
 //! irqchip and PIT, restores their state and makes every vCPU where the
 //! snapshot left it; it wires the devices' interrupts when the main thread
@@ -63,13 +65,14 @@ impl KvmThread {
     /// the VM while the caller reads the snapshot. Dropped before
     /// [`KvmThread::restored`], the thread ends on its own.
     pub fn spawn() -> Result<KvmThread, VmmError> {
+        let kvm = Kvm::new().map_err(|e| VmmError::Kvm(format!("cannot open /dev/kvm: {e}")))?;
         let (saved, saved_rx) = channel();
         let (irqs, irqs_rx) = channel();
         let (restored_tx, restored) = channel();
         let (context, context_rx) = channel::<VcpuContext>();
         let thread = vcpu::builder(0)
             .spawn(move || {
-                let outcome = restore(&saved_rx, &irqs_rx);
+                let outcome = restore(kvm, &saved_rx, &irqs_rx);
                 let ok = outcome.is_ok();
                 if restored_tx.send(outcome).is_ok()
                     && ok
@@ -118,8 +121,11 @@ fn recv_polling<T>(rx: &Receiver<T>, poll: Duration) -> Result<T, RecvError> {
     }
 }
 
-fn restore(saved: &Receiver<SavedKvm>, irqs: &Receiver<Irqs>) -> Result<RestoredKvm, VmmError> {
-    let kvm = Kvm::new().map_err(|e| VmmError::Kvm(format!("cannot open /dev/kvm: {e}")))?;
+fn restore(
+    kvm: Kvm,
+    saved: &Receiver<SavedKvm>,
+    irqs: &Receiver<Irqs>,
+) -> Result<RestoredKvm, VmmError> {
     let vm = kvm.create_vm().map_err(kvm_err("create VM"))?;
     let abandoned = |_| VmmError::Kvm("restore abandoned".into());
     let saved = saved.recv().map_err(abandoned)?;
