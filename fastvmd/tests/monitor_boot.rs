@@ -80,3 +80,27 @@ fn console_echoes_input_and_replays_history_to_new_clients() {
         assert!(got.contains("second-client"), "{got:?}");
     }
 }
+
+/// A paste far larger than the UART's FIFO reaches the guest whole and in
+/// order: the console holds what the FIFO cannot take yet and offers it
+/// again as the guest reads.
+#[test]
+fn a_console_paste_larger_than_the_fifo_arrives_whole() {
+    if !can_run_vms("a_console_paste_larger_than_the_fifo_arrives_whole") {
+        return;
+    }
+    let vm = TestVm::start(VmOpts::default());
+    vm.wait_ready();
+    let mut console = vm.console();
+    TestVm::read_until(&mut console, "ready", Duration::from_secs(5));
+    let paste: String = (0..600).map(|i| format!("{i:04}")).collect::<String>() + "-end-of-paste";
+    type_into(&mut console, &paste);
+    let echoed = TestVm::read_until(&mut console, "-end-of-paste", Duration::from_secs(20));
+    assert!(
+        echoed.contains(&paste),
+        "{} of {} bytes came back: {:?}",
+        echoed.len(),
+        paste.len(),
+        &echoed[echoed.len().saturating_sub(200)..]
+    );
+}

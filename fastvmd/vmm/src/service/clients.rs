@@ -44,7 +44,7 @@ impl Client {
 
     /// Console input waits for room in the UART.
     pub fn has_pending_input(&self) -> bool {
-        matches!(self, Client::Console(c) if !c.pending.is_empty())
+        matches!(self, Client::Console(c) if c.has_pending())
     }
 
     /// The client is dropped: the console forgets it.
@@ -202,6 +202,11 @@ impl ConsoleClient {
                 }
             }
         }
+    }
+
+    /// Input read and not yet taken by the UART.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
     }
 
     /// Moves waiting input into the UART FIFO, as much as it takes.

@@ -155,7 +155,7 @@ impl State {
                     TOKEN_SIGNALS => self.read_signals(),
                     TOKEN_CONSOLE => self.accept_console(),
                     TOKEN_CONTROL => self.accept_control(),
-                    token => self.serve_client(token),
+                    token => self.serve_client(token, ev.event_set()),
                 }
             }
             if waiting {
@@ -258,7 +258,7 @@ impl State {
         }
     }
 
-    fn serve_client(&mut self, token: u64) {
+    fn serve_client(&mut self, token: u64, events: EventSet) {
         let Some(client) = self.clients.get_mut(&token) else {
             return;
         };
@@ -268,6 +268,15 @@ impl State {
                 None => Step::Keep,
             },
             Client::Console(c) => match &self.console {
+                // Input waiting for the UART: only a hang-up is news (it is
+                // reported even while the input is not watched).
+                Some(_) if c.has_pending() => {
+                    if events.intersects(EventSet::HANG_UP | EventSet::ERROR) {
+                        Step::Close
+                    } else {
+                        Step::Keep
+                    }
+                }
                 Some(console) => c.read_input(console),
                 None => Step::Keep,
             },
