@@ -3,23 +3,20 @@
 //! the fuzzer. The harness does the driver's handshake with the queue at
 //! fixed addresses, so the fuzzer spends its time on what a guest controls.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use virtio_bindings::virtio_config::{
     VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK,
     VIRTIO_CONFIG_S_FEATURES_OK,
 };
 use virtio_bindings::virtio_mmio::*;
-use vm_memory::{Bytes, GuestAddress};
-use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use crate::vmm::devices::BusDevice;
+use crate::vmm::devices::virtio::VirtioDevice;
 use crate::vmm::devices::virtio::blk::Block;
+use crate::vmm::devices::virtio::fuzz_queues::{guest_memory, interrupt};
 use crate::vmm::devices::virtio::mmio::MmioTransport;
-use crate::vmm::devices::virtio::{GuestMemory, Interrupt, VirtioDevice};
 
-/// Guest memory the fuzzer fills: the queue's tables and the buffers.
-const MEMORY: usize = 0x1_0000;
 const DESC: u64 = 0x1000;
 const AVAIL: u64 = 0x2000;
 const USED: u64 = 0x3000;
@@ -77,15 +74,10 @@ fn handshake(t: &mut MmioTransport, size: u16) {
 /// guest memory, then one byte picks the queue size, then each 5 bytes are
 /// a register access (kind, offset, value) or a queue notify.
 fn drive(device: Box<dyn VirtioDevice>, data: &[u8]) {
-    let Ok(mem) = GuestMemory::from_ranges(&[(GuestAddress(0), MEMORY)]) else {
+    let (Some((mem, rest)), Some(interrupt)) = (guest_memory(data), interrupt()) else {
         return;
     };
-    let (image, rest) = data.split_at(data.len().min(MEMORY));
-    let _ = mem.write_slice(image, GuestAddress(0));
-    let Ok(irqfd) = EventFd::new(EFD_NONBLOCK) else {
-        return;
-    };
-    let mut t = MmioTransport::new(mem, device, Arc::new(Interrupt::new(irqfd)));
+    let mut t = MmioTransport::new(mem, device, interrupt);
     let (size, ops) = rest
         .split_first()
         .map_or((16, &[][..]), |(s, o)| (u16::from(*s), o));
