@@ -122,8 +122,9 @@ pub struct Status {
     /// (the monitor's `guest_warn`); each kind logs a line per second.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub guest_warnings: std::collections::BTreeMap<String, u64>,
-    /// Time the monitor spent entering its jail, both steps, in
-    /// microseconds (absent when it runs unconfined).
+    /// Work the monitor spent entering its jail, in microseconds: both
+    /// steps and every thread's ids and seccomp filter, summed over
+    /// threads (absent when it runs unconfined).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jail_us: Option<u64>,
 }

@@ -67,6 +67,11 @@ pub enum BenchPart {
 }
 
 /// Monitors run with `--no-jail` (bench `--no-jail`).
+pub(crate) fn unconfined() -> bool {
+    UNCONFINED.load(Ordering::Relaxed)
+}
+
+/// Set by `bench --no-jail`.
 static UNCONFINED: AtomicBool = AtomicBool::new(false);
 
 /// Where a benchmark monitor's stderr goes, beside its VM directory.
@@ -100,6 +105,14 @@ impl Monitor {
     pub fn spawn(
         setup: impl FnOnce(&Path) -> Result<Vec<String>, String>,
     ) -> Result<(Monitor, Instant), String> {
+        Monitor::spawn_as(setup, !UNCONFINED.load(Ordering::Relaxed))
+    }
+
+    /// [`Monitor::spawn`], jailed or not whatever `bench --no-jail` says.
+    pub fn spawn_as(
+        setup: impl FnOnce(&Path) -> Result<Vec<String>, String>,
+        jailed: bool,
+    ) -> Result<(Monitor, Instant), String> {
         let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
         let dir = tmp.path().join("vm");
         let args = setup(tmp.path())?;
@@ -117,7 +130,7 @@ impl Monitor {
             .arg(&dir)
             .args(&args)
             .args(["--netns-fd", "1"])
-            .args(UNCONFINED.load(Ordering::Relaxed).then_some("--no-jail"))
+            .args((!jailed).then_some("--no-jail"))
             .stdin(Stdio::null())
             .stdout(Stdio::from(netns))
             .stderr(log)

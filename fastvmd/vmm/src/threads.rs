@@ -49,9 +49,11 @@ pub fn confine_current(kind: ThreadKind) {
     if !on {
         return;
     }
+    let start = std::time::Instant::now();
     let confined = super::jail::root::drop_this_thread()
         .map_err(|e| e.to_string())
         .and_then(|()| seccomp::install(kind));
+    super::jail::add_cost(start.elapsed());
     if let Err(e) = confined {
         tracing::error!("{e}: the monitor does not run unconfined");
         std::process::abort();

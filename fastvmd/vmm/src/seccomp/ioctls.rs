@@ -35,14 +35,19 @@ ioctl_iow_nr!(FICLONE, 0x94, 9, libc::c_int);
 /// `FIONBIO`: what `set_nonblocking` on a socket uses.
 const FIONBIO: u64 = libc::FIONBIO;
 
+/// A request number as the kernel reads it (`unsigned int`).
+fn request(number: u64) -> u32 {
+    u32::try_from(number).expect("ioctl request numbers fit in 32 bits")
+}
+
 /// What a vCPU thread may ask of KVM: to run its vCPU.
-pub fn vcpu() -> Vec<u64> {
-    vec![KVM_RUN()]
+pub fn vcpu() -> Vec<u32> {
+    vec![request(KVM_RUN())]
 }
 
 /// What a snapshot (on a control thread) reads from KVM, and the reflink
 /// of the disk; sockets made non-blocking.
-pub fn control() -> Vec<u64> {
+pub fn control() -> Vec<u32> {
     [
         KVM_CHECK_EXTENSION(),
         KVM_GET_TSC_KHZ(),
@@ -65,10 +70,11 @@ pub fn control() -> Vec<u64> {
     ]
     .into_iter()
     .chain([FIONBIO])
+    .map(request)
     .collect()
 }
 
 /// Device backends and the console: sockets made non-blocking, nothing else.
-pub fn sockets() -> Vec<u64> {
-    vec![FIONBIO]
+pub fn sockets() -> Vec<u32> {
+    vec![request(FIONBIO)]
 }

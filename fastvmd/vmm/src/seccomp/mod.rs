@@ -5,12 +5,15 @@
 //! monitor (`--seccomp log` lets it through and logs it to the kernel's
 //! audit log instead, to find what a list lacks).
 
+pub mod compact;
+#[cfg(test)]
+mod compact_tests;
 pub mod ioctls;
 pub mod rules;
 
 use std::sync::OnceLock;
 
-use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+use seccompiler::{BpfProgram, SeccompAction};
 
 /// What a monitor thread is for; each has its own allow list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -55,20 +58,22 @@ static SETTINGS: OnceLock<(SeccompMode, u32)> = OnceLock::new();
 static PROGRAMS: [OnceLock<Result<BpfProgram, String>>; ThreadKind::ALL.len()] =
     [const { OnceLock::new() }; ThreadKind::ALL.len()];
 
-/// The compiled filter of `kind` for process `pid`.
-pub fn compile(kind: ThreadKind, pid: u32, mode: SeccompMode) -> Result<BpfProgram, String> {
-    let mismatch = match mode {
+/// What a syscall off the list does in `mode`.
+fn mismatch_action(mode: SeccompMode) -> SeccompAction {
+    match mode {
         SeccompMode::Kill => SeccompAction::KillProcess,
         SeccompMode::Log => SeccompAction::Log,
-    };
-    let filter = SeccompFilter::new(
-        rules::for_kind(kind, pid),
-        mismatch,
+    }
+}
+
+/// The compiled filter of `kind` for process `pid`.
+pub fn compile(kind: ThreadKind, pid: u32, mode: SeccompMode) -> Result<BpfProgram, String> {
+    compact::compile(
+        &rules::for_kind(kind, pid),
+        mismatch_action(mode),
         SeccompAction::Allow,
-        TargetArch::x86_64,
     )
-    .map_err(|e| format!("seccomp filter of {kind:?}: {e}"))?;
-    BpfProgram::try_from(filter).map_err(|e| format!("seccomp filter of {kind:?}: {e}"))
+    .map_err(|e| format!("seccomp filter of {kind:?}: {e}"))
 }
 
 /// Filters from now on are compiled for this process with `mode`.

@@ -9,6 +9,10 @@
 //! - `prctl`: naming a thread and no_new_privs (set already), which a new
 //!   thread does before it installs its own filter, as `seccomp` may only
 //!   add one.
+//!
+//! Arguments the kernel reads as 32 bits (`int`, `unsigned int`: ioctl
+//! requests, descriptors, pids, socket domains, prctl options) are checked
+//! on their lower half only, as the kernel reads them.
 
 use std::collections::BTreeMap;
 
@@ -18,8 +22,19 @@ use seccompiler::{
 
 use super::{ThreadKind, ioctls};
 
-/// One syscall's rules: empty means allowed whatever its arguments.
-pub type Rules = BTreeMap<i64, Vec<SeccompRule>>;
+/// When one syscall is allowed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Allowed {
+    /// Whatever its arguments.
+    Always,
+    /// When its 32-bit argument `arg` is one of `values`.
+    OneOf { arg: u8, values: Vec<u32> },
+    /// When one of these rules matches (seccompiler's conditions).
+    Rules(Vec<SeccompRule>),
+}
+
+/// Each allowed syscall, by number.
+pub type Rules = BTreeMap<i64, Allowed>;
 
 /// What every thread does: memory, locks, its own signals, time, exit,
 /// logging to stderr.
@@ -120,10 +135,16 @@ const FILES: &[i64] = &[
 
 fn allow(rules: &mut Rules, calls: &[i64]) {
     for call in calls {
-        rules.insert(*call, Vec::new());
+        rules.insert(*call, Allowed::Always);
     }
 }
 
+/// `call` when its 32-bit argument `arg` is one of `values`.
+fn one_of(rules: &mut Rules, call: i64, arg: u8, values: Vec<u32>) {
+    rules.insert(call, Allowed::OneOf { arg, values });
+}
+
+/// A check of a 64-bit argument (`mmap`'s and `mprotect`'s `unsigned long`s).
 fn cond(arg: u8, op: Op, value: u64) -> Cond {
     // Arguments 0-5 and these operators are always valid.
     Cond::new(arg, Len::Qword, op, value).expect("a valid seccomp condition")
@@ -134,12 +155,8 @@ fn rule(conds: Vec<Cond>) -> SeccompRule {
 }
 
 /// `ioctl(fd, request, ...)` with `request` among `requests`.
-fn ioctl(rules: &mut Rules, requests: Vec<u64>) {
-    let each = requests
-        .into_iter()
-        .map(|r| rule(vec![cond(1, Op::Eq, r)]))
-        .collect();
-    rules.insert(libc::SYS_ioctl, each);
+fn ioctl(rules: &mut Rules, requests: Vec<u32>) {
+    one_of(rules, libc::SYS_ioctl, 1, requests);
 }
 
 /// Private anonymous memory, never executable.
@@ -157,40 +174,40 @@ fn memory(rules: &mut Rules) {
     );
     rules.insert(
         libc::SYS_mmap,
-        vec![rule(vec![no_exec.clone(), private, anonymous])],
+        Allowed::Rules(vec![rule(vec![no_exec.clone(), private, anonymous])]),
     );
-    rules.insert(libc::SYS_mprotect, vec![rule(vec![no_exec])]);
+    rules.insert(
+        libc::SYS_mprotect,
+        Allowed::Rules(vec![rule(vec![no_exec])]),
+    );
 }
 
 /// The log cap ([`crate::log_cap`]) empties stderr, from any thread.
 fn stderr_truncation(rules: &mut Rules) {
-    let stderr = || vec![rule(vec![cond(0, Op::Eq, libc::STDERR_FILENO as u64)])];
+    let stderr = || Allowed::OneOf {
+        arg: 0,
+        values: vec![libc::STDERR_FILENO as u32],
+    };
     rules.insert(libc::SYS_ftruncate, stderr());
     rules.entry(libc::SYS_lseek).or_insert_with(stderr);
 }
 
 fn own_signals(rules: &mut Rules, pid: u32) {
-    rules.insert(
-        libc::SYS_tgkill,
-        vec![rule(vec![cond(0, Op::Eq, u64::from(pid))])],
-    );
+    one_of(rules, libc::SYS_tgkill, 0, vec![pid]);
 }
 
 fn prctl(rules: &mut Rules) {
-    rules.insert(
+    let options = [libc::PR_SET_NAME, libc::PR_SET_NO_NEW_PRIVS];
+    one_of(
+        rules,
         libc::SYS_prctl,
-        vec![
-            rule(vec![cond(0, Op::Eq, libc::PR_SET_NAME as u64)]),
-            rule(vec![cond(0, Op::Eq, libc::PR_SET_NO_NEW_PRIVS as u64)]),
-        ],
+        0,
+        options.map(|o| o as u32).to_vec(),
     );
 }
 
 fn unix_sockets(rules: &mut Rules) {
-    rules.insert(
-        libc::SYS_socket,
-        vec![rule(vec![cond(0, Op::Eq, libc::AF_UNIX as u64)])],
-    );
+    one_of(rules, libc::SYS_socket, 0, vec![libc::AF_UNIX as u32]);
     allow(rules, &[libc::SYS_connect]);
 }
 
