@@ -225,6 +225,17 @@ pub struct ServeArgs {
     /// CID c runs as START + c - 3 (at most COUNT VMs at once).
     #[arg(long, value_name = "START:COUNT", default_value_t = DEFAULT_ID_RANGE)]
     pub jail_ids: crate::vmm::jail::ids::IdRange,
+    /// Seconds an HTTP client has to send a request's headers; a
+    /// keep-alive connection idle this long is closed too.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout: u64,
+    /// Seconds an HTTP client has to send a request's body (408 past it).
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub body_timeout: u64,
+    /// HTTP connections open at once, WebSocket consoles included; past it
+    /// a new connection is answered 503 and closed.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
 }
 
 /// Runs the daemon.
@@ -244,6 +255,11 @@ pub fn run_serve(args: ServeArgs) -> ExitCode {
         ipv6_prefix: args.ipv6_prefix,
         monitor_exe: args.monitor_exe,
         jail_ids: args.jail_ids,
+        http: crate::http_server::HttpLimits {
+            header_timeout: std::time::Duration::from_secs(args.header_timeout),
+            body_timeout: std::time::Duration::from_secs(args.body_timeout),
+            max_connections: args.max_connections as usize,
+        },
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

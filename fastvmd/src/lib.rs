@@ -10,6 +10,7 @@ pub mod bench;
 pub mod call;
 pub mod cli;
 pub mod fuzzing;
+pub mod http_server;
 pub mod image;
 pub mod nested;
 pub mod net;

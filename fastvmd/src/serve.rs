@@ -25,6 +25,8 @@ pub struct ServeOptions {
     pub monitor_exe: Option<PathBuf>,
     /// The ids jailed monitors run as.
     pub jail_ids: crate::vmm::jail::ids::IdRange,
+    /// How the HTTP front end bounds its clients.
+    pub http: crate::http_server::HttpLimits,
 }
 
 /// The data directory: `FASTVM_HOME`, else `/var/lib/fastvm` for root, else
@@ -64,8 +66,54 @@ async fn shutdown_signal() {
     }
 }
 
+/// Descriptors the daemon keeps besides its HTTP connections (store,
+/// sockets of monitors, local socket clients).
+const OTHER_FILES: u64 = 1024;
+
+/// Raises this process's open-file limit (soft, up to the hard one) so
+/// `max_connections` HTTP connections fit beside everything else; returns
+/// the connection cap that fits, with a note when it had to be lowered.
+fn fit_connections(max_connections: usize) -> (usize, Option<String>) {
+    let wanted = max_connections as u64 + OTHER_FILES;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit, which `limit` is.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return (max_connections, None);
+    }
+    if limit.rlim_cur < wanted {
+        let raised = libc::rlimit {
+            rlim_cur: wanted.min(limit.rlim_max),
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads one rlimit; a soft limit up to the hard
+        // one needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        }
+    }
+    if limit.rlim_cur >= wanted {
+        return (max_connections, None);
+    }
+    let fits = limit.rlim_cur.saturating_sub(OTHER_FILES).max(16) as usize;
+    let note = format!(
+        "this process may open {} files (ulimit -n): HTTP connections capped at {fits} \
+         instead of {max_connections}",
+        limit.rlim_cur
+    );
+    (fits, Some(note))
+}
+
 /// Runs the daemon until a termination signal.
 pub async fn run(opts: ServeOptions) -> Result<(), String> {
+    let mut opts = opts;
+    let (fits, note) = fit_connections(opts.http.max_connections);
+    opts.http.max_connections = fits;
+    if let Some(note) = note {
+        eprintln!("fastvmd: {note}");
+    }
     let monitor_exe = match opts.monitor_exe.clone() {
         Some(exe) => exe,
         None => crate::supervisor::monitor_program()?,
@@ -133,10 +181,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
     let socket_task = tokio::spawn(crate::socket::serve(socket, service.clone()));
     service.spawn_watcher();
     let app = crate::api::app(service.clone());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| format!("HTTP server: {e}"))?;
+    crate::http_server::serve(listener, app, opts.http, shutdown_signal()).await;
     socket_task.abort();
     eprintln!("fastvmd: stopped; VMs keep running");
     Ok(())

@@ -1,7 +1,9 @@
 //! `GET /v1/vms/{id}/console/ws?session=TOKEN`: a WebSocket bridged to the
 //! VM's serial console both ways. 426 without an upgrade (the token is not
 //! spent then), 404 for an unknown, used or expired token, 409 when the VM
-//! is not running. The socket closes when the VM stops.
+//! is not running, 429 when the VM has as many console sessions as it
+//! serves. The socket closes when the VM stops. A message from the client
+//! is at most [`MAX_MESSAGE`] bytes (a paste; larger closes the session).
 
 use std::collections::HashMap;
 
@@ -14,6 +16,9 @@ use tokio::net::UnixStream;
 
 use super::error::{ApiError, json_error};
 use crate::service::{ConsoleTarget, Service, ServiceError};
+
+/// The largest WebSocket message (and frame) a console client may send.
+pub const MAX_MESSAGE: usize = 64 << 10;
 
 /// The handler.
 pub async fn connect(
@@ -49,7 +54,10 @@ pub async fn connect(
             .into_response();
         }
     };
-    upgrade.on_upgrade(move |socket| bridge(socket, console, target))
+    upgrade
+        .max_message_size(MAX_MESSAGE)
+        .max_frame_size(MAX_MESSAGE)
+        .on_upgrade(move |socket| bridge(socket, console, target))
 }
 
 async fn bridge(socket: WebSocket, console: UnixStream, target: ConsoleTarget) {

@@ -57,10 +57,17 @@ where
     }
 }
 
-/// A body that is too large is 413; anything else wrong with it (not JSON,
-/// not `application/json`, not the right shape) is a 400, the status the
+/// A body that is too large is 413, one that does not arrive within the
+/// body timeout 408; anything else wrong with it (not JSON, not
+/// `application/json`, not the right shape) is a 400, the status the
 /// contract documents for bad requests.
 fn json_rejection(rejection: JsonRejection) -> Response {
+    if body_timed_out(&rejection) {
+        return json_error(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body did not arrive in time (fastvmd serve --body-timeout)",
+        );
+    }
     let status = match &rejection {
         JsonRejection::BytesRejection(_) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             StatusCode::PAYLOAD_TOO_LARGE
@@ -68,6 +75,18 @@ fn json_rejection(rejection: JsonRejection) -> Response {
         _ => StatusCode::BAD_REQUEST,
     };
     json_error(status, rejection.body_text())
+}
+
+/// True when reading the body ended at the body timeout.
+fn body_timed_out(rejection: &JsonRejection) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(e) = source {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// 404 for routes that do not exist.

@@ -1,7 +1,10 @@
 //! Console access: one-time tokens that expire, and resolving a token to
-//! the VM's console socket for the WebSocket bridge.
+//! the VM's console socket for the WebSocket bridge, at most
+//! [`MAX_SESSIONS`] sessions per VM at once.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use fastvm_proto::api::ConsoleTokenResponse;
 
@@ -11,11 +14,59 @@ use crate::auth;
 use crate::store::now_ms;
 use crate::vmm::machine::CONSOLE_SOCKET;
 
-/// The console a valid token opens.
-#[derive(Debug, Clone)]
+/// WebSocket console sessions of one VM open at once (the monitor serves
+/// as many console clients).
+pub const MAX_SESSIONS: usize = crate::vmm::console::MAX_CLIENTS;
+
+/// Console sessions open, per VM.
+#[derive(Debug, Default, Clone)]
+pub struct Sessions(Arc<Mutex<HashMap<String, usize>>>);
+
+impl Sessions {
+    /// Counts a new session of `vm_id`, unless it has [`MAX_SESSIONS`].
+    fn open(&self, vm_id: &str) -> Result<Session, ServiceError> {
+        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(vm_id.to_string()).or_default();
+        if *count >= MAX_SESSIONS {
+            return Err(ServiceError::TooMany(format!(
+                "VM {vm_id} has {MAX_SESSIONS} console sessions open, the most it serves; \
+                 close one first"
+            )));
+        }
+        *count += 1;
+        Ok(Session {
+            sessions: self.clone(),
+            vm_id: vm_id.to_string(),
+        })
+    }
+}
+
+/// One open console session; its end is counted when it is dropped.
+#[derive(Debug)]
+pub struct Session {
+    sessions: Sessions,
+    vm_id: String,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let mut open = self.sessions.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.vm_id) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.vm_id);
+            }
+        }
+    }
+}
+
+/// The console a valid token opens, counted among its VM's sessions while
+/// this lives.
+#[derive(Debug)]
 pub struct ConsoleTarget {
     pub vm_id: String,
     pub socket: PathBuf,
+    pub session: Session,
 }
 
 impl Service {
@@ -70,6 +121,7 @@ impl Service {
             require_running(&vm, "open a console")?;
             Ok(ConsoleTarget {
                 socket: inner.supervisor.vm_dir(&vm.id).join(CONSOLE_SOCKET),
+                session: inner.console_sessions.open(&vm.id)?,
                 vm_id: vm.id,
             })
         })

@@ -19,6 +19,9 @@ pub enum ServiceError {
     /// The resource is not in a state that allows this (409).
     #[error("{0}")]
     Conflict(String),
+    /// Too many of something at once for this caller or resource (429).
+    #[error("{0}")]
+    TooMany(String),
     /// A monitor or guest agent failed (502).
     #[error("{0}")]
     Upstream(String),
@@ -46,6 +49,7 @@ impl ServiceError {
             ServiceError::Forbidden(_) => 403,
             ServiceError::NotFound(_) => 404,
             ServiceError::Conflict(_) => 409,
+            ServiceError::TooMany(_) => 429,
             ServiceError::Upstream(_) => 502,
             ServiceError::Unavailable(_) => 503,
             ServiceError::Internal(_) => 500,
@@ -70,6 +74,7 @@ mod tests {
             (ServiceError::Forbidden("f".into()), 403),
             (ServiceError::NotFound("n".into()), 404),
             (ServiceError::Conflict("c".into()), 409),
+            (ServiceError::TooMany("t".into()), 429),
             (ServiceError::Upstream("x".into()), 502),
             (ServiceError::Unavailable("y".into()), 503),
             (ServiceError::Internal("z".into()), 500),

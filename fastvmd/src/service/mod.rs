@@ -101,6 +101,8 @@ pub(crate) struct Inner {
     pub events: broadcast::Sender<Event>,
     /// The prefix VMs get addresses from; `None`: VMs run without a NIC.
     pub net: Option<crate::net::addr::Prefix>,
+    /// WebSocket console sessions open, per VM.
+    pub console_sessions: console::Sessions,
 }
 
 /// The operation layer; a cheap clone.
@@ -199,6 +201,7 @@ impl Service {
                 snapshots_dir,
                 events,
                 net: network.as_ref().ok().copied(),
+                console_sessions: console::Sessions::default(),
             }),
         };
         let first_key = service.ensure_default_org()?;
