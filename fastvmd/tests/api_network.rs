@@ -113,6 +113,76 @@ fn vms_get_addresses_and_firewall_changes_apply_live() {
     );
     assert_eq!(patched["firewall"]["ingress"][0]["portStart"], 7001);
     assert_eq!(open_ports(addr), vec![7001, 7002]);
+    let kept = patched["firewall"].clone();
+    let firewall_path = format!("/v1/vms/{id}/firewall");
+
+    // Past the caps: 400, and the previous policy stays.
+    let many: Vec<_> = (0..2000)
+        .map(|i| json!({"protocol": "tcp", "portStart": 10_000 + i}))
+        .collect();
+    let (status, err) = d.call(
+        "PUT",
+        &firewall_path,
+        Some(&json!({"mode": "restricted", "ingress": many})),
+    );
+    assert_eq!(status, 400, "{err}");
+    assert!(
+        err["error"].as_str().unwrap().contains("at most 1000"),
+        "{err}"
+    );
+    assert_eq!(
+        d.call("GET", &format!("/v1/vms/{id}"), None).1["firewall"],
+        kept
+    );
+    assert_eq!(open_ports(addr), vec![7001, 7002]);
+
+    // A change the monitor does not take (here: it is stopped and the call
+    // times out) leaves the previous policy stored and in force, also once
+    // the monitor runs again.
+    let pids = d.monitor_pids();
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    // SAFETY: stops and later continues the monitor this test started.
+    unsafe { libc::kill(pids[0] as i32, libc::SIGSTOP) };
+    let (status, err) = d.call("PUT", &firewall_path, Some(&json!({"mode": "open"})));
+    // SAFETY: as above.
+    unsafe { libc::kill(pids[0] as i32, libc::SIGCONT) };
+    assert_eq!(status, 502, "{err}");
+    assert!(
+        err["error"].as_str().unwrap().contains("not applied"),
+        "{err}"
+    );
+    assert_eq!(
+        d.call("GET", &format!("/v1/vms/{id}"), None).1["firewall"],
+        kept
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        open_ports(addr),
+        vec![7001, 7002],
+        "still the previous policy"
+    );
+
+    // A policy at the caps reaches the monitor whole: 1,000 rules with
+    // 256-character descriptions (~330 KB of JSON), the last one opening 7000.
+    let mut big: Vec<_> = (0..999)
+        .map(|i| {
+            json!({"protocol": "udp", "portStart": 20_000 + i,
+                   "description": "d".repeat(256)})
+        })
+        .collect();
+    big.push(json!({"protocol": "tcp", "portStart": 7000}));
+    let (status, put) = d.call(
+        "PUT",
+        &firewall_path,
+        Some(&json!({"mode": "restricted", "ingress": big})),
+    );
+    assert_eq!(status, 200, "{}", put["error"]);
+    assert_eq!(put["firewall"]["ingress"].as_array().unwrap().len(), 1000);
+    wait_port(addr, 7000);
+    assert_eq!(open_ports(addr), vec![7000]);
+    let (status, put) = d.call("PUT", &firewall_path, Some(&kept));
+    assert_eq!(status, 200, "{put}");
+    assert_eq!(open_ports(addr), vec![7001, 7002]);
 
     // A snapshot keeps the policy; a clone gets a new address and that policy.
     let (status, snap) = d.call("POST", "/v1/snapshots", Some(&json!({"vmId": id})));

@@ -83,6 +83,7 @@ fn assert_root_is_the_vm_dir(pid: u32, vm_dir: &Path) {
         "monitor.log",
         "disk",
         "exit.json",
+        "firewall.json",
     ];
     for name in &names {
         assert!(allowed.contains(&name.as_str()), "{root}: {names:?}");

@@ -19,6 +19,11 @@ use super::types::{
 pub const MAX_NAME_CHARS: usize = 64;
 /// Longest firewall rule description, in characters.
 pub const MAX_DESCRIPTION_CHARS: usize = 256;
+/// Rules of one firewall policy.
+pub const MAX_FIREWALL_RULES: usize = 1000;
+/// Source CIDRs of one rule, and of a whole policy.
+pub const MAX_RULE_CIDRS: usize = 64;
+pub const MAX_POLICY_CIDRS: usize = 4096;
 /// Longest exec deadline a request may ask for: one hour. The spec sets only
 /// a minimum; an upper bound keeps a forgotten request from pinning a
 /// connection to the agent for days.
@@ -155,6 +160,13 @@ pub fn validate_firewall_rule(
             ));
         }
     }
+    let cidrs = rule.source_cidrs.as_ref().map_or(0, Vec::len);
+    if cidrs > MAX_RULE_CIDRS {
+        return Err(ValidationError::new(
+            field("sourceCidrs"),
+            format!("{cidrs} CIDRs: a rule has at most {MAX_RULE_CIDRS}"),
+        ));
+    }
     for (i, cidr) in rule.source_cidrs.iter().flatten().enumerate() {
         if let Err(e) = cidr.parse::<Ipv6Cidr>() {
             return Err(ValidationError::new(
@@ -216,6 +228,25 @@ fn check_policy(prefix: &str, policy: &FirewallPolicy) -> Result<(), ValidationE
 }
 
 fn check_rules(prefix: &str, rules: &[FirewallRule]) -> Result<(), ValidationError> {
+    if rules.len() > MAX_FIREWALL_RULES {
+        return Err(ValidationError::new(
+            format!("{prefix}ingress"),
+            format!(
+                "{} rules: a policy has at most {MAX_FIREWALL_RULES}",
+                rules.len()
+            ),
+        ));
+    }
+    let cidrs: usize = rules
+        .iter()
+        .map(|r| r.source_cidrs.as_ref().map_or(0, Vec::len))
+        .sum();
+    if cidrs > MAX_POLICY_CIDRS {
+        return Err(ValidationError::new(
+            format!("{prefix}ingress"),
+            format!("{cidrs} source CIDRs: a policy has at most {MAX_POLICY_CIDRS}"),
+        ));
+    }
     for (i, rule) in rules.iter().enumerate() {
         validate_firewall_rule(&format!("{prefix}ingress[{i}]."), rule)?;
     }

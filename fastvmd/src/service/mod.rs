@@ -103,6 +103,8 @@ pub(crate) struct Inner {
     pub net: Option<crate::net::addr::Prefix>,
     /// WebSocket console sessions open, per VM.
     pub console_sessions: console::Sessions,
+    /// Held while a firewall change is enforced and stored.
+    pub firewall_changes: std::sync::Mutex<()>,
 }
 
 /// The operation layer; a cheap clone.
@@ -202,6 +204,7 @@ impl Service {
                 events,
                 net: network.as_ref().ok().copied(),
                 console_sessions: console::Sessions::default(),
+                firewall_changes: std::sync::Mutex::new(()),
             }),
         };
         let first_key = service.ensure_default_org()?;

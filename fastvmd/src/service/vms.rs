@@ -390,20 +390,33 @@ impl Service {
     ) -> Result<VmInstance, ServiceError> {
         let (caller, id) = (caller.clone(), path_id(id)?);
         self.blocking(move |inner| {
+            // One change at a time, so what is stored is what is enforced.
+            let _one = inner
+                .firewall_changes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             let row = find_vm(inner, &caller, &id)?;
-            let policy = change(convert::vm(&row)?.firewall)?;
+            let old = convert::vm(&row)?.firewall;
+            let policy = change(old.clone())?;
             api::validate_firewall_policy(&policy)?;
+            // Enforced first and stored only then: a change the monitor
+            // does not take leaves the previous policy stored and in force.
+            if inner.supervisor.is_alive(&id)
+                && let Err(e) = inner.supervisor.set_firewall(&id, &policy)
+            {
+                let kept = match inner.supervisor.set_firewall(&id, &old) {
+                    Ok(_) => "the previous policy stays in force".to_string(),
+                    Err(again) => format!(
+                        "the previous policy stays stored; re-applying it failed too ({again})"
+                    ),
+                };
+                return Err(ServiceError::Upstream(format!(
+                    "VM {id}: the firewall change was not applied ({e}); {kept}"
+                )));
+            }
             inner
                 .store
                 .update_vm_firewall(&caller.org_id, &id, &firewall_json(&policy)?)?;
-            // Stored first, so the policy survives whatever happens next;
-            // then enforced at once by the running monitor.
-            if inner.supervisor.is_alive(&id) {
-                inner
-                    .supervisor
-                    .set_firewall(&id, &policy)
-                    .map_err(|e| ServiceError::Upstream(format!("VM {id}: {e}")))?;
-            }
             let vm = convert::vm(&find_vm(inner, &caller, &id)?)?;
             inner.emit(EventKind::Vm, EventOp::Updated, &caller.org_id, &vm);
             Ok(vm)

@@ -1,6 +1,6 @@
 //! Client of a monitor's control socket.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
@@ -20,6 +20,13 @@ pub enum ControlError {
     #[error("{0}")]
     Refused(String),
 }
+
+/// Time a monitor has to answer a call.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest answer line read from a monitor (a firewall report carries the
+/// whole policy); a longer one is refused, however the monitor behaves.
+pub const MAX_ANSWER: usize = 2 << 20;
 
 /// A connection to one monitor's `control.sock`.
 pub struct ControlClient {
@@ -44,7 +51,7 @@ impl ControlClient {
     }
 
     pub fn from_stream(stream: UnixStream) -> Result<Self, ControlError> {
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.set_read_timeout(Some(CALL_TIMEOUT))?;
         Ok(ControlClient {
             writer: stream.try_clone()?,
             reader: BufReader::new(stream),
@@ -55,14 +62,29 @@ impl ControlClient {
     pub fn raw(&mut self, line: &str) -> Result<Response, ControlError> {
         self.writer.write_all(line.as_bytes())?;
         self.writer.write_all(b"\n")?;
-        let mut answer = String::new();
-        if self.reader.read_line(&mut answer)? == 0 {
+        let mut answer = Vec::new();
+        let read = (&mut self.reader)
+            .take(MAX_ANSWER as u64 + 1)
+            .read_until(b'\n', &mut answer)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no answer within {} s", CALL_TIMEOUT.as_secs()),
+                ),
+                _ => e,
+            })?;
+        if read == 0 {
             return Err(ControlError::Io(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "monitor closed the control socket",
             )));
         }
-        serde_json::from_str(&answer).map_err(|e| ControlError::Malformed(e.to_string()))
+        if answer.last() != Some(&b'\n') && answer.len() > MAX_ANSWER {
+            return Err(ControlError::Malformed(format!(
+                "an answer longer than {MAX_ANSWER} bytes"
+            )));
+        }
+        serde_json::from_slice(&answer).map_err(|e| ControlError::Malformed(e.to_string()))
     }
 
     /// Takes a snapshot into the VM directory as `name`; what was written,
@@ -139,6 +161,28 @@ mod tests {
     use std::os::unix::net::UnixListener;
     use std::sync::Arc;
     use std::sync::Mutex;
+
+    #[test]
+    fn an_endless_answer_is_refused_without_reading_it_all() {
+        let (ours, monitor) = UnixStream::pair().unwrap();
+        let sent = std::thread::spawn(move || {
+            let mut monitor = monitor;
+            let chunk = vec![b'x'; 64 << 10];
+            let mut sent = 0usize;
+            while monitor.write_all(&chunk).is_ok() && sent < (64 << 20) {
+                sent += chunk.len();
+            }
+            sent
+        });
+        let mut client = ControlClient::from_stream(ours).unwrap();
+        match client.raw("{\"op\":\"status\"}") {
+            Err(ControlError::Malformed(why)) => assert!(why.contains("longer than"), "{why}"),
+            other => panic!("an endless answer: {:?}", other.map(|r| r.ok)),
+        }
+        drop(client);
+        let sent = sent.join().unwrap();
+        assert!(sent < 8 << 20, "read {sent} bytes of an endless answer");
+    }
 
     struct Fake(Mutex<RunState>);
     impl ControlTarget for Fake {
@@ -265,7 +309,8 @@ mod tests {
         }
 
         // A line past the limit is refused and ends the connection.
-        let long = format!("{{\"op\":\"status\",\"pad\":\"{}\"", "x".repeat(70_000));
+        let pad = "x".repeat(crate::vmm::control::server::MAX_LINE + 10);
+        let long = format!("{{\"op\":\"status\",\"pad\":\"{pad}\"");
         let refused = c.raw(&long).unwrap();
         assert!(refused.error.unwrap().contains("longer than"));
         assert!(

@@ -170,13 +170,18 @@ impl Supervisor {
     }
 
     /// Replaces the ingress policy of VM `id`'s NIC at once; `Ok(false)`
-    /// when the VM has no NIC.
+    /// when the VM has no NIC. Rule descriptions stay with the daemon: the
+    /// monitor needs only what it matches on.
     pub fn set_firewall(
         &self,
         id: &str,
         policy: &fastvm_proto::api::FirewallPolicy,
     ) -> Result<bool, SupervisorError> {
-        match self.control(id)?.firewall(Some(policy.clone())) {
+        let mut enforced = policy.clone();
+        for rule in &mut enforced.ingress {
+            rule.description = None;
+        }
+        match self.control(id)?.firewall(Some(enforced)) {
             Ok(_) => Ok(true),
             Err(ControlError::Refused(e)) if e.contains("no NIC") => Ok(false),
             Err(e) => Err(e.into()),

@@ -1,6 +1,7 @@
 //! One monitor process: how it is started, found and stopped.
 
 use std::fs::{self, OpenOptions};
+use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -21,6 +22,8 @@ use crate::vmm::machine::CONTROL_SOCKET;
 pub const MONITOR_LOG: &str = "monitor.log";
 /// Name of a booted VM's disk in its directory (restores create the same).
 pub const DISK_FILE: &str = "disk";
+/// The VM's ingress policy as its monitor reads it at start.
+pub const FIREWALL_FILE: &str = "firewall.json";
 /// How long a monitor may take to answer its first status request.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -142,11 +145,15 @@ pub fn start(
         .as_ref()
         .filter(|_| spec.nic.is_some() || restore)
     {
-        let policy = serde_json::from_str(policy).map_err(|e| SupervisorError::Prepare {
-            path: "firewall policy".into(),
-            source: std::io::Error::other(e),
-        })?;
-        args.firewall = Some(policy);
+        // Handed as a file in the VM directory, never on the command line.
+        let file = dir.join(FIREWALL_FILE);
+        vm_files::open_regular(
+            &file,
+            OpenOptions::new().create(true).truncate(true).write(true),
+        )
+        .and_then(|mut f| f.write_all(policy.as_bytes()))
+        .map_err(prepare_err(&file))?;
+        args.firewall_file = Some(FIREWALL_FILE.into());
     }
     match &spec.source {
         MonitorSource::Boot {

@@ -215,6 +215,11 @@ pub struct VmmArgs {
     /// restricted, no rules). With --restore: default the snapshot's.
     #[arg(long, value_name = "JSON", value_parser = parse_policy)]
     pub firewall: Option<fastvm_proto::api::FirewallPolicy>,
+    /// The NIC's ingress policy read from FILE (FirewallPolicy JSON, at most
+    /// 1 MiB; relative to DIR), as the daemon gives it: a policy on a
+    /// command line is capped by the kernel and readable by every process.
+    #[arg(long, value_name = "FILE", conflicts_with = "firewall")]
+    pub firewall_file: Option<PathBuf>,
     /// Tell the guest its IPv6 address: appends `fastvm.ip6=ADDR/128
     /// fastvm.gw6=fe80::1` to the command line.
     #[arg(long, value_name = "ADDR", conflicts_with = "restore")]
@@ -271,6 +276,7 @@ impl VmmArgs {
             tap: None,
             mac: None,
             firewall: None,
+            firewall_file: None,
             ip6: None,
             tap_fd: None,
             netns_fd: None,
@@ -334,6 +340,9 @@ impl VmmArgs {
             let json = serde_json::to_string(policy).unwrap_or_default();
             arg("--firewall", json.into());
         }
+        if let Some(file) = &self.firewall_file {
+            arg("--firewall-file", file.into());
+        }
         if let Some(ip6) = self.ip6 {
             arg("--ip6", ip6.to_string().into());
         }
@@ -376,6 +385,18 @@ impl VmmArgs {
         }
         Ok(Some((JailIds { uid, gid }, self.seccomp)))
     }
+}
+
+/// Largest policy file `--firewall-file` reads.
+pub const MAX_POLICY_FILE: u64 = 1 << 20;
+
+/// The policy in `file` (not followed if a link, regular, bounded).
+fn read_policy_file(file: &Path) -> Result<fastvm_proto::api::FirewallPolicy, String> {
+    let bytes = jail::vm_files::read_capped(file, MAX_POLICY_FILE)
+        .map_err(|e| format!("--firewall-file {}: {e}", file.display()))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| format!("--firewall-file {}: not UTF-8", file.display()))?;
+    parse_policy(&text).map_err(|e| format!("--firewall-file {}: {e}", file.display()))
 }
 
 fn parse_policy(s: &str) -> Result<fastvm_proto::api::FirewallPolicy, String> {
@@ -441,6 +462,10 @@ pub fn run_vmm(
 
 /// Runs the VM described by `args` until it ends.
 fn run_machine(args: VmmArgs, early: Option<KvmThread>) -> Result<ExitEvent, String> {
+    let mut args = args;
+    if let Some(file) = args.firewall_file.take() {
+        args.firewall = Some(read_policy_file(&file)?);
+    }
     let tap = match (args.tap.clone(), jail::early_tap_name()) {
         (Some(asked), Some(handed)) if asked != handed => {
             return Err(format!("--tap {asked}, but --tap-fd is tap {handed}"));
@@ -559,6 +584,7 @@ mod tests {
         restore.restore = Some("/snapshots/s1".into());
         restore.disk_gib = Some(20);
         restore.vsock_cid = Some(9);
+        restore.firewall_file = Some("firewall.json".into());
         assert_eq!(parsed(&restore), restore);
         let bare = VmmArgs::new("vm".into());
         let mut bare_boot = bare.clone();

@@ -207,6 +207,43 @@ fn firewall_bodies() {
 }
 
 #[test]
+fn firewall_sizes_are_capped() {
+    let with = |rules: usize, cidrs: usize| FirewallPolicy {
+        mode: FirewallMode::Restricted,
+        ingress: vec![
+            FirewallRule {
+                source_cidrs: Some(vec!["2001:db8::/32".into(); cidrs]),
+                ..rule()
+            };
+            rules
+        ],
+    };
+    validate_firewall_policy(&with(MAX_FIREWALL_RULES, 0)).unwrap();
+    fails_on(
+        validate_firewall_policy(&with(MAX_FIREWALL_RULES + 1, 0)),
+        "ingress",
+    );
+    validate_firewall_policy(&with(1, MAX_RULE_CIDRS)).unwrap();
+    fails_on(
+        validate_firewall_policy(&with(1, MAX_RULE_CIDRS + 1)),
+        "ingress[0].sourceCidrs",
+    );
+    let per_rule = MAX_RULE_CIDRS;
+    let rules = MAX_POLICY_CIDRS / per_rule;
+    validate_firewall_policy(&with(rules, per_rule)).unwrap();
+    fails_on(
+        validate_firewall_policy(&with(rules + 1, per_rule)),
+        "ingress",
+    );
+    // A patch's rules and a createVM's policy are held to the same caps.
+    let patch = PatchVmFirewallRequest {
+        mode: None,
+        ingress: Some(with(MAX_FIREWALL_RULES + 1, 0).ingress),
+    };
+    fails_on(validate_patch_vm_firewall(&patch), "ingress");
+}
+
+#[test]
 fn exec() {
     let v = |command: &[&str], timeout_sec: Option<u64>| {
         validate_exec_vm(&ExecVmRequest {

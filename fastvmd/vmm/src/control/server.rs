@@ -3,8 +3,9 @@
 
 use super::{ControlTarget, Request, Response, RunState, Status};
 
-/// Longest request line accepted.
-pub const MAX_LINE: usize = 64 << 10;
+/// Longest request line accepted: room for a `setFirewall` with a policy
+/// at the API's caps (1,000 rules, 4,096 source CIDRs: ~300 KB).
+pub const MAX_LINE: usize = 1 << 20;
 
 /// Answers one request line. A `stop` is answered first and carried out by
 /// the caller once the answer is sent (the process ends soon after), so the

@@ -103,6 +103,9 @@ impl ControlClient {
     /// Answers the whole lines read; `Some` when the client must go.
     fn answer_lines(&mut self, target: &dyn ControlTarget) -> Option<Step> {
         while let Some(end) = self.line.iter().position(|b| *b == b'\n') {
+            if end > MAX_LINE {
+                break;
+            }
             let line: Vec<u8> = self.line.drain(..=end).collect();
             let text = String::from_utf8_lossy(&line);
             let text = text.trim();

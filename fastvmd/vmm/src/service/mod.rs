@@ -263,6 +263,13 @@ impl State {
             return;
         };
         let step = match client {
+            // A request whose client has gone is not carried out: the client
+            // gave up on it (a daemon whose call timed out may have stored
+            // that the change failed), so doing it late would make the VM
+            // run on something nobody asked for any more.
+            Client::Control(_) if events.intersects(EventSet::HANG_UP | EventSet::ERROR) => {
+                Step::Close
+            }
             Client::Control(c) => match &self.control {
                 Some(control) => c.serve(control.target.as_ref()),
                 None => Step::Keep,
