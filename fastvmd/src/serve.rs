@@ -166,6 +166,13 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
             opened.adopted, opened.lost
         );
     }
+    let swept = &opened.swept;
+    if swept.recovered + swept.failed > 0 {
+        eprintln!(
+            "fastvmd: {} snapshot(s) left creating by a crash are ready, {} failed (now error)",
+            swept.recovered, swept.failed
+        );
+    }
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;

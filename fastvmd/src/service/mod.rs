@@ -10,6 +10,7 @@ pub mod error;
 mod local_console;
 mod reconcile;
 mod settle;
+pub mod snapshot_sweep;
 mod snapshots;
 mod vms;
 
@@ -105,6 +106,8 @@ pub(crate) struct Inner {
     pub console_sessions: console::Sessions,
     /// Held while a firewall change is enforced and stored.
     pub firewall_changes: std::sync::Mutex<()>,
+    /// VMs with a snapshot being taken.
+    pub snapshotting: snapshots::InFlight,
 }
 
 /// The operation layer; a cheap clone.
@@ -132,6 +135,8 @@ pub struct Opened {
     /// VMs found running and VMs marked `error` at start.
     pub adopted: usize,
     pub lost: usize,
+    /// What the start-up sweep of snapshots did.
+    pub swept: snapshot_sweep::Swept,
     /// The prefix VMs get addresses from, or why VMs run without a NIC.
     pub network: Result<crate::net::addr::Prefix, String>,
 }
@@ -205,16 +210,19 @@ impl Service {
                 net: network.as_ref().ok().copied(),
                 console_sessions: console::Sessions::default(),
                 firewall_changes: std::sync::Mutex::new(()),
+                snapshotting: snapshots::InFlight::default(),
             }),
         };
         let first_key = service.ensure_default_org()?;
         let (adopted, lost) = service.reconcile_blocking()?;
+        let swept = snapshot_sweep::sweep(&service.inner)?;
         Ok(Opened {
             service,
             first_key,
             unavailable,
             adopted,
             lost,
+            swept,
             network,
         })
     }

@@ -8,6 +8,7 @@ use fastvm_proto::socket::{EventKind, EventOp};
 
 use super::admin::emit_quota;
 use super::convert;
+use super::snapshot_sweep::deleting_path;
 use super::vms::{find_vm, path_id, require_running};
 use super::{Caller, Service, ServiceError};
 use crate::store::{NewSnapshot, snapshot_status};
@@ -25,6 +26,11 @@ impl Service {
             let vm_id = req.vm_id.to_string();
             let vm = find_vm(inner, &caller, &vm_id)?;
             require_running(&vm, "snapshot")?;
+            let _only = inner.snapshotting.begin(&vm.id).ok_or_else(|| {
+                ServiceError::Conflict(format!(
+                    "a snapshot of VM {vm_id} is in progress; try again when it is done"
+                ))
+            })?;
             let row = inner.store.create_snapshot_within_quota(NewSnapshot {
                 org_id: caller.org_id.clone(),
                 vm_id: vm.id.clone(),
@@ -138,10 +144,24 @@ impl Service {
                 .store
                 .get_snapshot(&caller.org_id, &id)?
                 .ok_or_else(|| ServiceError::NotFound(format!("snapshot {id} not found")))?;
+            // Files out of the way first (one rename), then the row, then
+            // the files: a crash anywhere leaves what the start-up sweep
+            // finishes ([`super::snapshot_sweep`]).
+            let doomed = deleting_path(&inner.snapshots_dir, &id);
+            match std::fs::rename(inner.snapshots_dir.join(&id), &doomed) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::error!("snapshot {id}: cannot move its files aside: {e}");
+                    return Err(ServiceError::Internal(format!(
+                        "snapshot {id}: its files cannot be removed"
+                    )));
+                }
+            }
             if !inner.store.delete_snapshot(&caller.org_id, &id)? {
                 return Err(ServiceError::NotFound(format!("snapshot {id} not found")));
             }
-            let _ = std::fs::remove_dir_all(inner.snapshots_dir.join(&id));
+            let _ = std::fs::remove_dir_all(&doomed);
             inner.emit(
                 EventKind::Snapshot,
                 EventOp::Deleted,
@@ -152,5 +172,34 @@ impl Service {
             Ok(DeleteResponse { id, deleted: true })
         })
         .await
+    }
+}
+
+/// VMs with a snapshot being taken: one at a time per VM.
+#[derive(Debug, Default, Clone)]
+pub struct InFlight(std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>);
+
+impl InFlight {
+    /// Marks `vm_id` busy until the guard is dropped; `None` when it is.
+    pub fn begin(&self, vm_id: &str) -> Option<InFlightGuard> {
+        let mut busy = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        busy.insert(vm_id.to_string()).then(|| InFlightGuard {
+            set: self.clone(),
+            vm_id: vm_id.to_string(),
+        })
+    }
+}
+
+/// A snapshot in progress; the VM is free again when this is dropped.
+#[derive(Debug)]
+pub struct InFlightGuard {
+    set: InFlight,
+    vm_id: String,
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        let mut busy = self.set.0.lock().unwrap_or_else(|e| e.into_inner());
+        busy.remove(&self.vm_id);
     }
 }

@@ -106,6 +106,11 @@ impl Supervisor {
         self
     }
 
+    /// Where VM directories are.
+    pub fn vms_dir(&self) -> &Path {
+        &self.vms_dir
+    }
+
     /// The directory of VM `id`.
     pub fn vm_dir(&self, id: &str) -> PathBuf {
         self.vms_dir.join(id)
