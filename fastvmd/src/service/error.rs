@@ -56,15 +56,78 @@ impl ServiceError {
         }
     }
 
-    /// The `{"error": "..."}` body.
+    /// The `{"error": ...}` body. A fault of the daemon, a monitor or the
+    /// host (5xx) may have been worded with host paths, which are not the
+    /// caller's to see: each is replaced by `<path>` (the daemon's log
+    /// keeps the whole message).
     pub fn body(&self) -> serde_json::Value {
-        serde_json::json!({ "error": self.to_string() })
+        let message = self.to_string();
+        let message = if self.status() >= 500 {
+            redact_paths(&message)
+        } else {
+            message
+        };
+        serde_json::json!({ "error": message })
     }
+}
+
+/// `text` with every absolute path (a `/` starting a word, up to a space,
+/// a quote, a bracket, a comma or a colon that ends a clause) replaced by
+/// `<path>`.
+pub fn redact_paths(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let starts_word = |i: usize| i == 0 || " \t\n(\"'=[{<,".contains(chars[i - 1]);
+    let ends_path = |i: usize| {
+        let c = chars[i];
+        c.is_whitespace()
+            || "\"'()[]{}<>,;".contains(c)
+            || (c == ':' && chars.get(i + 1).is_none_or(|n| n.is_whitespace()))
+    };
+    let path_char = |c: char| c.is_alphanumeric() || "._-/".contains(c);
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] == '/' && starts_word(i) && chars.get(i + 1).is_some_and(|c| path_char(*c)) {
+            while i < chars.len() && !ends_path(i) {
+                i += 1;
+            }
+            out.push_str("<path>");
+            continue;
+        }
+        out.push(chars[i]);
+        i += 1;
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_paths_leave_server_errors_only() {
+        let full = ServiceError::Upstream(
+            "snapshot of VM a: /var/lib/fastvm/snapshots/.1e09.tmp-18316/memory: No space left \
+             on device (\"/tmp/x y\", /dev/kvm)"
+                .into(),
+        );
+        assert_eq!(
+            full.body()["error"],
+            "snapshot of VM a: <path>: No space left on device (\"<path> y\", <path>)"
+        );
+        // The message itself (for the log) is whole.
+        assert!(full.to_string().contains("/var/lib/fastvm/snapshots"));
+        // A client's own words in a 4xx are answered as they are, and
+        // slashes inside words or ratios are not paths.
+        let bad = ServiceError::BadRequest("sourceCidrs[0]: \"/64\" is not an IPv6 CIDR".into());
+        assert_eq!(bad.body()["error"], bad.to_string());
+        assert_eq!(
+            redact_paths("1/2 of the VMs, and/or 10 MiB/s"),
+            "1/2 of the VMs, and/or 10 MiB/s"
+        );
+        assert_eq!(redact_paths("/"), "/");
+        assert_eq!(redact_paths("at /a/b:12: x"), "at <path>: x");
+    }
 
     #[test]
     fn each_kind_has_its_status_and_a_json_body() {
