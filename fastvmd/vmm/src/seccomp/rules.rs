@@ -10,9 +10,10 @@
 //!   thread does before it installs its own filter, as `seccomp` may only
 //!   add one.
 //!
-//! Arguments the kernel reads as 32 bits (`int`, `unsigned int`: ioctl
-//! requests, descriptors, pids, socket domains, prctl options) are checked
-//! on their lower half only, as the kernel reads them.
+//! Arguments are checked on their lower 32 bits, which is all the kernel
+//! reads of these: `int` and `unsigned int` (ioctl requests, descriptors,
+//! pids, socket domains, prctl options) and the PROT_ and MAP_ bits of
+//! `mmap`/`mprotect`. Each check is then half as long.
 
 use std::collections::BTreeMap;
 
@@ -144,10 +145,12 @@ fn one_of(rules: &mut Rules, call: i64, arg: u8, values: Vec<u32>) {
     rules.insert(call, Allowed::OneOf { arg, values });
 }
 
-/// A check of a 64-bit argument (`mmap`'s and `mprotect`'s `unsigned long`s).
+/// A check of the lower 32 bits of an argument: `mmap`'s and `mprotect`'s
+/// `prot` and `flags` are `unsigned long`s, but every PROT_ and MAP_ bit is
+/// in the lower half and the kernel ignores the upper one.
 fn cond(arg: u8, op: Op, value: u64) -> Cond {
     // Arguments 0-5 and these operators are always valid.
-    Cond::new(arg, Len::Qword, op, value).expect("a valid seccomp condition")
+    Cond::new(arg, Len::Dword, op, value).expect("a valid seccomp condition")
 }
 
 fn rule(conds: Vec<Cond>) -> SeccompRule {
