@@ -234,7 +234,7 @@ pub struct ServeArgs {
     pub body_timeout: u64,
     /// HTTP connections open at once, WebSocket consoles included; past it
     /// a new connection is answered 503 and closed.
-    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
 }
 

@@ -37,7 +37,7 @@ impl Default for HttpLimits {
         HttpLimits {
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
-            max_connections: 1024,
+            max_connections: 4096,
         }
     }
 }
@@ -50,6 +50,30 @@ const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Pause after a failed accept (out of descriptors, say) before the next.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// How often the connection count is looked at for [`give_back_memory`].
+const TRIM_INTERVAL: Duration = Duration::from_secs(5);
+/// A burst of at least this many connections is worth giving memory back for.
+const TRIM_BURST: usize = 256;
+
+/// Once a burst of connections (a flood of slow clients, say) has ended,
+/// gives the memory its buffers took back to the system: the allocator
+/// keeps freed memory for reuse otherwise, and the daemon would stay at
+/// its peak.
+async fn give_back_memory(connections: Arc<Semaphore>, max: usize) {
+    let mut tick = tokio::time::interval(TRIM_INTERVAL);
+    let mut peak = 0;
+    loop {
+        tick.tick().await;
+        let open = max.saturating_sub(connections.available_permits());
+        peak = peak.max(open);
+        if peak >= TRIM_BURST && open <= peak / 4 {
+            // SAFETY: malloc_trim only returns free heap memory to the
+            // system; no pointer is passed.
+            let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
+            peak = open;
+        }
+    }
+}
 
 /// Serves `app` on `listener` within `limits` until `shutdown` completes.
 pub async fn serve(
@@ -63,6 +87,10 @@ pub async fn serve(
     ));
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
+    let trimmer = tokio::spawn(give_back_memory(
+        connections.clone(),
+        limits.max_connections,
+    ));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -111,6 +139,7 @@ pub async fn serve(
             drop(permit);
         });
     }
+    trimmer.abort();
     let _ = stop_tx.send(true);
     // Every permit back means every connection has ended.
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
