@@ -112,6 +112,21 @@ fn malformed_requests_get_json_errors() {
         let (s, c, b) = d.raw("POST", "/v1/vms", &json_auth, body.to_string().into_bytes());
         assert_json_error(s, &c, &b, 400);
     }
+    // A schema-valid size of any magnitude is the quota's to refuse (403),
+    // not the JSON decoder's; null where the schema says integer is a 400.
+    for huge in [
+        "1000000",
+        "18446744073709551615",
+        "100000000000000000000000000000",
+    ] {
+        let body = format!(r#"{{"machineType":"c1m2","diskGiB":{huge}}}"#);
+        let (s, c, b) = d.raw("POST", "/v1/vms", &json_auth, body.into_bytes());
+        assert_json_error(s, &c, &b, 403);
+        assert!(b["error"].as_str().unwrap().contains("diskGiB"), "{b}");
+    }
+    let body = r#"{"machineType":"c1m2","diskGiB":null}"#;
+    let (s, c, b) = d.raw("POST", "/v1/vms", &json_auth, body.as_bytes().to_vec());
+    assert_json_error(s, &c, &b, 400);
     // An unknown source snapshot is bad input for createVM (the contract has no 404 there).
     let (s, c, b) = d.raw(
         "POST",
@@ -221,6 +236,18 @@ fn credentials_are_checked_and_orgs_isolated() {
         assert_eq!(s, 404, "{b}");
         let (s, _) = d.call("GET", &format!("/v1/vms/{id}"), None);
         assert_eq!(s, 200, "still there for its owner");
+        // A console request without its session is a 400, upgrade or not.
+        let (s, c, b) = d.raw("GET", &format!("/v1/vms/{id}/console/ws"), &[], Vec::new());
+        assert_json_error(s, &c, &b, 400);
+        assert!(b["error"].as_str().unwrap().contains("session"), "{b}");
+        // An empty program is answered like a missing one: exit 127.
+        let (s, out) = d.call(
+            "POST",
+            &format!("/v1/vms/{id}/exec"),
+            Some(&json!({"command": [""]})),
+        );
+        assert_eq!((s, &out["exitCode"]), (200, &json!(127)), "{out}");
+        assert!(!out["stderr"].as_str().unwrap().is_empty(), "{out}");
     }
 
     // Revoked keys stop working at once.

@@ -55,6 +55,10 @@ pub fn run(req: &ExecRequest, hangup: Option<BorrowedFd<'_>>) -> Option<ExecResu
         stderr.push(b"guest-agent: empty argv\n");
         return finish(127, stdout, stderr, false);
     };
+    if program.is_empty() {
+        stderr.push(b"guest-agent: the program name is empty\n");
+        return finish(127, stdout, stderr, false);
+    }
     if let Some(cwd) = &req.cwd
         && !std::path::Path::new(cwd).is_dir()
     {

@@ -286,6 +286,9 @@ fn a_missing_binary_is_exit_127() {
     let mut req = ExecRequest::new(["true"]);
     req.argv.clear();
     assert_eq!(agent.exec(req).exit_code, 127);
+    let r = agent.exec(ExecRequest::new(["", "x"]));
+    assert_eq!(r.exit_code, 127);
+    assert!(r.stderr.contains("program name is empty"), "{}", r.stderr);
 }
 
 #[test]

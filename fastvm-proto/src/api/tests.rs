@@ -435,3 +435,29 @@ fn rule_source_nets() {
     r.source_cidrs = Some(vec!["::/0".into(), "1.2.3.4/32".into()]);
     assert_eq!(r.source_nets().unwrap_err(), CidrError::Ipv4);
 }
+
+#[test]
+fn request_fields_may_be_absent_but_not_null() {
+    fn refused<T: serde::de::DeserializeOwned>(json: &str) {
+        assert!(serde_json::from_str::<T>(json).is_err(), "{json}: accepted");
+    }
+    let rule = r#"{"protocol":"tcp","portStart":22}"#;
+    serde_json::from_str::<FirewallRule>(rule).unwrap();
+    for field in ["portEnd", "sourceCidrs", "description"] {
+        refused::<FirewallRule>(&format!(
+            r#"{{"protocol":"tcp","portStart":22,"{field}":null}}"#
+        ));
+    }
+    serde_json::from_str::<PatchVmFirewallRequest>("{}").unwrap();
+    for field in ["mode", "ingress"] {
+        refused::<PatchVmFirewallRequest>(&format!(r#"{{"{field}":null}}"#));
+    }
+    serde_json::from_str::<CreateVmRequest>(r#"{"machineType":"c1m2"}"#).unwrap();
+    for field in ["name", "snapshotId", "diskGiB", "firewall"] {
+        refused::<CreateVmRequest>(&format!(r#"{{"machineType":"c1m2","{field}":null}}"#));
+    }
+    refused::<CreateVmRequest>(r#"{"machineType":null}"#);
+    let vm = "00000000-0000-4000-8000-000000000001";
+    refused::<CreateSnapshotRequest>(&format!(r#"{{"vmId":"{vm}","name":null}}"#));
+    refused::<ExecVmRequest>(r#"{"command":["true"],"timeoutSec":null}"#);
+}

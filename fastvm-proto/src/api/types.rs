@@ -3,7 +3,40 @@
 use core::fmt;
 use core::str::FromStr;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// [`present`] for a size: an integer past what a u64 holds is still a
+/// (very large) size, so it is taken as `u64::MAX` and refused by the
+/// quota like any other size too large, rather than by the JSON decoder.
+fn present_size<'de, D>(d: D) -> Result<Option<u64>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Exact(u64),
+        Huge(f64),
+    }
+    match Size::deserialize(d)? {
+        Size::Exact(n) => Ok(Some(n)),
+        Size::Huge(f) if f >= 0.0 && f.fract() == 0.0 => Ok(Some(u64::MAX)),
+        Size::Huge(_) => Err(serde::de::Error::custom(
+            "a size must be a whole number of GiB, at least 0",
+        )),
+    }
+}
+
+/// A field that may be absent but, when present, holds a value: the
+/// contract marks none of the request fields nullable, so `null` is as
+/// wrong there as any other value of the wrong type.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
 use uuid::Uuid;
 
 use crate::agent::ExecResult;
@@ -172,18 +205,28 @@ pub struct FirewallRule {
     #[serde(rename = "portStart")]
     pub port_start: u32,
     /// Last allowed port (inclusive), 1..=65535 and >= `portStart`; `portStart` when absent.
-    #[serde(rename = "portEnd", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "portEnd",
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub port_end: Option<u32>,
     /// Allowed IPv6 sources (CIDR, or a bare address meaning /128). Absent or
     /// empty means `::/0`.
     #[serde(
         rename = "sourceCidrs",
         default,
+        deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
     pub source_cidrs: Option<Vec<String>>,
     /// Free text, at most 256 characters.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub description: Option<String>,
 }
 
@@ -219,10 +262,18 @@ impl Default for FirewallPolicy {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PatchVmFirewallRequest {
     /// New mode, if given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub mode: Option<FirewallMode>,
     /// New rule list (replaces the whole list), if given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ingress: Option<Vec<FirewallRule>>,
 }
 
@@ -314,12 +365,17 @@ pub struct SnapshotObject {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateVmRequest {
     /// Display name; the daemon picks one when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub name: Option<String>,
     /// Boot the base image on this machine type.
     #[serde(
         rename = "machineType",
         default,
+        deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
     pub machine_type: Option<MachineType>,
@@ -327,14 +383,24 @@ pub struct CreateVmRequest {
     #[serde(
         rename = "snapshotId",
         default,
+        deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
     pub snapshot_id: Option<Uuid>,
     /// Grow-only disk size in GiB: >= 10, and >= the snapshot's disk (see [`crate::api::check_disk_grow`]).
-    #[serde(rename = "diskGiB", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "diskGiB",
+        default,
+        deserialize_with = "present_size",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub disk_gib: Option<u64>,
     /// Ingress policy; absent = the snapshot's policy, or the default for a new machine.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub firewall: Option<FirewallPolicy>,
 }
 
@@ -345,7 +411,11 @@ pub struct CreateSnapshotRequest {
     #[serde(rename = "vmId")]
     pub vm_id: Uuid,
     /// Display name; the daemon picks one when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub name: Option<String>,
 }
 
@@ -366,12 +436,14 @@ pub struct UpdateSnapshotRequest {
 /// `ExecVMRequest`: run one command (argv, no shell) in a running VM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecVmRequest {
-    /// Program and arguments; at least one element, `command[0]` not empty.
+    /// Program and arguments; at least one element (an empty program is
+    /// answered like a missing one: exit 127).
     pub command: Vec<String>,
     /// Deadline in seconds, 1..=[`crate::api::MAX_EXEC_TIMEOUT_SEC`]; the daemon's default when absent.
     #[serde(
         rename = "timeoutSec",
         default,
+        deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
     pub timeout_sec: Option<u64>,

@@ -1,6 +1,6 @@
 //! `GET /v1/vms/{id}/console/ws?session=TOKEN`: a WebSocket bridged to the
-//! VM's serial console both ways. 426 without an upgrade (the token is not
-//! spent then), 404 for an unknown, used or expired token, 409 when the VM
+//! VM's serial console both ways. 400 without a session, 426 without an
+//! upgrade (the token is not spent then), 404 for an unknown, used or expired token, 409 when the VM
 //! is not running, 429 when the VM has as many console sessions as it
 //! serves. The socket closes when the VM stops. A message from the client
 //! is at most [`MAX_MESSAGE`] bytes (a paste; larger closes the session).
@@ -27,13 +27,21 @@ pub async fn connect(
     Query(query): Query<HashMap<String, String>>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
+    let token = match query.get("session") {
+        Some(token) if !token.is_empty() => token.clone(),
+        _ => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "session: required (the token createVMConsoleToken gave)",
+            );
+        }
+    };
     let Ok(upgrade) = upgrade else {
         return json_error(
             StatusCode::UPGRADE_REQUIRED,
             "this endpoint speaks WebSocket: send an Upgrade: websocket request",
         );
     };
-    let token = query.get("session").cloned().unwrap_or_default();
     let target = match service.connect_vm_console(&id, &token).await {
         Ok(target) => target,
         Err(e) => return ApiError(e).into_response(),

@@ -176,7 +176,8 @@ pub fn start(
             .map_err(prepare_err(&disk))?;
             let len = file.metadata().map_err(prepare_err(&disk))?.len();
             // Grow to the requested size, never shrink a copied image.
-            file.set_len(len.max(spec.disk_gib << 30))
+            // A size past what a file can be fails here (EFBIG), whole.
+            file.set_len(len.max(spec.disk_gib.saturating_mul(1 << 30)))
                 .map_err(prepare_err(&disk))?;
             args.cmdline = match &spec.nic {
                 Some(nic) => format!("{cmdline} {}", crate::net::addr::guest_cmdline(nic.addr)),
