@@ -439,7 +439,8 @@ pub struct ExecVmRequest {
     /// Program and arguments; at least one element (an empty program is
     /// answered like a missing one: exit 127).
     pub command: Vec<String>,
-    /// Deadline in seconds, 1..=[`crate::api::MAX_EXEC_TIMEOUT_SEC`]; the daemon's default when absent.
+    /// Deadline in seconds, at least 1 (at most [`crate::api::MAX_EXEC_TIMEOUT_SEC`]
+    /// is used); the daemon's default when absent.
     #[serde(
         rename = "timeoutSec",
         default,
@@ -451,10 +452,14 @@ pub struct ExecVmRequest {
 
 impl ExecVmRequest {
     /// The agent request for this command (default output caps, no env, no cwd),
-    /// with `timeout_sec` (or `default_timeout_sec` when absent) in milliseconds.
+    /// with `timeout_sec` (or `default_timeout_sec` when absent), at most
+    /// [`crate::api::MAX_EXEC_TIMEOUT_SEC`], in milliseconds.
     pub fn to_agent_request(&self, default_timeout_sec: u64) -> crate::agent::ExecRequest {
         let mut req = crate::agent::ExecRequest::new(self.command.iter().cloned());
-        let secs = self.timeout_sec.unwrap_or(default_timeout_sec);
+        let secs = self
+            .timeout_sec
+            .unwrap_or(default_timeout_sec)
+            .min(crate::api::MAX_EXEC_TIMEOUT_SEC);
         req.timeout_ms = Some(secs.saturating_mul(1000));
         req
     }

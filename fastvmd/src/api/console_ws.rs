@@ -27,9 +27,13 @@ pub async fn connect(
     Query(query): Query<HashMap<String, String>>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
+    // What is wrong with the request itself comes before the upgrade.
+    if let Err(e) = fastvm_proto::api::parse_uuid("id", &id) {
+        return ApiError(ServiceError::from(e)).into_response();
+    }
     let token = match query.get("session") {
-        Some(token) if !token.is_empty() => token.clone(),
-        _ => {
+        Some(token) => token.clone(),
+        None => {
             return json_error(
                 StatusCode::BAD_REQUEST,
                 "session: required (the token createVMConsoleToken gave)",

@@ -259,7 +259,16 @@ fn exec() {
     // allows it.
     v(&["", "x"], None).unwrap();
     fails_on(v(&["true"], Some(0)), "timeoutSec");
-    fails_on(v(&["true"], Some(MAX_EXEC_TIMEOUT_SEC + 1)), "timeoutSec");
+    // Longer than the most an exec runs is taken as that most.
+    v(&["true"], Some(MAX_EXEC_TIMEOUT_SEC + 1)).unwrap();
+    let long = ExecVmRequest {
+        command: vec!["true".into()],
+        timeout_sec: Some(u64::MAX),
+    };
+    assert_eq!(
+        long.to_agent_request(30).timeout_ms,
+        Some(MAX_EXEC_TIMEOUT_SEC * 1000)
+    );
 }
 
 #[test]
