@@ -166,14 +166,7 @@ fn console(
     tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>,
     tungstenite::Error,
 > {
-    let (status, token) = d.call("POST", &format!("/v1/vms/{id}/console-token"), None);
-    assert_eq!(status, 200, "{token}");
-    let url = format!(
-        "{}{}",
-        d.base.replace("http://", "ws://"),
-        token["websocketPath"].as_str().unwrap()
-    );
-    tungstenite::connect(&url).map(|(ws, _)| ws)
+    tungstenite::connect(d.console_url(id)).map(|(ws, _)| ws)
 }
 
 #[test]

@@ -166,6 +166,14 @@ impl Daemon {
             .map(|r| r.status().as_u16())
     }
 
+    /// The WebSocket URL of a new one-time console token of VM `id`.
+    pub fn console_url(&self, id: &str) -> String {
+        let (status, token) = self.call("POST", &format!("/v1/vms/{id}/console-token"), None);
+        assert_eq!(status, 200, "{token}");
+        let path = token["websocketPath"].as_str().expect("websocketPath");
+        format!("{}{path}", self.base.replace("http://", "ws://"))
+    }
+
     /// Sends a request with the daemon's API key.
     pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
         self.call_with(None, method, path, body)
