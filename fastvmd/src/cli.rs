@@ -236,6 +236,11 @@ pub struct ServeArgs {
     /// a new connection is answered 503 and closed.
     #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
+    /// Execs one org may have running at once; past it execVM answers 429.
+    /// Each waits on its guest on a thread of its own, off the pool the
+    /// store and authentication use.
+    #[arg(long, value_name = "N", default_value_t = crate::service::exec_slots::DEFAULT_PER_ORG as u64, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub max_execs_per_org: u64,
 }
 
 /// Runs the daemon.
@@ -255,6 +260,7 @@ pub fn run_serve(args: ServeArgs) -> ExitCode {
         ipv6_prefix: args.ipv6_prefix,
         monitor_exe: args.monitor_exe,
         jail_ids: args.jail_ids,
+        max_execs_per_org: args.max_execs_per_org as usize,
         http: crate::http_server::HttpLimits {
             header_timeout: std::time::Duration::from_secs(args.header_timeout),
             body_timeout: std::time::Duration::from_secs(args.body_timeout),

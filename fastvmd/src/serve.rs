@@ -25,6 +25,8 @@ pub struct ServeOptions {
     pub monitor_exe: Option<PathBuf>,
     /// The ids jailed monitors run as.
     pub jail_ids: crate::vmm::jail::ids::IdRange,
+    /// Execs one org may have running at once.
+    pub max_execs_per_org: usize,
     /// How the HTTP front end bounds its clients.
     pub http: crate::http_server::HttpLimits,
 }
@@ -123,6 +125,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
     config.network = opts.network;
     config.ipv6_prefix = opts.ipv6_prefix;
     config.jail_ids = opts.jail_ids;
+    config.max_execs_per_org = opts.max_execs_per_org;
     let opened = Service::open(config).await.map_err(|e| e.to_string())?;
     let service = opened.service;
     announce(format_args!("data-dir: {}", opts.data_dir.display()));

@@ -7,6 +7,7 @@ mod auth;
 mod console;
 mod convert;
 pub mod error;
+pub mod exec_slots;
 mod local_console;
 mod reconcile;
 mod settle;
@@ -53,6 +54,8 @@ pub struct ServiceConfig {
     pub agent_wait: Duration,
     /// Timeout of an exec that gives no `timeoutSec`.
     pub default_exec_timeout_sec: u64,
+    /// Execs one org may have running at once.
+    pub max_execs_per_org: usize,
     /// Lifetime of a console token.
     pub console_token_ttl: Duration,
     /// Give VMs a NIC (when this host lets the daemon make taps).
@@ -73,6 +76,7 @@ impl ServiceConfig {
             quota_defaults: QuotaDefaults::default(),
             agent_wait: Duration::from_secs(5),
             default_exec_timeout_sec: 30,
+            max_execs_per_org: exec_slots::DEFAULT_PER_ORG,
             console_token_ttl: Duration::from_secs(60),
             network: true,
             ipv6_prefix: None,
@@ -108,6 +112,8 @@ pub(crate) struct Inner {
     pub firewall_changes: std::sync::Mutex<()>,
     /// VMs with a snapshot being taken.
     pub snapshotting: snapshots::InFlight,
+    /// Execs running, per org.
+    pub exec_slots: exec_slots::ExecSlots,
 }
 
 /// The operation layer; a cheap clone.
@@ -197,6 +203,7 @@ impl Service {
         let snapshots_dir = dir.join("snapshots");
         let (events, _) = broadcast::channel(1024);
         let network = Self::network(&config);
+        let exec_slots = exec_slots::ExecSlots::new(config.max_execs_per_org);
         let service = Service {
             inner: Arc::new(Inner {
                 config,
@@ -211,6 +218,7 @@ impl Service {
                 console_sessions: console::Sessions::default(),
                 firewall_changes: std::sync::Mutex::new(()),
                 snapshotting: snapshots::InFlight::default(),
+                exec_slots,
             }),
         };
         let first_key = service.ensure_default_org()?;

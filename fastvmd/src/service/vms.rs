@@ -457,7 +457,10 @@ impl Service {
         api::validate_exec_vm(&req)?;
         let (caller, id) = (caller.clone(), path_id(id)?);
         let default_timeout = self.inner.config.default_exec_timeout_sec;
-        self.blocking(move |inner| {
+        let slot = self.inner.exec_slots.take(&caller.org_id)?;
+        let inner = self.inner.clone();
+        super::exec_slots::on_own_thread(slot, move || {
+            let inner = &inner;
             let row = find_vm(inner, &caller, &id)?;
             require_running(&row, "exec")?;
             let request = req.to_agent_request(default_timeout);
