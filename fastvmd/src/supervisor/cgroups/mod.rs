@@ -112,6 +112,21 @@ impl Cgroups {
         }
     }
 
+    /// The ids of the VMs that have cgroups here (each parent's children).
+    pub fn vm_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .parents()
+            .into_iter()
+            .filter_map(|parent| fs::read_dir(parent).ok())
+            .flat_map(|entries| entries.flatten())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
     fn parents(&self) -> Vec<&Path> {
         match self {
             Cgroups::Off(_) => Vec::new(),
