@@ -237,8 +237,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
     /// Execs one org may have running at once; past it execVM answers 429.
-    /// Each waits on its guest on a thread of its own, off the pool the
-    /// store and authentication use.
+    /// A running exec holds no thread while it waits on its guest.
     #[arg(long, value_name = "N", default_value_t = crate::service::exec_slots::DEFAULT_PER_ORG as u64, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub max_execs_per_org: u64,
 }

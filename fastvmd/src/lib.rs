@@ -4,6 +4,7 @@
 //! (`api` over HTTP, `socket` over the local Unix socket).
 
 pub mod agent;
+pub mod agent_async;
 pub mod api;
 pub mod auth;
 pub mod bench;

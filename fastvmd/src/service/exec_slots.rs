@@ -1,7 +1,8 @@
 //! Execs in flight, bounded: at most a number per org (429 past it, so one
 //! org's long commands cannot take what every org needs) and in all. An
-//! exec waits on its guest on a thread of its own, never on the shared
-//! blocking pool where the store's work and authentication run.
+//! exec waits on its guest without a thread ([`crate::agent_async`]), so
+//! the blocking pool where the store's work and authentication run is
+//! never held by a guest.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -80,26 +81,6 @@ impl Drop for Slot {
     }
 }
 
-/// Runs `work` on a thread of its own, holding `slot` until it ends.
-pub async fn on_own_thread<T, F>(slot: Slot, work: F) -> Result<T, ServiceError>
-where
-    F: FnOnce() -> Result<T, ServiceError> + Send + 'static,
-    T: Send + 'static,
-{
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("exec".into())
-        .stack_size(512 << 10)
-        .spawn(move || {
-            let answer = work();
-            drop(slot);
-            let _ = tx.send(answer);
-        })
-        .map_err(|e| ServiceError::Unavailable(format!("cannot start an exec thread: {e}")))?;
-    rx.await
-        .map_err(|_| ServiceError::Internal("an exec thread ended without an answer".into()))?
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,19 +99,6 @@ mod tests {
         // Another org is not held up by the first.
         let _b1 = slots.take("b").unwrap();
         drop(a1);
-        slots.take("a").unwrap();
-    }
-
-    #[tokio::test]
-    async fn work_runs_on_its_own_thread_and_answers() {
-        let slots = ExecSlots::new(1);
-        let name = on_own_thread(slots.take("a").unwrap(), || {
-            Ok(std::thread::current().name().map(str::to_string))
-        })
-        .await
-        .unwrap();
-        assert_eq!(name.as_deref(), Some("exec"));
-        // The slot was given back when the work ended.
         slots.take("a").unwrap();
     }
 }

@@ -457,21 +457,23 @@ impl Service {
         api::validate_exec_vm(&req)?;
         let (caller, id) = (caller.clone(), path_id(id)?);
         let default_timeout = self.inner.config.default_exec_timeout_sec;
-        let slot = self.inner.exec_slots.take(&caller.org_id)?;
-        let inner = self.inner.clone();
-        super::exec_slots::on_own_thread(slot, move || {
-            let inner = &inner;
-            let row = find_vm(inner, &caller, &id)?;
-            require_running(&row, "exec")?;
-            let request = req.to_agent_request(default_timeout);
-            let timeout =
-                Duration::from_millis(request.timeout_ms.unwrap_or(default_timeout * 1000));
-            let result = inner
-                .supervisor
-                .exec(&row.id, &request, timeout)
-                .map_err(|e| ServiceError::Upstream(format!("VM {id}: {e}")))?;
-            Ok(result.into())
-        })
-        .await
+        let _slot = self.inner.exec_slots.take(&caller.org_id)?;
+        let row = self
+            .blocking(move |inner| {
+                let row = find_vm(inner, &caller, &id)?;
+                require_running(&row, "exec")?;
+                Ok(row)
+            })
+            .await?;
+        let request = req.to_agent_request(default_timeout);
+        let timeout = Duration::from_millis(request.timeout_ms.unwrap_or(default_timeout * 1000));
+        // The command runs as long as it runs; nothing waits on a thread.
+        let result = self
+            .inner
+            .supervisor
+            .exec_async(&row.id, &request, timeout)
+            .await
+            .map_err(|e| ServiceError::Upstream(format!("VM {}: {e}", row.id)))?;
+        Ok(result.into())
     }
 }

@@ -211,6 +211,25 @@ impl Supervisor {
         Ok(result)
     }
 
+    /// [`Supervisor::exec`] without holding a thread while the command runs.
+    pub async fn exec_async(
+        &self,
+        id: &str,
+        request: &ExecRequest,
+        timeout: Duration,
+    ) -> Result<ExecResult, SupervisorError> {
+        let dir = self.vm_dir(id);
+        let deadline = tokio::time::Instant::now() + AGENT_CONNECT_WAIT;
+        let conn = crate::agent_async::AsyncAgentConn::connect_when_ready(
+            &dir.join(VSOCK_SOCKET),
+            deadline,
+        )
+        .await?;
+        conn.ensure_monitor(&dir)
+            .map_err(|e| SupervisorError::Agent(AgentError::Io(e)))?;
+        Ok(conn.exec(request, timeout).await?)
+    }
+
     /// Stops the monitor of VM `id` (control `stop`, then SIGKILL if it
     /// lingers) and removes the VM directory.
     pub fn destroy(&self, id: &str) -> Result<(), SupervisorError> {

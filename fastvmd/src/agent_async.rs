@@ -1,0 +1,139 @@
+//! The exec path of the agent protocol on tokio: a request waits on its
+//! guest (for as long as its command runs) without holding a thread. The
+//! frames are decoded by the same sans-IO [`Decoder`] as
+//! [`crate::agent::AgentConn`]'s, with the same bounds.
+
+use std::path::Path;
+use std::time::Duration;
+
+use fastvm_proto::agent::{
+    self, AGENT_PORT, Decoder, ExecRequest, ExecResult, Frame, HEADER_LEN, TIMEOUT_EXIT_CODE,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::time::Instant;
+
+use crate::agent::{AgentError, RESULT_GRACE};
+
+/// Longest handshake answer line (`OK <port>\n`).
+const MAX_HANDSHAKE: usize = 64;
+
+/// One connection to the agent, past its `ready` frame.
+pub struct AsyncAgentConn {
+    stream: UnixStream,
+    decoder: Decoder,
+}
+
+/// Does the `CONNECT <port>` handshake on a fresh `vsock.sock` connection.
+async fn vsock_connect(path: &Path, port: u32) -> Result<UnixStream, AgentError> {
+    let mut stream = UnixStream::connect(path).await?;
+    stream
+        .write_all(format!("CONNECT {port}\n").as_bytes())
+        .await?;
+    let mut line = Vec::with_capacity(32);
+    let mut byte = [0u8; 1];
+    while line.last() != Some(&b'\n') && line.len() <= MAX_HANDSHAKE {
+        if stream.read(&mut byte).await? == 0 {
+            return Err(AgentError::NoListener(port));
+        }
+        line.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&line).trim_end().to_string();
+    if !text.starts_with("OK ") {
+        return Err(AgentError::Handshake(text));
+    }
+    Ok(stream)
+}
+
+impl AsyncAgentConn {
+    /// Connects to the agent behind `vsock_path` and waits for its `ready`
+    /// frame, retrying until the agent listens or `deadline` passes.
+    pub async fn connect_when_ready(
+        vsock_path: &Path,
+        deadline: Instant,
+    ) -> Result<AsyncAgentConn, AgentError> {
+        loop {
+            let attempt = tokio::time::timeout_at(deadline, AsyncAgentConn::connect(vsock_path));
+            match attempt.await {
+                Ok(Ok(conn)) => return Ok(conn),
+                Ok(Err(e)) if Instant::now() >= deadline => return Err(e),
+                Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(1)).await,
+                Err(_) => return Err(AgentError::Timeout(Duration::ZERO)),
+            }
+        }
+    }
+
+    async fn connect(vsock_path: &Path) -> Result<AsyncAgentConn, AgentError> {
+        let stream = vsock_connect(vsock_path, AGENT_PORT).await?;
+        let mut conn = AsyncAgentConn {
+            stream,
+            decoder: Decoder::new(),
+        };
+        match conn.read_frame().await? {
+            Frame::Ready(_) => Ok(conn),
+            other => Err(AgentError::Protocol(format!(
+                "expected ready, got {other:?}"
+            ))),
+        }
+    }
+
+    /// Ok when this connection is served by the monitor holding VM
+    /// directory `dir` ([`crate::supervisor::peer`]).
+    pub fn ensure_monitor(&self, dir: &Path) -> std::io::Result<()> {
+        crate::supervisor::peer::ensure_monitor(&self.stream, dir)
+    }
+
+    async fn read_frame(&mut self) -> Result<Frame, AgentError> {
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            if let Some(frame) = self.decoder.next_frame()? {
+                return Ok(frame);
+            }
+            match self.stream.read(&mut buf).await? {
+                0 => {
+                    return Err(AgentError::Io(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "agent closed the connection ({} of a frame pending)",
+                            self.decoder.pending().min(HEADER_LEN)
+                        ),
+                    )));
+                }
+                n => self.decoder.push(&buf[..n]),
+            }
+        }
+    }
+
+    /// Runs `request` for at most `timeout`; on the deadline the connection
+    /// is closed (the agent then kills the command) and a result with
+    /// `timed_out` set and no output is returned.
+    pub async fn exec(
+        mut self,
+        request: &ExecRequest,
+        timeout: Duration,
+    ) -> Result<ExecResult, AgentError> {
+        let start = Instant::now();
+        let mut request = request.clone();
+        request.timeout_ms = Some(timeout.as_millis() as u64);
+        let bytes = agent::encode(&Frame::Exec(request))?;
+        self.stream.write_all(&bytes).await?;
+        let deadline = start + timeout + RESULT_GRACE;
+        match tokio::time::timeout_at(deadline, self.read_frame()).await {
+            Ok(Ok(Frame::ExecResult(result))) => Ok(result),
+            Ok(Ok(Frame::Error { message })) => Err(AgentError::Protocol(message)),
+            Ok(Ok(other)) => Err(AgentError::Protocol(format!(
+                "expected an exec result, got {other:?}"
+            ))),
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                let _ = self.stream.shutdown().await;
+                Ok(ExecResult {
+                    exit_code: TIMEOUT_EXIT_CODE,
+                    timed_out: true,
+                    duration_ms: start.elapsed().as_millis() as u64,
+                    ..ExecResult::default()
+                })
+            }
+        }
+    }
+}
