@@ -199,3 +199,48 @@ fn a_powered_off_guest_is_stopped_and_a_killed_monitor_is_an_error() {
         "the stopped VM holds its quota, the failed one not"
     );
 }
+
+#[test]
+fn a_vm_deleted_while_it_is_created_is_not_answered_running() {
+    if !can_run_vms("a_vm_deleted_while_it_is_created_is_not_answered_running") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let slow = slow_monitor(tmp.path());
+    let d = Daemon::start_with(&["--monitor-exe", slow.to_str().unwrap()]);
+    let id = std::thread::scope(|s| {
+        let create = s.spawn(|| d.call("POST", "/v1/vms", Some(&json!({"machineType": "c1m2"}))));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let id = loop {
+            let (_, vms) = d.call("GET", "/v1/vms", None);
+            let provisioning = vms.as_array().and_then(|vms| {
+                vms.iter()
+                    .find(|v| v["status"] == "provisioning")
+                    .and_then(|v| v["id"].as_str().map(str::to_string))
+            });
+            if let Some(id) = provisioning {
+                break id;
+            }
+            assert!(Instant::now() < deadline, "no VM was ever provisioning");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let (status, body) = d.call("DELETE", &format!("/v1/vms/{id}"), None);
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = create.join().unwrap();
+        assert!(
+            status == 409 || (status == 201 && body["status"] != "running"),
+            "a VM deleted while it was created was answered {status} {body}"
+        );
+        id
+    });
+    let (status, _) = d.call("GET", &format!("/v1/vms/{id}"), None);
+    assert_eq!(status, 404);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.monitor_pids().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        d.monitor_pids().is_empty(),
+        "a monitor outlived its deleted VM"
+    );
+}

@@ -272,6 +272,20 @@ impl Service {
                     Ok(pid)
                 });
                 let recorded = started.map(|pid| inner.store.record_new_vm_monitor(&row.id, pid));
+                let deleted_meanwhile = || {
+                    inner
+                        .store
+                        .get_vm_any(&row.id)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|r| r.deleted_at.is_some() || r.status == vm_status::DELETING)
+                };
+                let gone = || {
+                    ServiceError::Conflict(format!(
+                        "VM {} was deleted while it was being created",
+                        row.id
+                    ))
+                };
                 match recorded {
                     // From here on the watcher judges this VM by its monitor.
                     Ok(Ok(true)) => Ok(row),
@@ -279,10 +293,12 @@ impl Service {
                         // Deleted while it started: the delete may have
                         // found no monitor to stop, so this one goes now.
                         let _ = inner.supervisor.destroy(&row.id);
-                        Err(ServiceError::Conflict(format!(
-                            "VM {} was deleted while it was being created",
-                            row.id
-                        )))
+                        Err(gone())
+                    }
+                    // A delete took its directory away while it started.
+                    Err(_) if deleted_meanwhile() => {
+                        let _ = inner.supervisor.destroy(&row.id);
+                        Err(gone())
                     }
                     Ok(Err(e)) => {
                         fail_start(inner, &row, &e);
