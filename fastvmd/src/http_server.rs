@@ -20,6 +20,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
+use tower::ServiceExt;
 
 /// How the HTTP front end bounds its clients (`fastvmd serve` flags).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +76,12 @@ async fn give_back_memory(connections: Arc<Semaphore>, max: usize) {
     }
 }
 
+/// A connection's place under the connection cap, in each of its requests'
+/// extensions: a handler that upgrades the connection keeps it for as long
+/// as the upgraded stream lives.
+#[derive(Debug, Clone)]
+pub struct ConnectionSlot(#[allow(dead_code)] Arc<tokio::sync::OwnedSemaphorePermit>);
+
 /// Serves `app` on `listener` within `limits` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
@@ -120,7 +127,16 @@ pub async fn serve(
             }
             continue;
         };
-        let service = TowerToHyperService::new(app.clone());
+        // The connection's place under the cap stays taken while it
+        // lives, and while a WebSocket it was upgraded to lives.
+        let slot = ConnectionSlot(Arc::new(permit));
+        let service = TowerToHyperService::new(app.clone().map_request({
+            let slot = slot.clone();
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(slot.clone());
+                request
+            }
+        }));
         let builder = builder.clone();
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
@@ -136,7 +152,7 @@ pub async fn serve(
                 conn.as_mut().graceful_shutdown();
                 let _ = conn.await;
             }
-            drop(permit);
+            drop(slot);
         });
     }
     trimmer.abort();

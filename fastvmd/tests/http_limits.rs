@@ -244,3 +244,37 @@ fn a_connection_cap_past_the_open_file_limit_is_lowered_and_said() {
         "{said}"
     );
 }
+
+#[test]
+fn console_websockets_count_among_the_connections() {
+    if !common::can_run_vms("console_websockets_count_among_the_connections") {
+        return;
+    }
+    // One pooled keep-alive connection of the test's client, four consoles.
+    let d = Daemon::start_with(&["--max-connections", "5"]);
+    let (status, vm) = d.call(
+        "POST",
+        "/v1/vms",
+        Some(&serde_json::json!({"machineType": "c1m2"})),
+    );
+    assert_eq!(status, 201, "{vm}");
+    let id = vm["id"].as_str().unwrap();
+    let mut consoles: Vec<_> = (0..4)
+        .map(|_| tungstenite::connect(d.console_url(id)).unwrap().0)
+        .collect();
+    let (status, whole) = request(&d, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 503 Service Unavailable", "{whole}");
+    // A console that ends gives its place back.
+    let mut first = consoles.remove(0);
+    first.close(None).unwrap();
+    while first.read().is_ok() {}
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while healthz(&d) != "HTTP/1.1 200 OK" {
+        assert!(
+            Instant::now() < deadline,
+            "the ended console's place never came back"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -26,6 +26,7 @@ pub async fn connect(
     Path(id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    slot: Option<axum::Extension<crate::http_server::ConnectionSlot>>,
 ) -> Response {
     // What is wrong with the request itself comes before the upgrade.
     if let Err(e) = fastvm_proto::api::parse_uuid("id", &id) {
@@ -69,7 +70,11 @@ pub async fn connect(
     upgrade
         .max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| bridge(socket, console, target))
+        .on_upgrade(move |socket| async move {
+            // Counted among the daemon's connections until the session ends.
+            let _slot = slot;
+            bridge(socket, console, target).await;
+        })
 }
 
 async fn bridge(socket: WebSocket, console: UnixStream, target: ConsoleTarget) {
