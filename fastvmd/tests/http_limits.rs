@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::daemon::Daemon;
 
-const HEADER_TIMEOUT_SECS: u64 = 2;
+const HEADER_TIMEOUT_SECS: u64 = 5;
 const CAP: usize = 100;
 
 fn addr(d: &Daemon) -> String {
@@ -92,12 +92,11 @@ fn slow_and_numerous_clients_are_bounded_and_others_still_answered() {
     );
     // At the cap, a new connection is told why it is refused.
     slow.extend((0..20).map(|_| half_open(&d)));
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        open_fds(&d) >= baseline + CAP - 5,
-        "the slow connections are held"
-    );
     let (status, whole) = request(&d, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(
+        started.elapsed() < Duration::from_secs(HEADER_TIMEOUT_SECS),
+        "setting up took longer than the header timeout: nothing to judge"
+    );
     assert_eq!(status, "HTTP/1.1 503 Service Unavailable", "{whole}");
     assert!(whole.contains("--max-connections"), "{whole}");
 
