@@ -2,12 +2,11 @@
 //! the VM's console socket for the WebSocket bridge, at most
 //! [`MAX_SESSIONS`] sessions per VM at once.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 
 use fastvm_proto::api::ConsoleTokenResponse;
 
+use super::per_key::{Held, PerKey};
 use super::vms::{find_vm, path_id, require_running};
 use super::{Caller, Service, ServiceError};
 use crate::auth;
@@ -18,46 +17,19 @@ use crate::vmm::machine::CONSOLE_SOCKET;
 /// as many console clients).
 pub const MAX_SESSIONS: usize = crate::vmm::console::MAX_CLIENTS;
 
-/// Console sessions open, per VM.
-#[derive(Debug, Default, Clone)]
-pub struct Sessions(Arc<Mutex<HashMap<String, usize>>>);
-
-impl Sessions {
-    /// Counts a new session of `vm_id`, unless it has [`MAX_SESSIONS`].
-    fn open(&self, vm_id: &str) -> Result<Session, ServiceError> {
-        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let count = open.entry(vm_id.to_string()).or_default();
-        if *count >= MAX_SESSIONS {
-            return Err(ServiceError::TooMany(format!(
-                "VM {vm_id} has {MAX_SESSIONS} console sessions open, the most it serves; \
-                 close one first"
-            )));
-        }
-        *count += 1;
-        Ok(Session {
-            sessions: self.clone(),
-            vm_id: vm_id.to_string(),
-        })
-    }
+/// Console sessions open, per VM, at most [`MAX_SESSIONS`] each.
+pub fn sessions() -> PerKey {
+    PerKey::new(MAX_SESSIONS)
 }
 
-/// One open console session; its end is counted when it is dropped.
-#[derive(Debug)]
-pub struct Session {
-    sessions: Sessions,
-    vm_id: String,
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        let mut open = self.sessions.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = open.get_mut(&self.vm_id) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                open.remove(&self.vm_id);
-            }
-        }
-    }
+/// Counts a new console session of `vm_id`, unless it has [`MAX_SESSIONS`].
+fn open_session(sessions: &PerKey, vm_id: &str) -> Result<Held, ServiceError> {
+    sessions.take(vm_id).ok_or_else(|| {
+        ServiceError::TooMany(format!(
+            "VM {vm_id} has {MAX_SESSIONS} console sessions open, the most it serves; \
+             close one first"
+        ))
+    })
 }
 
 /// The console a valid token opens, counted among its VM's sessions while
@@ -66,7 +38,7 @@ impl Drop for Session {
 pub struct ConsoleTarget {
     pub vm_id: String,
     pub socket: PathBuf,
-    pub session: Session,
+    pub session: Held,
 }
 
 impl Service {
@@ -118,7 +90,7 @@ impl Service {
             require_running(&vm, "open a console")?;
             Ok(ConsoleTarget {
                 socket: inner.supervisor.vm_dir(&vm.id).join(CONSOLE_SOCKET),
-                session: inner.console_sessions.open(&vm.id)?,
+                session: open_session(&inner.console_sessions, &vm.id)?,
                 vm_id: vm.id,
             })
         })

@@ -9,6 +9,7 @@ mod convert;
 pub mod error;
 pub mod exec_slots;
 mod local_console;
+mod per_key;
 mod reconcile;
 mod settle;
 pub mod snapshot_sweep;
@@ -107,11 +108,11 @@ pub(crate) struct Inner {
     /// The prefix VMs get addresses from; `None`: VMs run without a NIC.
     pub net: Option<crate::net::addr::Prefix>,
     /// WebSocket console sessions open, per VM.
-    pub console_sessions: console::Sessions,
+    pub console_sessions: per_key::PerKey,
     /// Held while a firewall change is enforced and stored.
     pub firewall_changes: std::sync::Mutex<()>,
-    /// VMs with a snapshot being taken.
-    pub snapshotting: snapshots::InFlight,
+    /// VMs with a snapshot being taken, one at a time each.
+    pub snapshotting: per_key::PerKey,
     /// Execs running, per org.
     pub exec_slots: exec_slots::ExecSlots,
 }
@@ -215,9 +216,9 @@ impl Service {
                 snapshots_dir,
                 events,
                 net: network.as_ref().ok().copied(),
-                console_sessions: console::Sessions::default(),
+                console_sessions: console::sessions(),
                 firewall_changes: std::sync::Mutex::new(()),
-                snapshotting: snapshots::InFlight::default(),
+                snapshotting: per_key::PerKey::new(1),
                 exec_slots,
             }),
         };

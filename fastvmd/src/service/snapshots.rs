@@ -26,7 +26,7 @@ impl Service {
             let vm_id = req.vm_id.to_string();
             let vm = find_vm(inner, &caller, &vm_id)?;
             require_running(&vm, "snapshot")?;
-            let _only = inner.snapshotting.begin(&vm.id).ok_or_else(|| {
+            let _only = inner.snapshotting.take(&vm.id).ok_or_else(|| {
                 ServiceError::Conflict(format!(
                     "a snapshot of VM {vm_id} is in progress; try again when it is done"
                 ))
@@ -172,34 +172,5 @@ impl Service {
             Ok(DeleteResponse { id, deleted: true })
         })
         .await
-    }
-}
-
-/// VMs with a snapshot being taken: one at a time per VM.
-#[derive(Debug, Default, Clone)]
-pub struct InFlight(std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>);
-
-impl InFlight {
-    /// Marks `vm_id` busy until the guard is dropped; `None` when it is.
-    pub fn begin(&self, vm_id: &str) -> Option<InFlightGuard> {
-        let mut busy = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        busy.insert(vm_id.to_string()).then(|| InFlightGuard {
-            set: self.clone(),
-            vm_id: vm_id.to_string(),
-        })
-    }
-}
-
-/// A snapshot in progress; the VM is free again when this is dropped.
-#[derive(Debug)]
-pub struct InFlightGuard {
-    set: InFlight,
-    vm_id: String,
-}
-
-impl Drop for InFlightGuard {
-    fn drop(&mut self) {
-        let mut busy = self.set.0.lock().unwrap_or_else(|e| e.into_inner());
-        busy.remove(&self.vm_id);
     }
 }
