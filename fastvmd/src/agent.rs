@@ -79,15 +79,46 @@ pub fn vsock_connect(
             Err(e) if is_timeout(&e) => return Err(AgentError::Timeout(timeout)),
             Err(e) => return Err(e.into()),
         }
-        if line.len() > 64 {
+        if line.len() > MAX_HANDSHAKE {
             break;
         }
     }
-    let text = String::from_utf8_lossy(&line).trim_end().to_string();
-    if !text.starts_with("OK ") {
-        return Err(AgentError::Handshake(text));
-    }
+    check_handshake(&line)?;
     Ok(stream)
+}
+
+/// Longest handshake answer read (`OK <port>\n`).
+pub(crate) const MAX_HANDSHAKE: usize = 64;
+
+/// The monitor's answer to `CONNECT`: `OK ...`, or why not.
+pub(crate) fn check_handshake(line: &[u8]) -> Result<(), AgentError> {
+    let text = String::from_utf8_lossy(line).trim_end().to_string();
+    if text.starts_with("OK ") {
+        Ok(())
+    } else {
+        Err(AgentError::Handshake(text))
+    }
+}
+
+/// The agent hung up, with `decoder` holding part of a frame (or none).
+pub(crate) fn closed_mid_frame(decoder: &Decoder) -> AgentError {
+    AgentError::Io(io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!(
+            "agent closed the connection ({} of a frame pending)",
+            decoder.pending().min(HEADER_LEN)
+        ),
+    ))
+}
+
+/// What an exec that outlived its deadline reports: `timed_out`, no output.
+pub(crate) fn timed_out(elapsed: Duration) -> ExecResult {
+    ExecResult {
+        exit_code: TIMEOUT_EXIT_CODE,
+        timed_out: true,
+        duration_ms: elapsed.as_millis() as u64,
+        ..ExecResult::default()
+    }
 }
 
 fn is_timeout(e: &io::Error) -> bool {
@@ -165,15 +196,7 @@ impl AgentConn {
             }
             self.stream.set_read_timeout(Some(left))?;
             match self.stream.read(&mut buf) {
-                Ok(0) => {
-                    return Err(AgentError::Io(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!(
-                            "agent closed the connection ({} of a frame pending)",
-                            self.decoder.pending().min(HEADER_LEN)
-                        ),
-                    )));
-                }
+                Ok(0) => return Err(closed_mid_frame(&self.decoder)),
                 Ok(n) => self.decoder.push(&buf[..n]),
                 Err(e) if is_timeout(&e) => return Err(AgentError::Timeout(left)),
                 Err(e) => return Err(e.into()),
@@ -266,15 +289,7 @@ impl AgentConn {
             ))),
             Err(AgentError::Timeout(_)) => {
                 let _ = self.stream.shutdown(std::net::Shutdown::Both);
-                Ok((
-                    ExecResult {
-                        exit_code: TIMEOUT_EXIT_CODE,
-                        timed_out: true,
-                        duration_ms: start.elapsed().as_millis() as u64,
-                        ..ExecResult::default()
-                    },
-                    None,
-                ))
+                Ok((timed_out(start.elapsed()), None))
             }
             Err(e) => Err(e),
         }

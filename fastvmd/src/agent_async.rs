@@ -6,17 +6,14 @@
 use std::path::Path;
 use std::time::Duration;
 
-use fastvm_proto::agent::{
-    self, AGENT_PORT, Decoder, ExecRequest, ExecResult, Frame, HEADER_LEN, TIMEOUT_EXIT_CODE,
-};
+use fastvm_proto::agent::{self, AGENT_PORT, Decoder, ExecRequest, ExecResult, Frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::time::Instant;
 
-use crate::agent::{AgentError, RESULT_GRACE};
-
-/// Longest handshake answer line (`OK <port>\n`).
-const MAX_HANDSHAKE: usize = 64;
+use crate::agent::{
+    AgentError, MAX_HANDSHAKE, RESULT_GRACE, check_handshake, closed_mid_frame, timed_out,
+};
 
 /// One connection to the agent, past its `ready` frame.
 pub struct AsyncAgentConn {
@@ -38,10 +35,7 @@ async fn vsock_connect(path: &Path, port: u32) -> Result<UnixStream, AgentError>
         }
         line.push(byte[0]);
     }
-    let text = String::from_utf8_lossy(&line).trim_end().to_string();
-    if !text.starts_with("OK ") {
-        return Err(AgentError::Handshake(text));
-    }
+    check_handshake(&line)?;
     Ok(stream)
 }
 
@@ -90,15 +84,7 @@ impl AsyncAgentConn {
                 return Ok(frame);
             }
             match self.stream.read(&mut buf).await? {
-                0 => {
-                    return Err(AgentError::Io(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        format!(
-                            "agent closed the connection ({} of a frame pending)",
-                            self.decoder.pending().min(HEADER_LEN)
-                        ),
-                    )));
-                }
+                0 => return Err(closed_mid_frame(&self.decoder)),
                 n => self.decoder.push(&buf[..n]),
             }
         }
@@ -127,12 +113,7 @@ impl AsyncAgentConn {
             Ok(Err(e)) => Err(e),
             Err(_) => {
                 let _ = self.stream.shutdown().await;
-                Ok(ExecResult {
-                    exit_code: TIMEOUT_EXIT_CODE,
-                    timed_out: true,
-                    duration_ms: start.elapsed().as_millis() as u64,
-                    ..ExecResult::default()
-                })
+                Ok(timed_out(start.elapsed()))
             }
         }
     }

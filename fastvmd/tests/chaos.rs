@@ -65,36 +65,29 @@ fn call(
         .timeout_global(Some(Duration::from_secs(30)))
         .build()
         .into();
-    let url = format!("{base}{path}");
-    let response = match body {
-        Some(body) => agent
-            .run(
-                ureq::http::Request::builder()
-                    .method(method)
-                    .uri(&url)
-                    .header("X-API-Key", &key)
-                    .header("Content-Type", "application/json")
-                    .body(body.to_string())
-                    .ok()?,
-            )
-            .ok()?,
-        None => agent
-            .run(
-                ureq::http::Request::builder()
-                    .method(method)
-                    .uri(&url)
-                    .header("X-API-Key", &key)
-                    .body(String::new())
-                    .ok()?,
-            )
-            .ok()?,
-    };
+    let mut request = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("{base}{path}"))
+        .header("X-API-Key", &key);
+    if body.is_some() {
+        request = request.header("Content-Type", "application/json");
+    }
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let response = agent.run(request.body(body).ok()?).ok()?;
     let status = response.status().as_u16();
     let text = response.into_body().read_to_string().unwrap_or_default();
     Some((
         status,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     ))
+}
+
+/// The id of what a 201 made.
+fn created(answer: &Option<(u16, Value)>) -> Option<String> {
+    match answer {
+        Some((201, body)) => body["id"].as_str().map(str::to_string),
+        _ => None,
+    }
 }
 
 fn client(
@@ -125,8 +118,7 @@ fn client(
                     "/v1/vms",
                     Some(json!({"machineType": "c1m2"})),
                 );
-                if ok(&r, 201) {
-                    let id = r.unwrap().1["id"].as_str().unwrap().to_string();
+                if let Some(id) = created(&r) {
                     ledger.lock().unwrap().vms.insert(id);
                     acked.fetch_add(1, Ordering::Relaxed);
                 }
@@ -143,8 +135,7 @@ fn client(
             4 => {
                 if let Some(vm) = vm {
                     let r = call(target, "POST", "/v1/snapshots", Some(json!({"vmId": vm})));
-                    if ok(&r, 201) {
-                        let id = r.unwrap().1["id"].as_str().unwrap().to_string();
+                    if let Some(id) = created(&r) {
                         ledger.lock().unwrap().snapshots.insert(id);
                         acked.fetch_add(1, Ordering::Relaxed);
                     }
@@ -153,8 +144,7 @@ fn client(
             5 => {
                 if let Some(snap) = snap {
                     let r = call(target, "POST", "/v1/vms", Some(json!({"snapshotId": snap})));
-                    if ok(&r, 201) {
-                        let id = r.unwrap().1["id"].as_str().unwrap().to_string();
+                    if let Some(id) = created(&r) {
                         ledger.lock().unwrap().vms.insert(id);
                         acked.fetch_add(1, Ordering::Relaxed);
                     }

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::can_run_vms;
-use fastvm_proto::agent::ExecRequest;
+use fastvm_proto::agent::{ExecRequest, ExecResult};
 use fastvmd::supervisor::{
     GuestChoice, GuestImage, MonitorSource, MonitorSpec, Readiness, SetupProblem, Supervisor,
 };
@@ -61,21 +61,19 @@ fn start_exec_snapshot_restore_destroy() {
             if matches!(&p[..], [SetupProblem::Clock(why)] if why.contains("refused"))),
         "{readiness:?}"
     );
-    let r = sup
-        .exec(
-            "a",
-            &ExecRequest::new(["mem-set", "x", "1"]),
-            Duration::from_secs(10),
-        )
-        .unwrap();
+    let r = exec(
+        &sup,
+        "a",
+        &ExecRequest::new(["mem-set", "x", "1"]),
+        Duration::from_secs(10),
+    );
     assert_eq!(r.exit_code, 0);
-    let r = sup
-        .exec(
-            "a",
-            &ExecRequest::new(["sleep", "5000"]),
-            Duration::from_millis(200),
-        )
-        .unwrap();
+    let r = exec(
+        &sup,
+        "a",
+        &ExecRequest::new(["sleep", "5000"]),
+        Duration::from_millis(200),
+    );
     assert!(r.timed_out);
 
     let snap = tmp.path().join("snap");
@@ -92,13 +90,12 @@ fn start_exec_snapshot_restore_destroy() {
         firewall_json: None,
     })
     .expect("restore");
-    let r = sup
-        .exec(
-            "b",
-            &ExecRequest::new(["mem-get", "x"]),
-            Duration::from_secs(10),
-        )
-        .unwrap();
+    let r = exec(
+        &sup,
+        "b",
+        &ExecRequest::new(["mem-get", "x"]),
+        Duration::from_secs(10),
+    );
     assert_eq!(r.stdout.trim(), "1");
     assert_eq!(
         std::fs::metadata(sup.vm_dir("b").join("disk"))
@@ -129,4 +126,14 @@ fn start_exec_snapshot_restore_destroy() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("missing"), "{err}");
+}
+
+/// `Supervisor::exec_async` run to its end from this synchronous test.
+fn exec(sup: &Supervisor, id: &str, request: &ExecRequest, timeout: Duration) -> ExecResult {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(sup.exec_async(id, request, timeout))
+        .unwrap()
 }

@@ -20,11 +20,11 @@ pub use monitor::{
 pub use readiness::{Readiness, SetupProblem};
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fastvm_proto::agent::{ExecRequest, ExecResult};
 
-use crate::agent::{AgentConn, AgentError};
+use crate::agent::AgentError;
 use crate::supervisor::control_client::{ControlClient, ControlError};
 use crate::vmm::control::{Request, SnapshotInfo, Status};
 use crate::vmm::jail::ids::{DEFAULT_ID_RANGE, IdRange};
@@ -193,25 +193,11 @@ impl Supervisor {
         }
     }
 
-    /// Runs a command through the guest agent. A command still running
-    /// after `timeout` is abandoned and reported with `timed_out` set. The
-    /// agent gets [`AGENT_CONNECT_WAIT`] to listen (a clone given a new vsock
-    /// identity re-opens its device first).
-    pub fn exec(
-        &self,
-        id: &str,
-        request: &ExecRequest,
-        timeout: Duration,
-    ) -> Result<ExecResult, SupervisorError> {
-        let path = self.vm_dir(id).join(VSOCK_SOCKET);
-        let conn = AgentConn::connect_when_ready(&path, Instant::now() + AGENT_CONNECT_WAIT)?;
-        conn.ensure_monitor(&self.vm_dir(id))
-            .map_err(|e| SupervisorError::Agent(AgentError::Io(e)))?;
-        let (result, _) = conn.exec(request, timeout)?;
-        Ok(result)
-    }
-
-    /// [`Supervisor::exec`] without holding a thread while the command runs.
+    /// Runs a command through the guest agent, holding no thread while it
+    /// runs. A command still running after `timeout` is abandoned and
+    /// reported with `timed_out` set. The agent gets [`AGENT_CONNECT_WAIT`]
+    /// to listen (a clone given a new vsock identity re-opens its device
+    /// first).
     pub async fn exec_async(
         &self,
         id: &str,
