@@ -1,6 +1,7 @@
 //! Host side of the guest agent protocol: reach the agent through a
 //! monitor's `vsock.sock` (Firecracker's `CONNECT <port>` handshake), then
-//! ping it or run commands.
+//! ping it or run commands, blocking (benchmarks and tests; the daemon
+//! speaks it on tokio, [`crate::agent_async`]).
 
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -202,55 +203,6 @@ impl AgentConn {
                 Err(e) => return Err(e.into()),
             }
         }
-    }
-
-    /// Sets the guest's wall clock to `now`. [`Applied::Refused`] when the
-    /// agent answers that it cannot (the test guest has no clock to set).
-    pub fn set_clock(
-        &mut self,
-        now: std::time::SystemTime,
-        timeout: Duration,
-    ) -> Result<Applied, AgentError> {
-        let start = Instant::now();
-        let unix_ms = now
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        self.nonce += 1;
-        let nonce = self.nonce;
-        self.send(&Frame::SetClock { nonce, unix_ms })?;
-        self.read_applied(nonce, start + timeout)
-    }
-
-    fn read_applied(&mut self, nonce: u64, deadline: Instant) -> Result<Applied, AgentError> {
-        match self.read_frame(deadline)? {
-            Frame::Pong { nonce: n } if n == nonce => Ok(Applied::Yes),
-            Frame::Error { message } => Ok(Applied::Refused(message)),
-            other => Err(AgentError::Protocol(format!(
-                "expected pong {nonce}, got {other:?}"
-            ))),
-        }
-    }
-
-    /// Tells the guest its network (MAC, IPv6 address with prefix length,
-    /// gateway). [`Applied::Refused`] when the agent answers that it cannot
-    /// (the test guest reads its address from the command line and its MAC).
-    pub fn set_network(
-        &mut self,
-        mac: &str,
-        ip6: &str,
-        gw6: &str,
-        timeout: Duration,
-    ) -> Result<Applied, AgentError> {
-        let start = Instant::now();
-        self.nonce += 1;
-        let nonce = self.nonce;
-        self.send(&Frame::SetNetwork {
-            nonce,
-            mac: mac.into(),
-            ip6: ip6.into(),
-            gw6: gw6.into(),
-        })?;
-        self.read_applied(nonce, start + timeout)
     }
 
     /// Sends a ping and waits for the matching pong.

@@ -1,7 +1,8 @@
-//! The exec path of the agent protocol on tokio: a request waits on its
-//! guest (for as long as its command runs) without holding a thread. The
-//! frames are decoded by the same sans-IO [`Decoder`] as
-//! [`crate::agent::AgentConn`]'s, with the same bounds.
+//! The agent protocol on tokio, as the daemon speaks it: a request or a
+//! starting VM waits on its guest (for as long as a command runs, or the
+//! agent takes to come up) without holding a thread. The frames are decoded
+//! by the same sans-IO [`Decoder`] as [`crate::agent::AgentConn`]'s, with
+//! the same bounds.
 
 use std::path::Path;
 use std::time::Duration;
@@ -12,13 +13,14 @@ use tokio::net::UnixStream;
 use tokio::time::Instant;
 
 use crate::agent::{
-    AgentError, MAX_HANDSHAKE, RESULT_GRACE, check_handshake, closed_mid_frame, timed_out,
+    AgentError, Applied, MAX_HANDSHAKE, RESULT_GRACE, check_handshake, closed_mid_frame, timed_out,
 };
 
 /// One connection to the agent, past its `ready` frame.
 pub struct AsyncAgentConn {
     stream: UnixStream,
     decoder: Decoder,
+    nonce: u64,
 }
 
 /// Does the `CONNECT <port>` handshake on a fresh `vsock.sock` connection.
@@ -62,6 +64,7 @@ impl AsyncAgentConn {
         let mut conn = AsyncAgentConn {
             stream,
             decoder: Decoder::new(),
+            nonce: 0,
         };
         match conn.read_frame().await? {
             Frame::Ready(_) => Ok(conn),
@@ -90,6 +93,92 @@ impl AsyncAgentConn {
         }
     }
 
+    /// The next frame, or [`AgentError::Timeout`] at `deadline`.
+    async fn read_frame_by(&mut self, deadline: Instant) -> Result<Frame, AgentError> {
+        let started = Instant::now();
+        tokio::time::timeout_at(deadline, self.read_frame())
+            .await
+            .unwrap_or(Err(AgentError::Timeout(deadline - started)))
+    }
+
+    async fn send(&mut self, frame: &Frame) -> Result<(), AgentError> {
+        let bytes = agent::encode(frame)?;
+        self.stream.write_all(&bytes).await?;
+        Ok(())
+    }
+
+    fn next_nonce(&mut self) -> u64 {
+        self.nonce += 1;
+        self.nonce
+    }
+
+    /// Sends a ping and waits up to `timeout` for the matching pong.
+    pub async fn ping(&mut self, timeout: Duration) -> Result<Duration, AgentError> {
+        let start = Instant::now();
+        let nonce = self.next_nonce();
+        self.send(&Frame::Ping { nonce }).await?;
+        match self.read_frame_by(start + timeout).await? {
+            Frame::Pong { nonce: n } if n == nonce => Ok(start.elapsed()),
+            other => Err(AgentError::Protocol(format!(
+                "expected pong {nonce}, got {other:?}"
+            ))),
+        }
+    }
+
+    /// Sets the guest's wall clock to `now`. [`Applied::Refused`] when the
+    /// agent answers that it cannot (the test guest has no clock to set).
+    pub async fn set_clock(
+        &mut self,
+        now: std::time::SystemTime,
+        timeout: Duration,
+    ) -> Result<Applied, AgentError> {
+        let unix_ms = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let nonce = self.next_nonce();
+        self.setting(Frame::SetClock { nonce, unix_ms }, nonce, timeout)
+            .await
+    }
+
+    /// Tells the guest its network (MAC, IPv6 address with prefix length,
+    /// gateway). [`Applied::Refused`] when the agent answers that it cannot
+    /// (the test guest reads its address from the command line and its MAC).
+    pub async fn set_network(
+        &mut self,
+        mac: &str,
+        ip6: &str,
+        gw6: &str,
+        timeout: Duration,
+    ) -> Result<Applied, AgentError> {
+        let nonce = self.next_nonce();
+        let frame = Frame::SetNetwork {
+            nonce,
+            mac: mac.into(),
+            ip6: ip6.into(),
+            gw6: gw6.into(),
+        };
+        self.setting(frame, nonce, timeout).await
+    }
+
+    /// Sends a setting and reads its answer: a pong with its nonce, or an
+    /// error frame saying why not.
+    async fn setting(
+        &mut self,
+        frame: Frame,
+        nonce: u64,
+        timeout: Duration,
+    ) -> Result<Applied, AgentError> {
+        let deadline = Instant::now() + timeout;
+        self.send(&frame).await?;
+        match self.read_frame_by(deadline).await? {
+            Frame::Pong { nonce: n } if n == nonce => Ok(Applied::Yes),
+            Frame::Error { message } => Ok(Applied::Refused(message)),
+            other => Err(AgentError::Protocol(format!(
+                "expected pong {nonce}, got {other:?}"
+            ))),
+        }
+    }
+
     /// Runs `request` for at most `timeout`; on the deadline the connection
     /// is closed (the agent then kills the command) and a result with
     /// `timed_out` set and no output is returned.
@@ -101,8 +190,7 @@ impl AsyncAgentConn {
         let start = Instant::now();
         let mut request = request.clone();
         request.timeout_ms = Some(timeout.as_millis() as u64);
-        let bytes = agent::encode(&Frame::Exec(request))?;
-        self.stream.write_all(&bytes).await?;
+        self.send(&Frame::Exec(request)).await?;
         let deadline = start + timeout + RESULT_GRACE;
         match tokio::time::timeout_at(deadline, self.read_frame()).await {
             Ok(Ok(Frame::ExecResult(result))) => Ok(result),

@@ -152,8 +152,10 @@ fn a_running_exec_holds_no_thread_of_the_daemon() {
         }
     });
     println!("daemon threads: {before} before, at most {most} with {EXECS} execs running");
+    // Lookups run on the store's fixed threads and the waits on no thread:
+    // a few more at most, for the runtime's own needs.
     assert!(
-        most < before + EXECS / 2,
+        most <= before + 3,
         "{EXECS} running execs took the daemon from {before} to {most} threads"
     );
 }

@@ -54,7 +54,7 @@ fn start_exec_snapshot_restore_destroy() {
         fastvmd::supervisor::monitor_pid(&sup.vm_dir("a")),
         Some(pid)
     );
-    let readiness = sup.wait_agent("a", Duration::from_secs(10), None);
+    let readiness = block_on(sup.wait_agent("a", Duration::from_secs(10), None));
     // The test guest has no clock to set, and says so.
     assert!(
         matches!(&readiness, Readiness::ReadyWithProblems(p)
@@ -128,12 +128,16 @@ fn start_exec_snapshot_restore_destroy() {
     assert!(err.contains("missing"), "{err}");
 }
 
-/// `Supervisor::exec_async` run to its end from this synchronous test.
-fn exec(sup: &Supervisor, id: &str, request: &ExecRequest, timeout: Duration) -> ExecResult {
+/// `future` run to its end from this synchronous test.
+fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap()
-        .block_on(sup.exec_async(id, request, timeout))
-        .unwrap()
+        .block_on(future)
+}
+
+/// `Supervisor::exec_async` run to its end.
+fn exec(sup: &Supervisor, id: &str, request: &ExecRequest, timeout: Duration) -> ExecResult {
+    block_on(sup.exec_async(id, request, timeout)).unwrap()
 }

@@ -69,7 +69,7 @@ impl Service {
     /// getOrgQuotas.
     pub async fn get_org_quotas(&self, caller: &Caller) -> Result<OrgQuotaUsage, ServiceError> {
         let org = caller.org_id.clone();
-        self.blocking(move |inner| quota_usage(inner, &org)).await
+        self.db(move |inner| quota_usage(inner, &org)).await
     }
 
     /// Admin: a new organization with its first API key.
@@ -79,7 +79,7 @@ impl Service {
                 "name: must be 1 to 64 characters".into(),
             ));
         }
-        self.blocking(move |inner| {
+        self.db(move |inner| {
             let org = inner.store.create_org(&name)?;
             create_key(inner, &org.id)
         })
@@ -88,12 +88,12 @@ impl Service {
 
     /// Admin: another API key for `org_id`.
     pub async fn create_api_key(&self, org_id: String) -> Result<NewApiKey, ServiceError> {
-        self.blocking(move |inner| create_key(inner, &org_id)).await
+        self.db(move |inner| create_key(inner, &org_id)).await
     }
 
     /// Admin: revokes a key; requests with it get 401 from now on.
     pub async fn revoke_api_key(&self, key_id: String) -> Result<(), ServiceError> {
-        self.blocking(move |inner| {
+        self.db(move |inner| {
             if inner.store.revoke_api_key(&key_id)? {
                 Ok(())
             } else {
@@ -111,7 +111,7 @@ impl Service {
         org_id: String,
         limits: OrgQuotaValues,
     ) -> Result<OrgQuotaUsage, ServiceError> {
-        self.blocking(move |inner| {
+        self.db(move |inner| {
             if inner.store.get_org(&org_id)?.is_none() {
                 return Err(ServiceError::NotFound(format!(
                     "organization {org_id} not found"
@@ -128,7 +128,7 @@ impl Service {
 
     /// Admin: a JWT for `org_id`, valid for `ttl`.
     pub async fn mint_token(&self, org_id: String, ttl: Duration) -> Result<String, ServiceError> {
-        self.blocking(move |inner| {
+        self.db(move |inner| {
             if inner.store.get_org(&org_id)?.is_none() {
                 return Err(ServiceError::NotFound(format!(
                     "organization {org_id} not found"

@@ -16,7 +16,7 @@ impl Service {
         api_key: Option<String>,
         authorization: Option<String>,
     ) -> Result<Caller, ServiceError> {
-        self.blocking(move |inner| {
+        self.db(move |inner| {
             if let Some(key) = api_key {
                 auth::check_api_key_format(&key).map_err(unauthorized)?;
                 let found = inner.store.lookup_api_key(&auth::hash_api_key(&key))?;
@@ -43,7 +43,7 @@ impl Service {
 
     /// The local default organization (socket callers without `apiKey`).
     pub async fn default_caller(&self) -> Result<Caller, ServiceError> {
-        self.blocking(|inner| match inner.store.default_org()? {
+        self.db(|inner| match inner.store.default_org()? {
             Some(org) => Ok(Caller { org_id: org.id }),
             None => Err(ServiceError::Internal("no default organization".into())),
         })

@@ -50,7 +50,7 @@ impl Service {
     ) -> Result<ConsoleTokenResponse, ServiceError> {
         let (caller, id) = (caller.clone(), path_id(id)?);
         let ttl = self.inner.config.console_token_ttl;
-        self.blocking(move |inner| {
+        self.db(move |inner| {
             let vm = find_vm(inner, &caller, &id)?;
             require_running(&vm, "open a console")?;
             let (token, hash) = auth::generate_token();
@@ -76,7 +76,7 @@ impl Service {
     ) -> Result<ConsoleTarget, ServiceError> {
         let id = path_id(id)?;
         let hash = auth::hash_api_key(token);
-        self.blocking(move |inner| {
+        self.db(move |inner| {
             let gone =
                 || ServiceError::NotFound("console session not found, used or expired".into());
             let (vm_id, org_id) = inner

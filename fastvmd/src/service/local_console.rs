@@ -14,7 +14,7 @@ impl Service {
     /// when it is not running.
     pub async fn console_socket(&self, caller: &Caller, id: &str) -> Result<PathBuf, ServiceError> {
         let (caller, id) = (caller.clone(), path_id(id)?);
-        self.blocking(move |inner| {
+        self.db(move |inner| {
             let vm = find_vm(inner, &caller, &id)?;
             require_running(&vm, "open a console")?;
             Ok(inner.supervisor.vm_dir(&vm.id).join(CONSOLE_SOCKET))

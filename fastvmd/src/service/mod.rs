@@ -6,6 +6,7 @@ mod admin;
 mod auth;
 mod console;
 mod convert;
+mod db_lane;
 pub mod error;
 pub mod exec_slots;
 mod local_console;
@@ -115,6 +116,8 @@ pub(crate) struct Inner {
     pub snapshotting: per_key::PerKey,
     /// Execs running, per org.
     pub exec_slots: exec_slots::ExecSlots,
+    /// The threads store work runs on ([`Service::db`]).
+    pub db: db_lane::DbLane,
 }
 
 /// The operation layer; a cheap clone.
@@ -175,11 +178,15 @@ impl Service {
     /// Opens (or creates) the data directory: store, JWT secret, guest
     /// image, and the monitors that outlived the previous daemon.
     pub async fn open(config: ServiceConfig) -> Result<Opened, ServiceError> {
-        tokio::task::spawn_blocking(move || Self::open_blocking(config))
+        let mut opened = tokio::task::spawn_blocking(move || Self::open_blocking(config))
             .await
-            .map_err(internal)?
+            .map_err(internal)??;
+        (opened.adopted, opened.lost) = opened.service.reconcile().await?;
+        Ok(opened)
     }
 
+    /// [`Service::open`] but for the monitors: `adopted` and `lost` are 0
+    /// until [`Service::reconcile`] has looked at them.
     fn open_blocking(config: ServiceConfig) -> Result<Opened, ServiceError> {
         let dir = &config.data_dir;
         for sub in ["", "vms", "snapshots", "images"] {
@@ -220,17 +227,18 @@ impl Service {
                 firewall_changes: std::sync::Mutex::new(()),
                 snapshotting: per_key::PerKey::new(1),
                 exec_slots,
+                db: db_lane::DbLane::start()
+                    .map_err(|e| internal(format!("cannot start the store's threads: {e}")))?,
             }),
         };
         let first_key = service.ensure_default_org()?;
-        let (adopted, lost) = service.reconcile_blocking()?;
         let swept = snapshot_sweep::sweep(&service.inner)?;
         Ok(Opened {
             service,
             first_key,
             unavailable,
-            adopted,
-            lost,
+            adopted: 0,
+            lost: 0,
             swept,
             network,
         })
@@ -251,7 +259,25 @@ impl Service {
         }
     }
 
-    /// Runs blocking work (SQLite, monitor sockets) off the async threads.
+    /// Runs store work (SQLite, and local checks that take microseconds)
+    /// on the store's own few threads ([`db_lane`]): nothing that waits on
+    /// a monitor, an agent or a large file belongs here.
+    pub(crate) async fn db<T, F>(&self, f: F) -> Result<T, ServiceError>
+    where
+        F: FnOnce(&Inner) -> Result<T, ServiceError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let inner = self.inner.clone();
+        self.inner
+            .db
+            .run(move || f(&inner))
+            .await
+            .map_err(internal)?
+    }
+
+    /// Runs work that waits on a monitor (its control socket answers within
+    /// `CALL_TIMEOUT`) or on large files (snapshot files, VM directories)
+    /// off the async threads, on tokio's blocking pool.
     pub(crate) async fn blocking<T, F>(&self, f: F) -> Result<T, ServiceError>
     where
         F: FnOnce(&Inner) -> Result<T, ServiceError> + Send + 'static,
@@ -282,7 +308,7 @@ impl Service {
 
     /// getHealthz: the daemon and its store answer.
     pub async fn get_healthz(&self) -> Result<serde_json::Value, ServiceError> {
-        self.blocking(|inner| {
+        self.db(|inner| {
             inner.store.schema_version()?;
             Ok(serde_json::json!({ "status": "ok" }))
         })

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::vms::set_status_if;
-use super::{Inner, Service, ServiceError, settle};
+use super::{Inner, Service, ServiceError};
 use crate::store::{VmRow, vm_status};
 use crate::vmm::exit_record::ExitRecord;
 
@@ -63,40 +63,55 @@ fn watch(inner: &Inner, vm: &VmRow) {
     }
 }
 
+/// How long a provisioning VM found at start is given to show its agent
+/// is up; one that does not stays `provisioning` for the watcher to judge.
+const ADOPTED_AGENT_WAIT: Duration = Duration::from_millis(500);
+
+/// [`Service::reconcile`]'s store part: (adopted, lost, provisioning VMs
+/// with a live monitor, whose agents are then asked).
+fn reconcile_rows(inner: &Inner) -> Result<(usize, usize, Vec<VmRow>), ServiceError> {
+    let (mut adopted, mut lost, mut provisioning) = (0, 0, Vec::new());
+    for vm in inner.store.live_vms()? {
+        if vm.status == vm_status::DELETING {
+            let _ = inner.supervisor.destroy(&vm.id);
+            inner.store.mark_vm_deleted(&vm.id)?;
+            continue;
+        }
+        if let Some(pid) = crate::supervisor::monitor_pid(&inner.supervisor.vm_dir(&vm.id)) {
+            adopted += 1;
+            // A create cut short may have started it without recording it.
+            if vm.monitor_pid != Some(pid) {
+                inner.store.set_vm_monitor(&vm.id, Some(pid))?;
+            }
+            if vm.status == vm_status::PROVISIONING {
+                provisioning.push(vm);
+            }
+        } else if mark_if_ended(inner, &vm) {
+            // No create is in flight at start: a provisioning VM without a
+            // live monitor is judged too.
+            lost += 1;
+        }
+    }
+    Ok((adopted, lost, provisioning))
+}
+
 impl Service {
     /// At start: VMs with a live monitor stay as they are (a provisioning
     /// one is settled if its agent answers), others are marked `stopped` or
     /// `error` from their exit record; deletions cut short are finished.
     /// Returns (adopted, lost).
-    pub(super) fn reconcile_blocking(&self) -> Result<(usize, usize), ServiceError> {
-        let inner = &self.inner;
-        let (mut adopted, mut lost) = (0, 0);
-        for vm in inner.store.live_vms()? {
-            if vm.status == vm_status::DELETING {
-                let _ = inner.supervisor.destroy(&vm.id);
-                inner.store.mark_vm_deleted(&vm.id)?;
-                continue;
-            }
-            if let Some(pid) = crate::supervisor::monitor_pid(&inner.supervisor.vm_dir(&vm.id)) {
-                adopted += 1;
-                // A create cut short may have started it without recording it.
-                if vm.monitor_pid != Some(pid) {
-                    inner.store.set_vm_monitor(&vm.id, Some(pid))?;
-                }
-                if vm.status == vm_status::PROVISIONING {
-                    let readiness = inner.supervisor.wait_agent(
-                        &vm.id,
-                        Duration::from_millis(500),
-                        super::vms::nic(&vm).as_ref(),
-                    );
-                    settle::settle(inner, &vm.id, &readiness, None);
-                }
-            } else if mark_if_ended(inner, &vm) {
-                // No create is in flight at start: a provisioning VM
-                // without a live monitor is judged too.
-                lost += 1;
-            }
-        }
+    pub(super) async fn reconcile(&self) -> Result<(usize, usize), ServiceError> {
+        let (adopted, lost, provisioning) = self.blocking(reconcile_rows).await?;
+        // Their agents are asked all at once, each given half a second.
+        let asked = provisioning.into_iter().map(|vm| async move {
+            let readiness = self
+                .inner
+                .supervisor
+                .wait_agent(&vm.id, ADOPTED_AGENT_WAIT, super::vms::nic(&vm).as_ref())
+                .await;
+            self.settle(vm.id, readiness, None).await;
+        });
+        futures_util::future::join_all(asked).await;
         Ok((adopted, lost))
     }
 
@@ -109,7 +124,7 @@ impl Service {
             loop {
                 tick.tick().await;
                 let _ = service
-                    .blocking(|inner| {
+                    .db(|inner| {
                         for vm in inner.store.live_vms()? {
                             watch(inner, &vm);
                         }

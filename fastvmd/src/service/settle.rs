@@ -64,6 +64,20 @@ pub(super) fn settle(
     moved
 }
 
+impl super::Service {
+    /// [`settle`] on the store's threads, for a readiness found without one.
+    pub(super) async fn settle(
+        &self,
+        id: String,
+        readiness: Readiness,
+        not_ready: Option<&'static str>,
+    ) {
+        let _ = self
+            .db(move |inner| Ok(settle(inner, &id, &readiness, not_ready)))
+            .await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

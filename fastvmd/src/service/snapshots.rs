@@ -88,7 +88,7 @@ impl Service {
         caller: &Caller,
     ) -> Result<Vec<SnapshotObject>, ServiceError> {
         let org = caller.org_id.clone();
-        self.blocking(move |inner| {
+        self.db(move |inner| {
             inner
                 .store
                 .list_snapshots(&org)?
@@ -108,7 +108,7 @@ impl Service {
     ) -> Result<SnapshotObject, ServiceError> {
         api::validate_update_snapshot(&req)?;
         let (caller, id) = (caller.clone(), path_id(id)?);
-        self.blocking(move |inner| {
+        self.db(move |inner| {
             if !inner
                 .store
                 .rename_snapshot(&caller.org_id, &id, &req.name)?

@@ -11,10 +11,14 @@ use fastvm_proto::socket::{EventKind, EventOp};
 
 use super::admin::emit_quota;
 use super::convert;
-use super::{Caller, Inner, Service, ServiceError, settle};
+use super::{Caller, Inner, Service, ServiceError};
 use crate::net::addr::{Mac, tap_name};
 use crate::store::{NewVm, VmRow, vm_status};
 use crate::supervisor::{GuestImage, MonitorSource, MonitorSpec, NicSpec, Readiness};
+
+/// How long a create's guest agent is waited for in the background once
+/// the request has answered `provisioning`; then the VM is `error`.
+const BACKGROUND_AGENT_WAIT: Duration = Duration::from_secs(120);
 
 /// Parses a path id, 400 naming `id` when malformed.
 pub(super) fn path_id(id: &str) -> Result<String, ServiceError> {
@@ -213,7 +217,7 @@ impl Service {
     /// listVMs.
     pub async fn list_vms(&self, caller: &Caller) -> Result<Vec<VmInstance>, ServiceError> {
         let org = caller.org_id.clone();
-        self.blocking(move |inner| {
+        self.db(move |inner| {
             inner
                 .store
                 .list_vms(&org)?
@@ -227,7 +231,7 @@ impl Service {
     /// getVM.
     pub async fn get_vm(&self, caller: &Caller, id: &str) -> Result<VmInstance, ServiceError> {
         let (caller, id) = (caller.clone(), path_id(id)?);
-        self.blocking(move |inner| convert::vm(&find_vm(inner, &caller, &id)?))
+        self.db(move |inner| convert::vm(&find_vm(inner, &caller, &id)?))
             .await
     }
 
@@ -311,36 +315,30 @@ impl Service {
                 }
             })
             .await?;
-        let id = row.id.clone();
         let wait = self.inner.config.agent_wait;
         let vm_nic = nic(&row);
-        let not_ready = self
-            .blocking(move |inner| {
-                let readiness = inner.supervisor.wait_agent(&id, wait, vm_nic.as_ref());
-                settle::settle(inner, &id, &readiness, None);
-                Ok(matches!(readiness, Readiness::NotReady(_)).then_some(vm_nic))
-            })
-            .await?;
-        if let Some(vm_nic) = not_ready {
+        let readiness = self
+            .inner
+            .supervisor
+            .wait_agent(&row.id, wait, vm_nic.as_ref())
+            .await;
+        if matches!(readiness, Readiness::NotReady(_)) {
             // Keep waiting in the background; the VM becomes running or error.
             let (service, id) = (self.clone(), row.id.clone());
             tokio::spawn(async move {
-                let _ = service
-                    .blocking(move |inner| {
-                        let readiness = inner.supervisor.wait_agent(
-                            &id,
-                            Duration::from_secs(120),
-                            vm_nic.as_ref(),
-                        );
-                        settle::settle(inner, &id, &readiness, Some(vm_status::ERROR));
-                        Ok(())
-                    })
+                let readiness = service
+                    .inner
+                    .supervisor
+                    .wait_agent(&id, BACKGROUND_AGENT_WAIT, vm_nic.as_ref())
                     .await;
+                service.settle(id, readiness, Some(vm_status::ERROR)).await;
             });
+        } else {
+            self.settle(row.id.clone(), readiness, None).await;
         }
         let id = row.id.clone();
         let vm = self
-            .blocking(move |inner| {
+            .db(move |inner| {
                 let row = inner
                     .store
                     .get_vm_any(&id)?
@@ -360,7 +358,7 @@ impl Service {
     ) -> Result<VmInstance, ServiceError> {
         api::validate_update_vm(&req)?;
         let (caller, id) = (caller.clone(), path_id(id)?);
-        self.blocking(move |inner| {
+        self.db(move |inner| {
             if !inner.store.update_vm_name(&caller.org_id, &id, &req.name)? {
                 return Err(ServiceError::NotFound(format!("VM {id} not found")));
             }
@@ -475,7 +473,7 @@ impl Service {
         let default_timeout = self.inner.config.default_exec_timeout_sec;
         let _slot = self.inner.exec_slots.take(&caller.org_id)?;
         let row = self
-            .blocking(move |inner| {
+            .db(move |inner| {
                 let row = find_vm(inner, &caller, &id)?;
                 require_running(&row, "exec")?;
                 Ok(row)

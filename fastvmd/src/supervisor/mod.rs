@@ -153,8 +153,8 @@ impl Supervisor {
     /// Waits up to `wait` for VM `id`'s guest agent to answer, then sets
     /// the guest's clock and, with `nic`, its network; every failure comes
     /// back in the [`Readiness`] for the caller to log and judge.
-    pub fn wait_agent(&self, id: &str, wait: Duration, nic: Option<&NicSpec>) -> Readiness {
-        readiness::wait(&self.vm_dir(id).join(VSOCK_SOCKET), wait, nic)
+    pub async fn wait_agent(&self, id: &str, wait: Duration, nic: Option<&NicSpec>) -> Readiness {
+        readiness::wait(&self.vm_dir(id).join(VSOCK_SOCKET), wait, nic).await
     }
 
     fn control(&self, id: &str) -> Result<ControlClient, SupervisorError> {

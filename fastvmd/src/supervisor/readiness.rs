@@ -5,10 +5,13 @@
 //! which decides the VM's status from it.
 
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use super::NicSpec;
-use crate::agent::{AgentConn, Applied};
+use crate::agent::Applied;
+use crate::agent_async::AsyncAgentConn;
 
 /// What [`wait`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,10 +61,10 @@ impl std::fmt::Display for SetupProblem {
 
 /// Waits up to `wait` for the agent behind `vsock` (a monitor's
 /// `vsock.sock`) to answer a ping, then sets its clock and, with `nic`,
-/// its network, each given `wait` to answer.
-pub fn wait(vsock: &Path, wait: Duration, nic: Option<&NicSpec>) -> Readiness {
-    let connect = || AgentConn::connect_when_ready(vsock, Instant::now() + wait);
-    let mut conn = match connect() {
+/// its network, each given `wait` to answer. Holds no thread meanwhile.
+pub async fn wait(vsock: &Path, wait: Duration, nic: Option<&NicSpec>) -> Readiness {
+    let connect = || AsyncAgentConn::connect_when_ready(vsock, Instant::now() + wait);
+    let mut conn = match connect().await {
         Ok(conn) => conn,
         Err(e) => return Readiness::NotReady(e.to_string()),
     };
@@ -70,18 +73,18 @@ pub fn wait(vsock: &Path, wait: Duration, nic: Option<&NicSpec>) -> Readiness {
     {
         return Readiness::NotReady(e.to_string());
     }
-    if let Err(e) = conn.ping(wait) {
+    if let Err(e) = conn.ping(wait).await {
         return Readiness::NotReady(e.to_string());
     }
     let mut problems = Vec::new();
-    match conn.set_clock(SystemTime::now(), wait) {
+    match conn.set_clock(SystemTime::now(), wait).await {
         Ok(Applied::Yes) => {}
         Ok(Applied::Refused(why)) => problems.push(SetupProblem::Clock(format!("refused: {why}"))),
         Err(e) => {
             problems.push(SetupProblem::Clock(e.to_string()));
             // The stream may hold a late answer or be broken: the network
             // gets a connection of its own.
-            match connect() {
+            match connect().await {
                 Ok(fresh) => conn = fresh,
                 Err(e) if nic.is_some() => {
                     problems.push(SetupProblem::NetworkFailed(e.to_string()));
@@ -94,7 +97,10 @@ pub fn wait(vsock: &Path, wait: Duration, nic: Option<&NicSpec>) -> Readiness {
     if let Some(nic) = nic {
         let ip6 = format!("{}/128", nic.addr);
         let gw6 = crate::net::addr::GATEWAY.to_string();
-        match conn.set_network(&nic.mac.to_string(), &ip6, &gw6, wait) {
+        match conn
+            .set_network(&nic.mac.to_string(), &ip6, &gw6, wait)
+            .await
+        {
             Ok(Applied::Yes) => {}
             Ok(Applied::Refused(why)) => problems.push(SetupProblem::NetworkRefused(why)),
             Err(e) => problems.push(SetupProblem::NetworkFailed(e.to_string())),

@@ -115,11 +115,20 @@ fn run(fake: Fake, nic: Option<&NicSpec>) -> (Readiness, Vec<String>) {
                 }
             }
         });
-        let readiness = wait(&path, WAIT, nic);
+        let readiness = block_on(wait(&path, WAIT, nic));
         done.store(true, Ordering::Relaxed);
         readiness
     });
     (readiness, seen.into_inner().unwrap())
+}
+
+/// Runs `future` to its end on a runtime of its own.
+fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
 }
 
 fn nic() -> NicSpec {
@@ -218,6 +227,6 @@ fn a_network_never_confirmed_is_fatal() {
 #[test]
 fn no_agent_is_not_ready() {
     let tmp = tempfile::tempdir().unwrap();
-    let r = wait(&tmp.path().join("vsock.sock"), WAIT, Some(&nic()));
+    let r = block_on(wait(&tmp.path().join("vsock.sock"), WAIT, Some(&nic())));
     assert!(matches!(r, Readiness::NotReady(_)), "{r:?}");
 }
