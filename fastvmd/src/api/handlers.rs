@@ -1,4 +1,5 @@
-//! One handler per operation: decode, call the service, encode.
+//! One handler per route: decode the request into an [`Operation`], run it
+//! with [`Service::call`], encode the answer.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -11,33 +12,40 @@ use fastvm_proto::api::{
 
 use super::auth::Authed;
 use super::error::{ApiError, ApiJson};
-use crate::service::Service;
+use crate::service::operation::{Operation, Reply};
+use crate::service::{Caller, Service, ServiceError};
 
 type ApiResult = Result<Response, ApiError>;
 
-fn ok<T: serde::Serialize>(value: T) -> ApiResult {
-    Ok(Json(value).into_response())
-}
-
-fn created<T: serde::Serialize>(status: u16, value: T) -> ApiResult {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED);
-    Ok((status, Json(value)).into_response())
+/// Runs `operation` for `caller` and encodes its JSON answer.
+async fn run(s: &Service, caller: &Caller, operation: Operation) -> ApiResult {
+    match s.call(caller, operation).await? {
+        Reply::Json { status, body } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            Ok((status, Json(body)).into_response())
+        }
+        // Watches and console attaches are socket operations; no route
+        // decodes into one.
+        Reply::Watch { .. } | Reply::Console(_) => Err(ApiError::from(ServiceError::Internal(
+            "a streaming answer has no HTTP form".into(),
+        ))),
+    }
 }
 
 pub async fn healthz(State(s): State<Service>) -> ApiResult {
-    ok(s.get_healthz().await?)
+    run(&s, &Caller::anonymous(), Operation::GetHealthz).await
 }
 
 pub async fn livez(State(s): State<Service>) -> ApiResult {
-    ok(s.get_livez().await?)
+    run(&s, &Caller::anonymous(), Operation::GetLivez).await
 }
 
 pub async fn readyz(State(s): State<Service>) -> ApiResult {
-    ok(s.get_readyz().await?)
+    run(&s, &Caller::anonymous(), Operation::GetReadyz).await
 }
 
 pub async fn list_vms(State(s): State<Service>, Authed(c): Authed) -> ApiResult {
-    ok(s.list_vms(&c).await?)
+    run(&s, &c, Operation::ListVms).await
 }
 
 pub async fn create_vm(
@@ -45,8 +53,7 @@ pub async fn create_vm(
     Authed(c): Authed,
     ApiJson(req): ApiJson<CreateVmRequest>,
 ) -> ApiResult {
-    let (status, vm) = s.create_vm(&c, req).await?;
-    created(status, vm)
+    run(&s, &c, Operation::CreateVm(req)).await
 }
 
 pub async fn get_vm(
@@ -54,7 +61,7 @@ pub async fn get_vm(
     Authed(c): Authed,
     Path(id): Path<String>,
 ) -> ApiResult {
-    ok(s.get_vm(&c, &id).await?)
+    run(&s, &c, Operation::GetVm { id }).await
 }
 
 pub async fn update_vm(
@@ -63,7 +70,7 @@ pub async fn update_vm(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<UpdateVmRequest>,
 ) -> ApiResult {
-    ok(s.update_vm(&c, &id, req).await?)
+    run(&s, &c, Operation::UpdateVm { id, req }).await
 }
 
 pub async fn delete_vm(
@@ -71,7 +78,7 @@ pub async fn delete_vm(
     Authed(c): Authed,
     Path(id): Path<String>,
 ) -> ApiResult {
-    ok(s.delete_vm(&c, &id).await?)
+    run(&s, &c, Operation::DeleteVm { id }).await
 }
 
 pub async fn replace_vm_firewall(
@@ -80,7 +87,7 @@ pub async fn replace_vm_firewall(
     Path(id): Path<String>,
     ApiJson(policy): ApiJson<FirewallPolicy>,
 ) -> ApiResult {
-    ok(s.replace_vm_firewall(&c, &id, policy).await?)
+    run(&s, &c, Operation::ReplaceVmFirewall { id, policy }).await
 }
 
 pub async fn patch_vm_firewall(
@@ -89,7 +96,7 @@ pub async fn patch_vm_firewall(
     Path(id): Path<String>,
     ApiJson(patch): ApiJson<PatchVmFirewallRequest>,
 ) -> ApiResult {
-    ok(s.patch_vm_firewall(&c, &id, patch).await?)
+    run(&s, &c, Operation::PatchVmFirewall { id, patch }).await
 }
 
 pub async fn create_vm_console_token(
@@ -97,7 +104,7 @@ pub async fn create_vm_console_token(
     Authed(c): Authed,
     Path(id): Path<String>,
 ) -> ApiResult {
-    ok(s.create_vm_console_token(&c, &id).await?)
+    run(&s, &c, Operation::CreateVmConsoleToken { id }).await
 }
 
 pub async fn exec_vm(
@@ -106,7 +113,7 @@ pub async fn exec_vm(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<ExecVmRequest>,
 ) -> ApiResult {
-    ok(s.exec_vm(&c, &id, req).await?)
+    run(&s, &c, Operation::ExecVm { id, req }).await
 }
 
 pub async fn create_snapshot(
@@ -114,11 +121,11 @@ pub async fn create_snapshot(
     Authed(c): Authed,
     ApiJson(req): ApiJson<CreateSnapshotRequest>,
 ) -> ApiResult {
-    created(201, s.create_snapshot(&c, req).await?)
+    run(&s, &c, Operation::CreateSnapshot(req)).await
 }
 
 pub async fn list_snapshots(State(s): State<Service>, Authed(c): Authed) -> ApiResult {
-    ok(s.list_snapshots(&c).await?)
+    run(&s, &c, Operation::ListSnapshots).await
 }
 
 pub async fn update_snapshot(
@@ -127,7 +134,7 @@ pub async fn update_snapshot(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<UpdateSnapshotRequest>,
 ) -> ApiResult {
-    ok(s.update_snapshot(&c, &id, req).await?)
+    run(&s, &c, Operation::UpdateSnapshot { id, req }).await
 }
 
 pub async fn delete_snapshot(
@@ -135,9 +142,9 @@ pub async fn delete_snapshot(
     Authed(c): Authed,
     Path(id): Path<String>,
 ) -> ApiResult {
-    ok(s.delete_snapshot(&c, &id).await?)
+    run(&s, &c, Operation::DeleteSnapshot { id }).await
 }
 
 pub async fn get_org_quotas(State(s): State<Service>, Authed(c): Authed) -> ApiResult {
-    ok(s.get_org_quotas(&c).await?)
+    run(&s, &c, Operation::GetOrgQuotas).await
 }

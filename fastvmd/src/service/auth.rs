@@ -22,7 +22,10 @@ impl Service {
                 let found = inner.store.lookup_api_key(&auth::hash_api_key(&key))?;
                 return match found {
                     Some(k) if k.revoked => Err(unauthorized(AuthError::Revoked)),
-                    Some(k) => Ok(Caller { org_id: k.org_id }),
+                    Some(k) => Ok(Caller {
+                        org_id: k.org_id,
+                        admin: false,
+                    }),
                     None => Err(ServiceError::Unauthorized("unknown API key".into())),
                 };
             }
@@ -32,7 +35,10 @@ impl Service {
             let token = auth::parse_bearer(&header).map_err(unauthorized)?;
             let org = auth::verify_jwt(&inner.jwt_secret, token).map_err(unauthorized)?;
             match inner.store.get_org(&org)? {
-                Some(org) => Ok(Caller { org_id: org.id }),
+                Some(org) => Ok(Caller {
+                    org_id: org.id,
+                    admin: false,
+                }),
                 None => Err(ServiceError::Unauthorized(
                     "JWT names an organization that does not exist".into(),
                 )),
@@ -41,10 +47,14 @@ impl Service {
         .await
     }
 
-    /// The local default organization (socket callers without `apiKey`).
+    /// The local default organization (socket callers without `apiKey`),
+    /// which may run admin operations.
     pub async fn default_caller(&self) -> Result<Caller, ServiceError> {
         self.db(|inner| match inner.store.default_org()? {
-            Some(org) => Ok(Caller { org_id: org.id }),
+            Some(org) => Ok(Caller {
+                org_id: org.id,
+                admin: true,
+            }),
             None => Err(ServiceError::Internal("no default organization".into())),
         })
         .await

@@ -86,7 +86,11 @@ impl Service {
             if vm_id != id {
                 return Err(gone());
             }
-            let vm = find_vm(inner, &Caller { org_id }, &vm_id)?;
+            let caller = Caller {
+                org_id,
+                admin: false,
+            };
+            let vm = find_vm(inner, &caller, &vm_id)?;
             require_running(&vm, "open a console")?;
             Ok(ConsoleTarget {
                 socket: inner.supervisor.vm_dir(&vm.id).join(CONSOLE_SOCKET),

@@ -10,6 +10,7 @@ mod db_lane;
 pub mod error;
 pub mod exec_slots;
 mod local_console;
+pub mod operation;
 mod per_key;
 mod reconcile;
 mod settle;
@@ -38,6 +39,20 @@ use crate::vmm::host::{self, HostKind};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub org_id: String,
+    /// The local default org's caller on the daemon's socket (no API key):
+    /// the only one admin operations are for.
+    pub admin: bool,
+}
+
+impl Caller {
+    /// The caller of the operations that need none (the health probes):
+    /// no org, no admin.
+    pub fn anonymous() -> Caller {
+        Caller {
+            org_id: String::new(),
+            admin: false,
+        }
+    }
 }
 
 /// How the daemon is set up.

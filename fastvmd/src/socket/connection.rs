@@ -115,7 +115,8 @@ pub(super) async fn run(stream: Stream, service: Service) {
                     return;
                 }
                 Err(e) => {
-                    let msg = format!("cannot reach the console at {}: {e}", path.display());
+                    tracing::warn!("console socket {}: {e}", path.display());
+                    let msg = format!("cannot reach the VM's console: {e}");
                     send_response(&writer, &SocketResponse::error(req.id, 502, msg)).await;
                 }
             },

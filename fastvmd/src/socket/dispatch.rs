@@ -1,25 +1,19 @@
-//! Decoding one [`SocketRequest`] and calling the one [`Service`] method its
-//! `op` names: path parameters from `params`, the request body from `body`,
-//! the caller from `apiKey` (or the local default org), and the answer or
-//! [`ServiceError`] turned into a [`SocketResponse`].
+//! Decoding one [`SocketRequest`] into an [`Operation`] — path parameters
+//! from `params`, the request body from `body`, the caller from `apiKey`
+//! (or the local default org) — for [`Service::call`], and its [`Reply`]
+//! or [`ServiceError`] into a [`SocketResponse`].
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use fastvm_proto::api::OrgQuotaValues;
 use fastvm_proto::socket::{Op, SocketRequest, SocketResponse, WatchRequest};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
+use crate::service::operation::{Operation, Reply};
 use crate::service::{Caller, Event, Service, ServiceError};
-use crate::store::{format_rfc3339, now_ms};
-
-/// Lifetime of a minted JWT when `ttlSec` is absent (one hour).
-pub const DEFAULT_TOKEN_TTL_SEC: u64 = 3600;
-/// Longest lifetime `mintToken` grants (30 days).
-pub const MAX_TOKEN_TTL_SEC: u64 = 30 * 24 * 3600;
 
 /// What a request turns into.
 #[derive(Debug)]
@@ -93,13 +87,12 @@ pub async fn dispatch(service: &Service, req: &SocketRequest) -> Outcome {
 }
 
 /// The caller `req` acts for: the key's org with `apiKey` (401 when it is
-/// not valid), else the local default org. Admin ops refuse `apiKey` (403).
+/// not valid), else the local default org (the admin). A keyed request for
+/// an admin operation is refused by the service whoever's key it carries,
+/// so the key is not looked at.
 async fn caller(service: &Service, req: &SocketRequest, op: Op) -> Result<Caller, ServiceError> {
     match &req.api_key {
-        Some(_) if op.is_admin() => Err(ServiceError::Forbidden(format!(
-            "{}: admin operations are only for the local default org (no apiKey)",
-            op.name()
-        ))),
+        Some(_) if op.is_admin() => Ok(Caller::anonymous()),
         Some(key) => service.authenticate(Some(key.clone()), None).await,
         None => service.default_caller().await,
     }
@@ -124,116 +117,88 @@ fn body<T: DeserializeOwned>(req: &SocketRequest) -> Result<T, ServiceError> {
     serde_json::from_value(value).map_err(|e| ServiceError::BadRequest(format!("body: {e}")))
 }
 
-/// A success response with `value` as its body.
-fn reply<T: Serialize>(
-    req: &SocketRequest,
-    status: u16,
-    value: T,
-) -> Result<Outcome, ServiceError> {
-    SocketResponse::new(req.id, status, &value)
-        .map(Outcome::Reply)
-        .map_err(|e| ServiceError::Internal(format!("cannot encode the answer: {e}")))
-}
-
-/// `ttlSec` checked against 1..=[`MAX_TOKEN_TTL_SEC`].
-fn token_ttl(ttl_sec: Option<u64>) -> Result<u64, ServiceError> {
-    match ttl_sec.unwrap_or(DEFAULT_TOKEN_TTL_SEC) {
-        ttl @ 1..=MAX_TOKEN_TTL_SEC => Ok(ttl),
-        _ => Err(ServiceError::BadRequest(format!(
-            "body.ttlSec: must be 1 to {MAX_TOKEN_TTL_SEC}"
-        ))),
-    }
-}
-
 async fn handle(service: &Service, req: &SocketRequest) -> Result<Outcome, ServiceError> {
     let Some(op) = req.parsed_op() else {
         return Err(ServiceError::NotFound(format!("unknown op {:?}", req.op)));
     };
     let who = caller(service, req, op).await?;
-    let s = service;
-    match op {
-        Op::GetHealthz => reply(req, 200, s.get_healthz().await?),
-        Op::GetLivez => reply(req, 200, s.get_livez().await?),
-        Op::GetReadyz => reply(req, 200, s.get_readyz().await?),
-        Op::ListVms => reply(req, 200, s.list_vms(&who).await?),
-        Op::CreateVm => {
-            let (status, vm) = s.create_vm(&who, body(req)?).await?;
-            reply(req, status, vm)
-        }
-        Op::GetVm => reply(req, 200, s.get_vm(&who, param(req, "id")?).await?),
-        Op::UpdateVm => reply(
-            req,
-            200,
-            s.update_vm(&who, param(req, "id")?, body(req)?).await?,
-        ),
-        Op::DeleteVm => reply(req, 200, s.delete_vm(&who, param(req, "id")?).await?),
-        Op::ReplaceVmFirewall => {
-            let id = param(req, "id")?;
-            reply(req, 200, s.replace_vm_firewall(&who, id, body(req)?).await?)
-        }
-        Op::PatchVmFirewall => {
-            let id = param(req, "id")?;
-            reply(req, 200, s.patch_vm_firewall(&who, id, body(req)?).await?)
-        }
-        Op::CreateVmConsoleToken => {
-            let id = param(req, "id")?;
-            reply(req, 200, s.create_vm_console_token(&who, id).await?)
-        }
-        Op::ExecVm => reply(
-            req,
-            200,
-            s.exec_vm(&who, param(req, "id")?, body(req)?).await?,
-        ),
-        Op::CreateSnapshot => reply(req, 201, s.create_snapshot(&who, body(req)?).await?),
-        Op::ListSnapshots => reply(req, 200, s.list_snapshots(&who).await?),
-        Op::UpdateSnapshot => {
-            let id = param(req, "id")?;
-            reply(req, 200, s.update_snapshot(&who, id, body(req)?).await?)
-        }
-        Op::DeleteSnapshot => reply(req, 200, s.delete_snapshot(&who, param(req, "id")?).await?),
-        Op::GetOrgQuotas => reply(req, 200, s.get_org_quotas(&who).await?),
-        Op::Watch => {
-            let filter: WatchRequest = body(req)?;
-            Ok(Outcome::Watch {
-                org_id: who.org_id,
-                filter,
-                events: s.subscribe(),
-            })
-        }
-        Op::AttachConsole => Ok(Outcome::Console(
-            s.console_socket(&who, param(req, "id")?).await?,
-        )),
-        Op::CreateOrg => {
-            let CreateOrgBody { name } = body(req)?;
-            let key = s.create_org(name.clone()).await?;
-            reply(
-                req,
-                200,
-                json!({ "id": key.org_id, "name": name, "apiKey": key }),
-            )
-        }
-        Op::CreateApiKey => {
-            let OrgBody { org_id } = body(req)?;
-            reply(req, 200, s.create_api_key(org_id).await?)
-        }
-        Op::RevokeApiKey => {
-            let key_id = match req.params.contains_key("id") {
-                true => param(req, "id")?.to_string(),
+    let operation = decode(op, req)?;
+    Ok(match service.call(&who, operation).await? {
+        Reply::Json { status, body } => Outcome::Reply(SocketResponse {
+            id: req.id,
+            status,
+            body,
+        }),
+        Reply::Watch {
+            org_id,
+            filter,
+            events,
+        } => Outcome::Watch {
+            org_id,
+            filter,
+            events,
+        },
+        Reply::Console(path) => Outcome::Console(path),
+    })
+}
+
+/// The operation `op` with its inputs from `req`.
+fn decode(op: Op, req: &SocketRequest) -> Result<Operation, ServiceError> {
+    let id = || param(req, "id").map(str::to_string);
+    Ok(match op {
+        Op::GetHealthz => Operation::GetHealthz,
+        Op::GetLivez => Operation::GetLivez,
+        Op::GetReadyz => Operation::GetReadyz,
+        Op::ListVms => Operation::ListVms,
+        Op::CreateVm => Operation::CreateVm(body(req)?),
+        Op::GetVm => Operation::GetVm { id: id()? },
+        Op::UpdateVm => Operation::UpdateVm {
+            id: id()?,
+            req: body(req)?,
+        },
+        Op::DeleteVm => Operation::DeleteVm { id: id()? },
+        Op::ReplaceVmFirewall => Operation::ReplaceVmFirewall {
+            id: id()?,
+            policy: body(req)?,
+        },
+        Op::PatchVmFirewall => Operation::PatchVmFirewall {
+            id: id()?,
+            patch: body(req)?,
+        },
+        Op::CreateVmConsoleToken => Operation::CreateVmConsoleToken { id: id()? },
+        Op::ExecVm => Operation::ExecVm {
+            id: id()?,
+            req: body(req)?,
+        },
+        Op::CreateSnapshot => Operation::CreateSnapshot(body(req)?),
+        Op::ListSnapshots => Operation::ListSnapshots,
+        Op::UpdateSnapshot => Operation::UpdateSnapshot {
+            id: id()?,
+            req: body(req)?,
+        },
+        Op::DeleteSnapshot => Operation::DeleteSnapshot { id: id()? },
+        Op::GetOrgQuotas => Operation::GetOrgQuotas,
+        Op::Watch => Operation::Watch(body(req)?),
+        Op::AttachConsole => Operation::AttachConsole { id: id()? },
+        Op::CreateOrg => Operation::CreateOrg {
+            name: body::<CreateOrgBody>(req)?.name,
+        },
+        Op::CreateApiKey => Operation::CreateApiKey {
+            org_id: body::<OrgBody>(req)?.org_id,
+        },
+        Op::RevokeApiKey => Operation::RevokeApiKey {
+            key_id: match req.params.contains_key("id") {
+                true => id()?,
                 false => body::<RevokeBody>(req)?.key_id,
-            };
-            s.revoke_api_key(key_id.clone()).await?;
-            reply(req, 200, json!({ "id": key_id, "revoked": true }))
-        }
+            },
+        },
         Op::SetQuotaLimits => {
             let SetQuotaBody { org_id, limits } = body(req)?;
-            reply(req, 200, s.set_quota_limits(org_id, limits).await?)
+            Operation::SetQuotaLimits { org_id, limits }
         }
         Op::MintToken => {
             let MintTokenBody { org_id, ttl_sec } = body(req)?;
-            let ttl = token_ttl(ttl_sec)?;
-            let token = s.mint_token(org_id, Duration::from_secs(ttl)).await?;
-            let expires_at = format_rfc3339(now_ms() + (ttl as i64) * 1000);
-            reply(req, 200, json!({ "token": token, "expiresAt": expires_at }))
+            Operation::MintToken { org_id, ttl_sec }
         }
-    }
+    })
 }
