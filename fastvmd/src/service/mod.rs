@@ -9,6 +9,10 @@ mod convert;
 mod db_lane;
 pub mod error;
 pub mod exec_slots;
+#[cfg(test)]
+mod failure_tests;
+#[cfg(test)]
+mod fake_machines;
 mod local_console;
 pub mod operation;
 mod per_key;
@@ -32,7 +36,7 @@ use tokio::sync::broadcast;
 
 use crate::private_files;
 use crate::store::{QuotaDefaults, Store, StoreError};
-use crate::supervisor::{GuestChoice, GuestImage, Supervisor};
+use crate::supervisor::{GuestChoice, GuestImage, Machines, Supervisor};
 use crate::vmm::host::{self, HostKind};
 
 /// Who is calling: every operation is scoped to this organization.
@@ -115,7 +119,7 @@ pub struct Event {
 pub(crate) struct Inner {
     pub config: ServiceConfig,
     pub store: Store,
-    pub supervisor: Supervisor,
+    pub supervisor: Arc<dyn Machines>,
     pub guest: GuestImage,
     pub host: HostKind,
     pub jwt_secret: Vec<u8>,
@@ -203,6 +207,24 @@ impl Service {
     /// [`Service::open`] but for the monitors: `adopted` and `lost` are 0
     /// until [`Service::reconcile`] has looked at them.
     fn open_blocking(config: ServiceConfig) -> Result<Opened, ServiceError> {
+        Self::open_on(config, None)
+    }
+
+    /// A service whose VMs are `machines` (a fake), booting a guest that
+    /// only the fake sees. Unit tests of the service's own paths.
+    #[cfg(test)]
+    pub(crate) fn open_with_machines(
+        config: ServiceConfig,
+        machines: Arc<dyn Machines>,
+    ) -> Result<Service, ServiceError> {
+        Ok(Self::open_on(config, Some(machines))?.service)
+    }
+
+    /// [`Service::open_blocking`] with the real monitors, or `machines`.
+    fn open_on(
+        config: ServiceConfig,
+        machines: Option<Arc<dyn Machines>>,
+    ) -> Result<Opened, ServiceError> {
         let dir = &config.data_dir;
         for sub in ["", "vms", "snapshots", "images"] {
             let path = dir.join(sub);
@@ -215,14 +237,25 @@ impl Service {
         let jwt_secret = crate::auth::load_or_create_secret(&dir.join("jwt.secret"))
             .map_err(|e| internal(format!("jwt.secret: {e}")))?;
         let host = host::detect();
-        let guest = GuestImage::prepare(config.guest, &host, &dir.join("images"));
+        let guest = match machines {
+            Some(_) => GuestImage::Ready {
+                kernel: dir.join("images/fake"),
+                cmdline: String::new(),
+                disk: None,
+            },
+            None => GuestImage::prepare(config.guest, &host, &dir.join("images")),
+        };
         let unavailable = match &guest {
             GuestImage::Unavailable(why) => Some(why.clone()),
             GuestImage::Ready { .. } => None,
         };
-        let supervisor = Supervisor::new(dir.join("vms"), config.monitor_exe.clone())
-            .with_jail_ids(config.jail_ids)
-            .with_cgroups(crate::supervisor::cgroups::Cgroups::detect(dir));
+        let supervisor = machines.unwrap_or_else(|| {
+            Arc::new(
+                Supervisor::new(dir.join("vms"), config.monitor_exe.clone())
+                    .with_jail_ids(config.jail_ids)
+                    .with_cgroups(crate::supervisor::cgroups::Cgroups::detect(dir)),
+            )
+        });
         let snapshots_dir = dir.join("snapshots");
         let (events, _) = broadcast::channel(1024);
         let network = Self::network(&config);

@@ -77,7 +77,7 @@ fn reconcile_rows(inner: &Inner) -> Result<(usize, usize, Vec<VmRow>), ServiceEr
             inner.store.mark_vm_deleted(&vm.id)?;
             continue;
         }
-        if let Some(pid) = crate::supervisor::monitor_pid(&inner.supervisor.vm_dir(&vm.id)) {
+        if let Some(pid) = inner.supervisor.monitor_pid(&vm.id) {
             adopted += 1;
             // A create cut short may have started it without recording it.
             if vm.monitor_pid != Some(pid) {

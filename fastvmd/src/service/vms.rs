@@ -485,7 +485,7 @@ impl Service {
         let result = self
             .inner
             .supervisor
-            .exec_async(&row.id, &request, timeout)
+            .exec(&row.id, &request, timeout)
             .await
             .map_err(|e| ServiceError::Upstream(format!("VM {}: {e}", row.id)))?;
         Ok(result.into())

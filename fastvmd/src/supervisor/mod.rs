@@ -8,12 +8,14 @@
 pub mod cgroups;
 pub mod control_client;
 mod guest;
+mod machines;
 mod monitor;
 pub(crate) mod netns;
 pub mod peer;
 mod readiness;
 
 pub use guest::{GuestChoice, GuestImage};
+pub use machines::Machines;
 pub use monitor::{
     MONITOR_LOG, MonitorSource, MonitorSpec, NicSpec, alive, monitor_pid, monitor_program,
 };

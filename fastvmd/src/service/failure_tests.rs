@@ -1,0 +1,279 @@
+//! The service's failure paths against scripted monitors
+//! ([`super::fake_machines`]), through [`Service::call`] as the front ends
+//! use it, on a real SQLite store: a monitor that dies while starting, an
+//! agent that never answers, a snapshot and a firewall change that fail,
+//! an exec past its timeout, a delete racing a create.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::fake_machines::{FakeMachines, Script, StartGate};
+use super::operation::{Operation, Reply};
+use super::{Caller, Service, ServiceConfig};
+use crate::supervisor::{GuestChoice, Readiness};
+
+struct Setup {
+    _tmp: tempfile::TempDir,
+    service: Service,
+    fake: Arc<FakeMachines>,
+    caller: Caller,
+}
+
+fn setup(script: Script, max_execs_per_org: usize) -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = ServiceConfig::new(tmp.path().into(), GuestChoice::Test, "/bin/false".into());
+    config.network = false;
+    config.max_execs_per_org = max_execs_per_org;
+    let fake = Arc::new(FakeMachines::new(&tmp.path().join("vms"), script));
+    let service = Service::open_with_machines(config, fake.clone()).unwrap();
+    let org = service.inner.store.default_org().unwrap().unwrap();
+    let caller = Caller {
+        org_id: org.id,
+        admin: false,
+    };
+    Setup {
+        _tmp: tmp,
+        service,
+        fake,
+        caller,
+    }
+}
+
+impl Setup {
+    /// Runs `op`; its status and JSON body (or error body).
+    async fn call(&self, op: Operation) -> (u16, Value) {
+        match self.service.call(&self.caller, op).await {
+            Ok(Reply::Json { status, body }) => (status, body),
+            Ok(other) => panic!("not a JSON answer: {other:?}"),
+            Err(e) => (e.status(), e.body()),
+        }
+    }
+
+    async fn create(&self) -> (u16, Value) {
+        let req = serde_json::from_value(json!({"machineType": "c1m2"})).unwrap();
+        self.call(Operation::CreateVm(req)).await
+    }
+
+    async fn get(&self, id: &str) -> Value {
+        let (status, vm) = self.call(Operation::GetVm { id: id.into() }).await;
+        assert_eq!(status, 200, "{vm}");
+        vm
+    }
+
+    async fn usage(&self) -> Value {
+        let (status, quotas) = self.call(Operation::GetOrgQuotas).await;
+        assert_eq!(status, 200, "{quotas}");
+        quotas["usage"].clone()
+    }
+
+    async fn running_vm(&self) -> String {
+        let (status, vm) = self.create().await;
+        assert_eq!(
+            (status, vm["status"].as_str()),
+            (201, Some("running")),
+            "{vm}"
+        );
+        vm["id"].as_str().unwrap().to_string()
+    }
+
+    async fn exec(&self, id: &str, command: &[&str], timeout_sec: u64) -> (u16, Value) {
+        let req = serde_json::from_value(json!({"command": command, "timeoutSec": timeout_sec}));
+        let op = Operation::ExecVm {
+            id: id.into(),
+            req: req.unwrap(),
+        };
+        self.call(op).await
+    }
+}
+
+fn error(body: &Value) -> &str {
+    body["error"].as_str().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monitor_that_dies_while_starting_leaves_an_error_vm_holding_no_quota() {
+    let s = setup(
+        Script {
+            start_fails: Some("exit 1: cannot open /dev/kvm".into()),
+            ..Script::default()
+        },
+        8,
+    );
+    let (status, body) = s.create().await;
+    assert_eq!(status, 502, "{body}");
+    assert!(error(&body).contains("cannot open <path>"), "{body}");
+    let (_, vms) = s.call(Operation::ListVms).await;
+    let vm = &vms.as_array().unwrap()[0];
+    assert_eq!(vm["status"], "error", "{vm}");
+    assert_eq!(s.usage().await["vcpu"], 0);
+    let id = vm["id"].as_str().unwrap();
+    assert!(s.fake.calls().contains(&format!("destroy {id}")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_never_answers_is_provisioning_then_error() {
+    let s = setup(
+        Script {
+            readiness: Readiness::NotReady("no answer".into()),
+            ..Script::default()
+        },
+        8,
+    );
+    let (status, vm) = s.create().await;
+    assert_eq!((status, vm["status"].as_str()), (201, Some("provisioning")));
+    assert_eq!(s.usage().await["vcpu"], 1);
+    let id = vm["id"].as_str().unwrap();
+    // The background wait gives up (at once, here) and says so.
+    let mut status = String::new();
+    for _ in 0..200 {
+        status = s.get(id).await["status"].as_str().unwrap().to_string();
+        if status != "provisioning" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(status, "error");
+    assert_eq!(s.usage().await["vcpu"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_snapshot_is_an_error_row_that_frees_its_quota() {
+    let s = setup(
+        Script {
+            snapshot_fails: Some("no space left on device".into()),
+            ..Script::default()
+        },
+        8,
+    );
+    let id = s.running_vm().await;
+    let snap = || {
+        let req = serde_json::from_value(json!({"vmId": id})).unwrap();
+        Operation::CreateSnapshot(req)
+    };
+    let (status, body) = s.call(snap()).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(error(&body).contains("no space left"), "{body}");
+    let (_, list) = s.call(Operation::ListSnapshots).await;
+    assert_eq!(list[0]["status"], "error", "{list}");
+    assert_eq!(s.usage().await["snapshotCount"], 0);
+    assert_eq!(s.get(&id).await["status"], "running");
+    // The failed one holds no claim on the VM: the next may run.
+    s.fake.script.lock().unwrap().snapshot_fails = None;
+    let (status, body) = s.call(snap()).await;
+    assert_eq!((status, body["status"].as_str()), (201, Some("ready")));
+    assert_eq!(s.usage().await["snapshotCount"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_firewall_change_the_monitor_refuses_keeps_the_previous_policy() {
+    let s = setup(Script::default(), 8);
+    let id = s.running_vm().await;
+    let before = s.get(&id).await["firewall"].clone();
+    let policy = json!({"mode": "restricted", "ingress": [
+        {"protocol": "tcp", "portStart": 22, "sourceCidrs": ["::/0"]}
+    ]});
+    let replace = || Operation::ReplaceVmFirewall {
+        id: id.clone(),
+        policy: serde_json::from_value(policy.clone()).unwrap(),
+    };
+
+    s.fake.script.lock().unwrap().firewall_failures = 1;
+    let (status, body) = s.call(replace()).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(error(&body).contains("not applied"), "{body}");
+    assert!(
+        error(&body).contains("previous policy stays in force"),
+        "{body}"
+    );
+    assert_eq!(s.get(&id).await["firewall"], before);
+    let calls = s.fake.calls();
+    let pushed: Vec<_> = calls
+        .iter()
+        .filter(|c| c.starts_with("set_firewall"))
+        .collect();
+    let old_rules = before["ingress"].as_array().unwrap().len();
+    assert_eq!(
+        pushed,
+        [
+            &format!("set_firewall {id} 1 rules"),
+            &format!("set_firewall {id} {old_rules} rules"),
+        ]
+    );
+
+    s.fake.script.lock().unwrap().firewall_failures = 2;
+    let (status, body) = s.call(replace()).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(error(&body).contains("re-applying it failed too"), "{body}");
+    assert_eq!(s.get(&id).await["firewall"], before);
+
+    let (status, vm) = s.call(replace()).await;
+    assert_eq!(status, 200, "{vm}");
+    assert_eq!(vm["firewall"], policy);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exec_past_its_timeout_answers_timed_out_and_frees_its_slot() {
+    let s = Arc::new(setup(
+        Script {
+            exec_takes: Duration::from_secs(5),
+            ..Script::default()
+        },
+        1,
+    ));
+    let id = s.running_vm().await;
+    let long = {
+        let (s, id) = (s.clone(), id.clone());
+        tokio::spawn(async move { s.exec(&id, &["sleep", "5"], 1).await })
+    };
+    // The org's one slot is taken meanwhile.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, body) = s.exec(&id, &["echo", "second"], 1).await;
+    assert_eq!(status, 429, "{body}");
+
+    let (status, result) = long.await.unwrap();
+    assert_eq!(status, 200, "{result}");
+    assert_eq!(
+        (result["timedOut"].as_bool(), result["exitCode"].as_i64()),
+        (Some(true), Some(124))
+    );
+
+    s.fake.script.lock().unwrap().exec_takes = Duration::ZERO;
+    let (status, result) = s.exec(&id, &["echo", "third"], 1).await;
+    assert_eq!(
+        (status, result["stdout"].as_str()),
+        (200, Some("echo third\n"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_while_the_monitor_starts_answers_the_create_409_and_stops_it() {
+    let s = Arc::new(setup(Script::default(), 8));
+    let (entered, entered_rx) = std::sync::mpsc::channel();
+    let (release_tx, release) = std::sync::mpsc::channel();
+    *s.fake.gate.lock().unwrap() = Some(StartGate { entered, release });
+    let create = {
+        let s = s.clone();
+        tokio::spawn(async move { s.create().await })
+    };
+    let id = tokio::task::spawn_blocking(move || entered_rx.recv().unwrap())
+        .await
+        .unwrap();
+    let (status, body) = s.call(Operation::DeleteVm { id: id.clone() }).await;
+    assert_eq!(status, 200, "{body}");
+    release_tx.send(()).unwrap();
+
+    let (status, body) = create.await.unwrap();
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        error(&body).contains("deleted while it was being created"),
+        "{body}"
+    );
+    let calls = s.fake.calls();
+    assert_eq!(calls.last(), Some(&format!("destroy {id}")), "{calls:?}");
+    assert!(!crate::supervisor::Machines::is_alive(&*s.fake, &id));
+    let (_, vms) = s.call(Operation::ListVms).await;
+    assert_eq!(vms, json!([]));
+    assert_eq!(s.usage().await["vcpu"], 0);
+}

@@ -1,0 +1,195 @@
+//! A scripted stand-in for the monitors ([`Machines`]), for unit tests of
+//! the service's failure paths: each call does what the test's [`Script`]
+//! says and is noted in [`FakeMachines::calls`].
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::mpsc::{Receiver, Sender};
+use std::time::Duration;
+
+use fastvm_proto::agent::{ExecRequest, ExecResult};
+use fastvm_proto::api::FirewallPolicy;
+use futures_util::future::BoxFuture;
+
+use crate::supervisor::{Machines, MonitorSpec, NicSpec, Readiness, SupervisorError};
+use crate::vmm::control::SnapshotInfo;
+
+/// What the fake does when called.
+pub struct Script {
+    /// Why `start` fails, or `None` to start.
+    pub start_fails: Option<String>,
+    /// What `wait_agent` finds.
+    pub readiness: Readiness,
+    /// Why `snapshot` fails, or `None` to write one.
+    pub snapshot_fails: Option<String>,
+    /// How many of the next `set_firewall` calls fail.
+    pub firewall_failures: usize,
+    /// What `exec` answers: its output after `exec_takes`, or, past the
+    /// request's timeout, a timed-out result.
+    pub exec_takes: Duration,
+}
+
+impl Default for Script {
+    fn default() -> Self {
+        Script {
+            start_fails: None,
+            readiness: Readiness::Ready,
+            snapshot_fails: None,
+            firewall_failures: 0,
+            exec_takes: Duration::ZERO,
+        }
+    }
+}
+
+/// Holds `start` until the test lets it go: `entered` hears of each start,
+/// `release` lets one finish.
+pub struct StartGate {
+    pub entered: Sender<String>,
+    pub release: Receiver<()>,
+}
+
+/// The fake monitors of one service.
+pub struct FakeMachines {
+    vms_dir: PathBuf,
+    pub script: Mutex<Script>,
+    pub gate: Mutex<Option<StartGate>>,
+    alive: Mutex<HashSet<String>>,
+    calls: Mutex<Vec<String>>,
+}
+
+impl FakeMachines {
+    /// Fake monitors whose VM directories would be under `vms_dir`.
+    pub fn new(vms_dir: &Path, script: Script) -> FakeMachines {
+        FakeMachines {
+            vms_dir: vms_dir.to_path_buf(),
+            script: Mutex::new(script),
+            gate: Mutex::new(None),
+            alive: Mutex::new(HashSet::new()),
+            calls: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Every call so far, as `"<method> <vm id>[ <detail>]"`.
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn note(&self, call: String) {
+        self.calls.lock().unwrap().push(call);
+    }
+
+    fn script<T>(&self, f: impl FnOnce(&mut Script) -> T) -> T {
+        f(&mut self.script.lock().unwrap())
+    }
+}
+
+impl Machines for FakeMachines {
+    fn vms_dir(&self) -> &Path {
+        &self.vms_dir
+    }
+
+    fn vm_dir(&self, id: &str) -> PathBuf {
+        self.vms_dir.join(id)
+    }
+
+    fn cgroups_unavailable(&self) -> Option<&str> {
+        Some("fake monitors")
+    }
+
+    fn start(&self, spec: &MonitorSpec) -> Result<u32, SupervisorError> {
+        self.note(format!("start {}", spec.id));
+        let gate = self.gate.lock().unwrap().take();
+        if let Some(gate) = &gate {
+            let _ = gate.entered.send(spec.id.clone());
+            let _ = gate.release.recv();
+        }
+        *self.gate.lock().unwrap() = gate;
+        if let Some(why) = self.script(|s| s.start_fails.clone()) {
+            return Err(SupervisorError::StartFailed(why));
+        }
+        self.alive.lock().unwrap().insert(spec.id.clone());
+        Ok(4242)
+    }
+
+    fn destroy(&self, id: &str) -> Result<(), SupervisorError> {
+        self.note(format!("destroy {id}"));
+        self.alive.lock().unwrap().remove(id);
+        Ok(())
+    }
+
+    fn is_alive(&self, id: &str) -> bool {
+        self.alive.lock().unwrap().contains(id)
+    }
+
+    fn monitor_pid(&self, id: &str) -> Option<u32> {
+        self.is_alive(id).then_some(4242)
+    }
+
+    fn snapshot(&self, id: &str, dir: &Path) -> Result<SnapshotInfo, SupervisorError> {
+        self.note(format!("snapshot {id}"));
+        if let Some(why) = self.script(|s| s.snapshot_fails.clone()) {
+            return Err(SupervisorError::StartFailed(why));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| SupervisorError::Prepare {
+            path: dir.display().to_string(),
+            source: e,
+        })?;
+        Ok(SnapshotInfo {
+            dir: dir.to_path_buf(),
+            duration_us: 0,
+            paused_us: 0,
+            memory_bytes: 0,
+            disk_bytes: 0,
+            disk_copy: "none".into(),
+        })
+    }
+
+    fn set_firewall(&self, id: &str, policy: &FirewallPolicy) -> Result<bool, SupervisorError> {
+        let rules = policy.ingress.len();
+        self.note(format!("set_firewall {id} {rules} rules"));
+        let fails = self.script(|s| {
+            let fails = s.firewall_failures > 0;
+            s.firewall_failures = s.firewall_failures.saturating_sub(1);
+            fails
+        });
+        if fails {
+            return Err(SupervisorError::StartFailed(
+                "the monitor refused it".into(),
+            ));
+        }
+        Ok(true)
+    }
+
+    fn wait_agent<'a>(
+        &'a self,
+        id: &'a str,
+        _wait: Duration,
+        _nic: Option<&'a NicSpec>,
+    ) -> BoxFuture<'a, Readiness> {
+        self.note(format!("wait_agent {id}"));
+        let readiness = self.script(|s| s.readiness.clone());
+        Box::pin(async move { readiness })
+    }
+
+    fn exec<'a>(
+        &'a self,
+        id: &'a str,
+        request: &'a ExecRequest,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<ExecResult, SupervisorError>> {
+        self.note(format!("exec {id} {}", request.argv.join(" ")));
+        let takes = self.script(|s| s.exec_takes);
+        Box::pin(async move {
+            tokio::time::sleep(takes.min(timeout)).await;
+            if takes > timeout {
+                return Ok(crate::agent::timed_out(timeout));
+            }
+            Ok(ExecResult {
+                stdout: format!("{}\n", request.argv.join(" ")),
+                duration_ms: takes.as_millis() as u64,
+                ..ExecResult::default()
+            })
+        })
+    }
+}
