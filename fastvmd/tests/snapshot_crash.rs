@@ -28,7 +28,11 @@ fn status_of(d: &Daemon, id: &str) -> Option<String> {
 /// Sets a snapshot row's status while the daemon is down.
 fn set_status(data_dir: &Path, id: &str, status: &str) {
     let store = fastvmd::store::Store::open(data_dir.join("fastvm.db")).unwrap();
-    assert!(store.update_snapshot_status(id, status).unwrap());
+    assert!(
+        store
+            .update_snapshot_status(id, status.parse().unwrap())
+            .unwrap()
+    );
 }
 
 fn entries(dir: &Path) -> Vec<String> {

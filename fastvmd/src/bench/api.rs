@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-use crate::store::{NewVm, QuotaValues, Store, vm_status};
+use crate::store::{NewVm, QuotaValues, Store, VmStatus};
 
 use super::boot::Row;
 use super::{BenchArgs, median, ms, p99};
@@ -206,7 +206,7 @@ pub fn measure(args: &BenchArgs) -> Result<Vec<Row>, String> {
                 vcpus: 1,
                 memory_mib: 2048,
                 disk_gib: 10,
-                status: vm_status::STOPPED.into(),
+                status: VmStatus::Stopped,
                 firewall_json: r#"{"mode":"restricted","ingress":[]}"#.into(),
                 public_ipv6: None,
             })

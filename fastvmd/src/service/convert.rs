@@ -1,8 +1,6 @@
 //! Store rows to API objects.
 
-use fastvm_proto::api::{
-    FirewallPolicy, OrgQuotaValues, SnapshotObject, SnapshotStatus, VmInstance, VmStatus,
-};
+use fastvm_proto::api::{FirewallPolicy, OrgQuotaValues, SnapshotObject, VmInstance};
 
 use super::ServiceError;
 use crate::store::{QuotaValues, SnapshotRow, VmRow, format_rfc3339};
@@ -31,7 +29,7 @@ pub fn vm(row: &VmRow) -> Result<VmInstance, ServiceError> {
         memory_mib: row.memory_mib,
         disk_gib: row.disk_gib,
         public_ipv6: row.public_ipv6.clone(),
-        status: parse::<VmStatus>("VM status", &row.status)?,
+        status: row.status,
         created_at: format_rfc3339(row.created_at),
         deleted_at: row.deleted_at.map(format_rfc3339),
     })
@@ -45,7 +43,7 @@ pub fn snapshot(row: &SnapshotRow) -> Result<SnapshotObject, ServiceError> {
         org_id: row.org_id.clone(),
         vm_id: parse("VM id", &row.vm_id)?,
         firewall: firewall(&row.firewall_json)?,
-        status: parse::<SnapshotStatus>("snapshot status", &row.status)?,
+        status: row.status,
         created_at: format_rfc3339(row.created_at),
     })
 }

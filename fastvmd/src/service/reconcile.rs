@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::vms::set_status_if;
 use super::{Inner, Service, ServiceError};
-use crate::store::{VmRow, vm_status};
+use crate::store::{VmRow, VmStatus};
 use crate::vmm::exit_record::ExitRecord;
 
 /// How often running VMs are checked for a monitor that ended.
@@ -16,21 +16,21 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 /// `stopped` when the host stopped it or its guest powered off, `error`
 /// for any other ending, and when there is no record (a signal killed the
 /// monitor) or it cannot be read. With the reason, for the log.
-fn ended_status(inner: &Inner, id: &str) -> (&'static str, String) {
+fn ended_status(inner: &Inner, id: &str) -> (VmStatus, String) {
     match ExitRecord::read(&inner.supervisor.vm_dir(id)) {
         Ok(Some(record)) => {
             let status = if record.is_clean() {
-                vm_status::STOPPED
+                VmStatus::Stopped
             } else {
-                vm_status::ERROR
+                VmStatus::Error
             };
             (status, format!("exit {}: {}", record.code, record.reason))
         }
         Ok(None) => (
-            vm_status::ERROR,
+            VmStatus::Error,
             "it left no exit record (killed by a signal?)".into(),
         ),
-        Err(e) => (vm_status::ERROR, e.to_string()),
+        Err(e) => (VmStatus::Error, e.to_string()),
     }
 }
 
@@ -39,12 +39,12 @@ fn ended_status(inner: &Inner, id: &str) -> (&'static str, String) {
 /// true when it did. A VM whose status changed meanwhile (a delete, a
 /// create settling) is left to whoever changed it.
 fn mark_if_ended(inner: &Inner, vm: &VmRow) -> bool {
-    let tracked = [vm_status::PROVISIONING, vm_status::RUNNING];
-    if !tracked.contains(&vm.status.as_str()) || inner.supervisor.is_alive(&vm.id) {
+    let tracked = [VmStatus::Provisioning, VmStatus::Running];
+    if !tracked.contains(&vm.status) || inner.supervisor.is_alive(&vm.id) {
         return false;
     }
     let (status, why) = ended_status(inner, &vm.id);
-    if !set_status_if(inner, &vm.id, &vm.status, status) {
+    if !set_status_if(inner, &vm.id, vm.status, status) {
         return false;
     }
     tracing::warn!("VM {}: its monitor ended ({why}); now {status}", vm.id);
@@ -72,7 +72,7 @@ const ADOPTED_AGENT_WAIT: Duration = Duration::from_millis(500);
 fn reconcile_rows(inner: &Inner) -> Result<(usize, usize, Vec<VmRow>), ServiceError> {
     let (mut adopted, mut lost, mut provisioning) = (0, 0, Vec::new());
     for vm in inner.store.live_vms()? {
-        if vm.status == vm_status::DELETING {
+        if vm.status == VmStatus::Deleting {
             let _ = inner.supervisor.destroy(&vm.id);
             inner.store.mark_vm_deleted(&vm.id)?;
             continue;
@@ -83,7 +83,7 @@ fn reconcile_rows(inner: &Inner) -> Result<(usize, usize, Vec<VmRow>), ServiceEr
             if vm.monitor_pid != Some(pid) {
                 inner.store.set_vm_monitor(&vm.id, Some(pid))?;
             }
-            if vm.status == vm_status::PROVISIONING {
+            if vm.status == VmStatus::Provisioning {
                 provisioning.push(vm);
             }
         } else if mark_if_ended(inner, &vm) {

@@ -15,17 +15,17 @@
 use super::Inner;
 use super::admin::emit_quota;
 use super::vms::set_status_if;
-use crate::store::vm_status;
+use crate::store::VmStatus;
 use crate::supervisor::{Readiness, SetupProblem};
 
 /// The status `readiness` decides; `None` when the agent did not answer.
-pub(super) fn status_after(readiness: &Readiness) -> Option<&'static str> {
+pub(super) fn status_after(readiness: &Readiness) -> Option<VmStatus> {
     match readiness {
-        Readiness::Ready => Some(vm_status::RUNNING),
+        Readiness::Ready => Some(VmStatus::Running),
         Readiness::ReadyWithProblems(problems) if problems.iter().any(SetupProblem::is_fatal) => {
-            Some(vm_status::ERROR)
+            Some(VmStatus::Error)
         }
-        Readiness::ReadyWithProblems(_) => Some(vm_status::RUNNING),
+        Readiness::ReadyWithProblems(_) => Some(VmStatus::Running),
         Readiness::NotReady(_) => None,
     }
 }
@@ -38,7 +38,7 @@ pub(super) fn settle(
     inner: &Inner,
     id: &str,
     readiness: &Readiness,
-    not_ready: Option<&'static str>,
+    not_ready: Option<VmStatus>,
 ) -> bool {
     match readiness {
         Readiness::ReadyWithProblems(problems) => {
@@ -54,8 +54,8 @@ pub(super) fn settle(
     let Some(status) = status_after(readiness).or(not_ready) else {
         return false;
     };
-    let moved = set_status_if(inner, id, vm_status::PROVISIONING, status);
-    if moved && status == vm_status::ERROR {
+    let moved = set_status_if(inner, id, VmStatus::Provisioning, status);
+    if moved && status == VmStatus::Error {
         // An `error` VM holds no quota.
         if let Ok(Some(row)) = inner.store.get_vm_any(id) {
             emit_quota(inner, &row.org_id);
@@ -70,7 +70,7 @@ impl super::Service {
         &self,
         id: String,
         readiness: Readiness,
-        not_ready: Option<&'static str>,
+        not_ready: Option<VmStatus>,
     ) {
         let _ = self
             .db(move |inner| Ok(settle(inner, &id, &readiness, not_ready)))
@@ -102,7 +102,7 @@ mod tests {
                 vcpus: 1,
                 memory_mib: 2048,
                 disk_gib: 10,
-                status: vm_status::PROVISIONING.into(),
+                status: VmStatus::Provisioning,
                 firewall_json: r#"{"mode":"restricted","ingress":[]}"#.into(),
                 public_ipv6: None,
             })
@@ -110,7 +110,7 @@ mod tests {
         (service, row.id)
     }
 
-    fn status(service: &Service, id: &str) -> String {
+    fn status(service: &Service, id: &str) -> VmStatus {
         service.inner.store.get_vm_any(id).unwrap().unwrap().status
     }
 
@@ -121,18 +121,18 @@ mod tests {
         let mut events = service.subscribe();
         let failed = Readiness::ReadyWithProblems(vec![SetupProblem::NetworkFailed("gone".into())]);
         assert!(settle(&service.inner, &id, &failed, None));
-        assert_eq!(status(&service, &id), vm_status::ERROR);
+        assert_eq!(status(&service, &id), VmStatus::Error);
         let event = events.try_recv().unwrap();
         assert_eq!(event.data["status"], "error");
         // Decided already: a later answer changes nothing.
         assert!(!settle(&service.inner, &id, &Readiness::Ready, None));
-        assert_eq!(status(&service, &id), vm_status::ERROR);
+        assert_eq!(status(&service, &id), VmStatus::Error);
 
         let tmp = tempfile::tempdir().unwrap();
         let (service, id) = service_with_vm(tmp.path());
         let clock = Readiness::ReadyWithProblems(vec![SetupProblem::Clock("refused".into())]);
         assert!(settle(&service.inner, &id, &clock, None));
-        assert_eq!(status(&service, &id), vm_status::RUNNING);
+        assert_eq!(status(&service, &id), VmStatus::Running);
     }
 
     #[test]
@@ -141,29 +141,29 @@ mod tests {
         let (service, id) = service_with_vm(tmp.path());
         let silent = Readiness::NotReady("timeout".into());
         assert!(!settle(&service.inner, &id, &silent, None));
-        assert_eq!(status(&service, &id), vm_status::PROVISIONING);
-        assert!(settle(&service.inner, &id, &silent, Some(vm_status::ERROR)));
-        assert_eq!(status(&service, &id), vm_status::ERROR);
+        assert_eq!(status(&service, &id), VmStatus::Provisioning);
+        assert!(settle(&service.inner, &id, &silent, Some(VmStatus::Error)));
+        assert_eq!(status(&service, &id), VmStatus::Error);
     }
 
     #[test]
     fn only_an_unconfirmed_network_makes_a_ready_agent_an_error() {
         let with = |p: Vec<SetupProblem>| status_after(&Readiness::ReadyWithProblems(p));
-        assert_eq!(status_after(&Readiness::Ready), Some(vm_status::RUNNING));
+        assert_eq!(status_after(&Readiness::Ready), Some(VmStatus::Running));
         assert_eq!(
             with(vec![SetupProblem::Clock("refused".into())]),
-            Some(vm_status::RUNNING)
+            Some(VmStatus::Running)
         );
         assert_eq!(
             with(vec![SetupProblem::NetworkRefused("no".into())]),
-            Some(vm_status::RUNNING)
+            Some(VmStatus::Running)
         );
         assert_eq!(
             with(vec![
                 SetupProblem::Clock("timeout".into()),
                 SetupProblem::NetworkFailed("closed".into()),
             ]),
-            Some(vm_status::ERROR)
+            Some(VmStatus::Error)
         );
         assert_eq!(status_after(&Readiness::NotReady("x".into())), None);
     }

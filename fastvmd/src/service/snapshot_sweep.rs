@@ -19,7 +19,7 @@ use std::fs;
 use std::path::Path;
 
 use super::{Inner, ServiceError};
-use crate::store::{SnapshotRow, snapshot_status};
+use crate::store::{SnapshotRow, SnapshotStatus};
 use crate::vmm::snapshot::adopt::adopt;
 use crate::vmm::snapshot::dir::SnapshotReader;
 
@@ -57,16 +57,16 @@ pub(super) fn sweep(inner: &Inner) -> Result<Swept, ServiceError> {
             inner.store.delete_snapshot(&row.org_id, &row.id)?;
             continue;
         }
-        if row.status != snapshot_status::CREATING {
+        if row.status != SnapshotStatus::Creating {
             continue;
         }
         let status = if recover(inner, row) {
             swept.recovered += 1;
-            snapshot_status::READY
+            SnapshotStatus::Ready
         } else {
             swept.failed += 1;
             let _ = fs::remove_dir_all(snapshots.join(&row.id));
-            snapshot_status::ERROR
+            SnapshotStatus::Error
         };
         inner.store.update_snapshot_status(&row.id, status)?;
         tracing::warn!(

@@ -11,7 +11,7 @@ use super::convert;
 use super::snapshot_sweep::deleting_path;
 use super::vms::{find_vm, path_id, require_running};
 use super::{Caller, Service, ServiceError};
-use crate::store::{NewSnapshot, snapshot_status};
+use crate::store::{NewSnapshot, SnapshotStatus};
 
 impl Service {
     /// createSnapshot: 201 once the snapshot directory is complete.
@@ -38,7 +38,7 @@ impl Service {
                     .name
                     .clone()
                     .unwrap_or_else(|| format!("{}-snapshot", vm.name)),
-                status: snapshot_status::CREATING.to_string(),
+                status: SnapshotStatus::Creating,
                 firewall_json: vm.firewall_json.clone(),
                 vcpus: vm.vcpus,
                 memory_mib: vm.memory_mib,
@@ -54,8 +54,8 @@ impl Service {
             let dir = inner.snapshots_dir.join(&row.id);
             let outcome = inner.supervisor.snapshot(&vm.id, &dir);
             let status = match outcome {
-                Ok(_) => snapshot_status::READY,
-                Err(_) => snapshot_status::ERROR,
+                Ok(_) => SnapshotStatus::Ready,
+                Err(_) => SnapshotStatus::Error,
             };
             inner.store.update_snapshot_status(&row.id, status)?;
             let row = inner

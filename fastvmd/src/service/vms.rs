@@ -13,7 +13,7 @@ use super::admin::emit_quota;
 use super::convert;
 use super::{Caller, Inner, Service, ServiceError};
 use crate::net::addr::{Mac, tap_name};
-use crate::store::{NewVm, VmRow, vm_status};
+use crate::store::{NewVm, VmRow};
 use crate::supervisor::{GuestImage, MonitorSource, MonitorSpec, NicSpec, Readiness};
 
 /// How long a create's guest agent is waited for in the background once
@@ -35,7 +35,7 @@ pub(super) fn find_vm(inner: &Inner, caller: &Caller, id: &str) -> Result<VmRow,
 }
 
 pub(super) fn require_running(row: &VmRow, what: &str) -> Result<(), ServiceError> {
-    if row.status == vm_status::RUNNING {
+    if row.status == VmStatus::Running {
         Ok(())
     } else {
         Err(ServiceError::Conflict(format!(
@@ -50,7 +50,7 @@ fn firewall_json(policy: &FirewallPolicy) -> Result<String, ServiceError> {
 }
 
 /// Updates a VM's status and tells watchers.
-pub(super) fn set_status(inner: &Inner, id: &str, status: &str) {
+pub(super) fn set_status(inner: &Inner, id: &str, status: VmStatus) {
     if inner.store.update_vm_status(id, status).unwrap_or(false)
         && let Ok(Some(row)) = inner.store.get_vm_any(id)
         && let Ok(vm) = convert::vm(&row)
@@ -61,7 +61,7 @@ pub(super) fn set_status(inner: &Inner, id: &str, status: &str) {
 
 /// Moves VM `id` from status `from` to `to` and tells watchers; `false`,
 /// and no event, when it was no longer `from` (another path decided first).
-pub(super) fn set_status_if(inner: &Inner, id: &str, from: &str, to: &str) -> bool {
+pub(super) fn set_status_if(inner: &Inner, id: &str, from: VmStatus, to: VmStatus) -> bool {
     let moved = inner
         .store
         .update_vm_status_if(id, from, to)
@@ -80,7 +80,7 @@ pub(super) fn set_status_if(inner: &Inner, id: &str, from: &str, to: &str) -> bo
 /// directory go.
 fn fail_start(inner: &Inner, row: &VmRow, why: &dyn std::fmt::Display) {
     tracing::warn!("VM {}: {why}", row.id);
-    if set_status_if(inner, &row.id, vm_status::PROVISIONING, vm_status::ERROR) {
+    if set_status_if(inner, &row.id, VmStatus::Provisioning, VmStatus::Error) {
         emit_quota(inner, &row.org_id);
     }
     let _ = inner.supervisor.destroy(&row.id);
@@ -148,12 +148,12 @@ fn plan(inner: &Inner, caller: &Caller, req: &CreateVmRequest) -> Result<Plan, S
                 org_id: caller.org_id.clone(),
                 name,
                 machine_name: machine.as_str().to_string(),
-                source_name: Some(format!("{:?}", inner.config.guest).to_lowercase()),
+                source_name: Some(inner.config.guest.name().into()),
                 source_snapshot_id: None,
                 vcpus: machine.vcpus(),
                 memory_mib: machine.memory_mib(),
                 disk_gib,
-                status: vm_status::PROVISIONING.to_string(),
+                status: VmStatus::Provisioning,
                 firewall_json: firewall_json(&firewall)?,
                 public_ipv6: allocate_ipv6(inner)?,
             },
@@ -173,7 +173,7 @@ fn plan(inner: &Inner, caller: &Caller, req: &CreateVmRequest) -> Result<Plan, S
         .ok_or_else(|| {
             ServiceError::BadRequest(format!("snapshotId: no snapshot {snapshot_id}"))
         })?;
-    if snap.status != crate::store::snapshot_status::READY {
+    if snap.status != crate::store::SnapshotStatus::Ready {
         return Err(ServiceError::Conflict(format!(
             "snapshot {snapshot_id} is {}, not ready",
             snap.status
@@ -203,7 +203,7 @@ fn plan(inner: &Inner, caller: &Caller, req: &CreateVmRequest) -> Result<Plan, S
             vcpus: snap.vcpus,
             memory_mib: snap.memory_mib,
             disk_gib,
-            status: vm_status::PROVISIONING.to_string(),
+            status: VmStatus::Provisioning,
             firewall_json: firewall,
             public_ipv6: allocate_ipv6(inner)?,
         },
@@ -282,7 +282,7 @@ impl Service {
                         .get_vm_any(&row.id)
                         .ok()
                         .flatten()
-                        .is_some_and(|r| r.deleted_at.is_some() || r.status == vm_status::DELETING)
+                        .is_some_and(|r| r.deleted_at.is_some() || r.status == VmStatus::Deleting)
                 };
                 let gone = || {
                     ServiceError::Conflict(format!(
@@ -331,7 +331,7 @@ impl Service {
                     .supervisor
                     .wait_agent(&id, BACKGROUND_AGENT_WAIT, vm_nic.as_ref())
                     .await;
-                service.settle(id, readiness, Some(vm_status::ERROR)).await;
+                service.settle(id, readiness, Some(VmStatus::Error)).await;
             });
         } else {
             self.settle(row.id.clone(), readiness, None).await;
@@ -378,7 +378,7 @@ impl Service {
         let (caller, id) = (caller.clone(), path_id(id)?);
         self.blocking(move |inner| {
             let row = find_vm(inner, &caller, &id)?;
-            set_status(inner, &row.id, vm_status::DELETING);
+            set_status(inner, &row.id, VmStatus::Deleting);
             inner
                 .supervisor
                 .destroy(&row.id)

@@ -291,7 +291,7 @@ async fn attach_console_splices_bytes_both_ways() {
         vcpus: 1,
         memory_mib: 512,
         disk_gib: 10,
-        status: status.into(),
+        status: status.parse().unwrap(),
         firewall_json: r#"{"mode":"open"}"#.into(),
         public_ipv6: None,
     };

@@ -2,9 +2,7 @@
 
 use rusqlite::{OptionalExtension, Row, Transaction};
 
-use super::{
-    Result, Store, StoreError, get_u64, new_id, now_ms, snapshot_status, to_i64, vm_status,
-};
+use super::{Result, SnapshotStatus, Store, StoreError, VmStatus, get_u64, new_id, now_ms, to_i64};
 
 /// An org (tenant). Every other row is scoped by one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,12 +106,12 @@ pub(super) fn usage_tx(tx: &Transaction<'_>, org: &str) -> Result<QuotaValues> {
     let (vcpu, memory_mib, disk_gib) = tx.query_row(
         "SELECT COALESCE(SUM(vcpus), 0), COALESCE(SUM(memory_mib), 0), COALESCE(SUM(disk_gib), 0)
          FROM vms WHERE org_id = ?1 AND deleted_at IS NULL AND status <> ?2",
-        (org, vm_status::ERROR),
+        (org, VmStatus::Error.as_str()),
         |r| Ok((get_u64(r, 0)?, get_u64(r, 1)?, get_u64(r, 2)?)),
     )?;
     let snapshot_count = tx.query_row(
         "SELECT COUNT(*) FROM snapshots WHERE org_id = ?1 AND status <> ?2",
-        (org, snapshot_status::ERROR),
+        (org, SnapshotStatus::Error.as_str()),
         |r| get_u64(r, 0),
     )?;
     Ok(QuotaValues {

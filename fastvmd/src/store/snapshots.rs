@@ -4,7 +4,7 @@
 use rusqlite::{OptionalExtension, Row};
 
 use super::orgs::{check, limits_tx, require_org, usage_tx};
-use super::{Result, Store, get_u64, new_id, now_ms, to_i64};
+use super::{Result, SnapshotStatus, Store, get_u64, new_id, now_ms, parse_column, to_i64};
 
 const SNAP_COLS: &str =
     "id, org_id, vm_id, name, status, firewall_json, vcpus, memory_mib, disk_gib, created_at";
@@ -20,8 +20,8 @@ pub struct SnapshotRow {
     pub vm_id: String,
     /// User-facing name.
     pub name: String,
-    /// Status (see [`super::snapshot_status`]).
-    pub status: String,
+    /// Status.
+    pub status: SnapshotStatus,
     /// The VM's firewall policy JSON at snapshot time.
     pub firewall_json: String,
     /// vCPUs of the VM.
@@ -44,7 +44,7 @@ pub struct NewSnapshot {
     /// User-facing name.
     pub name: String,
     /// Initial status, normally `creating`.
-    pub status: String,
+    pub status: SnapshotStatus,
     /// Firewall policy JSON text.
     pub firewall_json: String,
     /// vCPUs of the VM.
@@ -61,7 +61,7 @@ fn snap_from_row(r: &Row<'_>) -> rusqlite::Result<SnapshotRow> {
         org_id: r.get(1)?,
         vm_id: r.get(2)?,
         name: r.get(3)?,
-        status: r.get(4)?,
+        status: parse_column(r, 4)?,
         firewall_json: r.get(5)?,
         vcpus: u32::try_from(get_u64(r, 6)?).unwrap_or(u32::MAX),
         memory_mib: get_u64(r, 7)?,
@@ -102,7 +102,7 @@ impl Store {
                     row.org_id,
                     row.vm_id,
                     row.name,
-                    row.status,
+                    row.status.as_str(),
                     row.firewall_json,
                     i64::from(row.vcpus),
                     to_i64(row.memory_mib, "memoryMiB")?,
@@ -146,11 +146,11 @@ impl Store {
     }
 
     /// Sets the status of snapshot `id`; `false` if not found.
-    pub fn update_snapshot_status(&self, id: &str, status: &str) -> Result<bool> {
+    pub fn update_snapshot_status(&self, id: &str, status: SnapshotStatus) -> Result<bool> {
         self.write(|tx| {
             Ok(tx.execute(
                 "UPDATE snapshots SET status = ?2 WHERE id = ?1",
-                (id, status),
+                (id, status.as_str()),
             )? == 1)
         })
     }

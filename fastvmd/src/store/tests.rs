@@ -18,7 +18,7 @@ fn new_vm(org: &str, vcpus: u32, memory_mib: u64, disk_gib: u64) -> NewVm {
         vcpus,
         memory_mib,
         disk_gib,
-        status: vm_status::PROVISIONING.into(),
+        status: VmStatus::Provisioning,
         firewall_json: r#"{"mode":"restricted","ingress":[]}"#.into(),
         public_ipv6: None,
     }
@@ -29,7 +29,7 @@ fn new_snap(org: &str, vm: &str) -> NewSnapshot {
         org_id: org.to_owned(),
         vm_id: vm.to_owned(),
         name: "snap".into(),
-        status: snapshot_status::CREATING.into(),
+        status: SnapshotStatus::Creating,
         firewall_json: r#"{"mode":"open"}"#.into(),
         vcpus: 1,
         memory_mib: 2048,
@@ -161,7 +161,7 @@ fn quota_refusal_names_the_limit() {
     }
     // Snapshots in error do not count; deleting frees the slot too.
     assert!(
-        s.update_snapshot_status(&snap.id, snapshot_status::ERROR)
+        s.update_snapshot_status(&snap.id, SnapshotStatus::Error)
             .unwrap()
     );
     let snap2 = s.create_snapshot_within_quota(new_snap(&org, "x")).unwrap();
@@ -178,21 +178,21 @@ fn usage_ignores_error_and_deleted_vms() {
     let a = s.create_vm_within_quota(new_vm(&org, 1, 1024, 10)).unwrap();
     let b = s.create_vm_within_quota(new_vm(&org, 2, 2048, 20)).unwrap();
     let c = s.create_vm_within_quota(new_vm(&org, 4, 4096, 40)).unwrap();
-    assert!(s.update_vm_status(&b.id, vm_status::ERROR).unwrap());
+    assert!(s.update_vm_status(&b.id, VmStatus::Error).unwrap());
     assert!(s.mark_vm_deleted(&c.id).unwrap());
     assert!(!s.mark_vm_deleted(&c.id).unwrap());
     assert_eq!(s.quota_usage(&org).unwrap(), limits(1, 1024, 10, 0));
     assert!(
-        s.update_vm_status_if(&a.id, vm_status::PROVISIONING, vm_status::RUNNING)
+        s.update_vm_status_if(&a.id, VmStatus::Provisioning, VmStatus::Running)
             .unwrap()
     );
     assert!(
-        !s.update_vm_status_if(&a.id, vm_status::PROVISIONING, vm_status::STOPPED)
+        !s.update_vm_status_if(&a.id, VmStatus::Provisioning, VmStatus::Stopped)
             .unwrap()
     );
     assert_eq!(
         s.get_vm(&org, &a.id).unwrap().unwrap().status,
-        vm_status::RUNNING
+        VmStatus::Running
     );
     assert!(s.get_vm(&org, &c.id).unwrap().is_none());
     assert!(s.get_vm_any(&c.id).unwrap().unwrap().deleted_at.is_some());
@@ -392,7 +392,7 @@ fn a_new_monitor_is_recorded_only_while_the_vm_is_provisioning() {
     let other = s
         .create_vm_within_quota(new_vm(&org.id, 1, 2048, 10))
         .unwrap();
-    assert!(s.update_vm_status(&other.id, vm_status::DELETING).unwrap());
+    assert!(s.update_vm_status(&other.id, VmStatus::Deleting).unwrap());
     assert!(!s.record_new_vm_monitor(&other.id, 8).unwrap());
     assert!(s.mark_vm_deleted(&other.id).unwrap());
     assert!(!s.record_new_vm_monitor(&other.id, 8).unwrap());

@@ -5,7 +5,7 @@
 use rusqlite::{OptionalExtension, Row};
 
 use super::orgs::{check, limits_tx, require_org, usage_tx};
-use super::{Result, Store, StoreError, get_u64, new_id, now_ms, to_i64};
+use super::{Result, Store, StoreError, VmStatus, get_u64, new_id, now_ms, parse_column, to_i64};
 
 /// The lowest vsock CID handed to a guest (0-2 are reserved by vsock).
 pub const FIRST_VSOCK_CID: u32 = 3;
@@ -38,8 +38,8 @@ pub struct VmRow {
     pub memory_mib: u64,
     /// Disk size, GiB.
     pub disk_gib: u64,
-    /// Lifecycle status (see [`super::vm_status`]).
-    pub status: String,
+    /// Lifecycle status.
+    pub status: VmStatus,
     /// Firewall policy as JSON text (the API's `FirewallPolicy`).
     pub firewall_json: String,
     /// Public IPv6 address, once assigned.
@@ -74,7 +74,7 @@ pub struct NewVm {
     /// Disk, GiB (checked against `diskGiB`).
     pub disk_gib: u64,
     /// Initial status, normally `provisioning`.
-    pub status: String,
+    pub status: VmStatus,
     /// Firewall policy JSON text.
     pub firewall_json: String,
     /// Public IPv6 address, if already known.
@@ -95,7 +95,7 @@ fn vm_from_row(r: &Row<'_>) -> rusqlite::Result<VmRow> {
         vcpus,
         memory_mib: get_u64(r, 7)?,
         disk_gib: get_u64(r, 8)?,
-        status: r.get(9)?,
+        status: parse_column(r, 9)?,
         firewall_json: r.get(10)?,
         public_ipv6: r.get(11)?,
         vsock_cid: cid,
@@ -168,7 +168,7 @@ impl Store {
                     i64::from(row.vcpus),
                     to_i64(row.memory_mib, "memoryMiB")?,
                     to_i64(row.disk_gib, "diskGiB")?,
-                    row.status,
+                    row.status.as_str(),
                     row.firewall_json,
                     row.public_ipv6,
                     cid,
@@ -245,19 +245,19 @@ impl Store {
     }
 
     /// Sets the status of live VM `id`; `false` if not found.
-    pub fn update_vm_status(&self, id: &str, status: &str) -> Result<bool> {
+    pub fn update_vm_status(&self, id: &str, status: VmStatus) -> Result<bool> {
         self.update_vm(
             "UPDATE vms SET status = ?2 WHERE id = ?1 AND deleted_at IS NULL",
-            (id, status),
+            (id, status.as_str()),
         )
     }
 
     /// Sets the status of live VM `id` only if it is currently `from`
     /// (compare-and-set); `false` otherwise.
-    pub fn update_vm_status_if(&self, id: &str, from: &str, to: &str) -> Result<bool> {
+    pub fn update_vm_status_if(&self, id: &str, from: VmStatus, to: VmStatus) -> Result<bool> {
         self.update_vm(
             "UPDATE vms SET status = ?3 WHERE id = ?1 AND status = ?2 AND deleted_at IS NULL",
-            (id, from, to),
+            (id, from.as_str(), to.as_str()),
         )
     }
 
@@ -275,7 +275,7 @@ impl Store {
         self.update_vm(
             "UPDATE vms SET monitor_pid = ?2 \
              WHERE id = ?1 AND status = ?3 AND deleted_at IS NULL",
-            (id, i64::from(pid), super::vm_status::PROVISIONING),
+            (id, i64::from(pid), VmStatus::Provisioning.as_str()),
         )
     }
 

@@ -20,6 +20,16 @@ pub enum GuestChoice {
     Test,
 }
 
+impl GuestChoice {
+    /// Its name, as on the command line and in a VM's `sourceName`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            GuestChoice::Linux => "linux",
+            GuestChoice::Test => "test",
+        }
+    }
+}
+
 /// A guest ready to boot, or why it is not.
 #[derive(Debug, Clone)]
 pub enum GuestImage {
@@ -83,6 +93,20 @@ impl GuestImage {
                     Err(e) => GuestImage::Unavailable(e.to_string()),
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GuestChoice;
+    use clap::ValueEnum;
+
+    #[test]
+    fn each_guest_is_named_as_on_the_command_line() {
+        for choice in GuestChoice::value_variants() {
+            let flag = choice.to_possible_value().unwrap();
+            assert_eq!(choice.name(), flag.get_name());
         }
     }
 }
