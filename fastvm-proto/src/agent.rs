@@ -12,11 +12,15 @@
 //!
 //! On connect the agent sends [`Frame::Ready`]. The host may then send
 //! [`Frame::Ping`] (answered by [`Frame::Pong`]) or [`Frame::Exec`] (answered
-//! by [`Frame::ExecResult`], whose fields are exactly the API's
-//! `ExecVMResponse`), [`Frame::SetClock`] or [`Frame::SetNetwork`] (answered
-//! by [`Frame::Pong`]). The agent ends a command at its `timeoutMs` and
-//! answers with `timedOut` set; a host that gets no answer shortly after
-//! closes the connection, and the agent kills the command.
+//! by [`Frame::ExecResult`]: the API's `ExecVMResponse` and the exec's
+//! `id`), [`Frame::SetClock`] or [`Frame::SetNetwork`] (answered by
+//! [`Frame::Pong`]). One connection carries several execs at once: each
+//! runs as it arrives, and its result, whenever it ends, carries the `id`
+//! the host gave it (unique among the connection's running execs), while
+//! pings and settings are answered meanwhile. The agent ends a command at
+//! its `timeoutMs` and answers with `timedOut` set; a host that gets no
+//! answer shortly after closes the connection, and the agent kills every
+//! command the connection started.
 
 use alloc::collections::BTreeMap;
 use alloc::string::{String, ToString};
@@ -76,6 +80,23 @@ pub enum Frame {
     },
 }
 
+impl Frame {
+    /// What kind of frame it is, with its nonce or exec id: short, for
+    /// messages about a frame out of turn (never its whole payload).
+    pub fn describe(&self) -> String {
+        match self {
+            Frame::Ready(_) => "ready".into(),
+            Frame::Ping { nonce } => alloc::format!("ping {nonce}"),
+            Frame::Pong { nonce } => alloc::format!("pong {nonce}"),
+            Frame::Exec(req) => alloc::format!("exec {}", req.id),
+            Frame::ExecResult(result) => alloc::format!("the result of exec {}", result.id),
+            Frame::Error { .. } => "error".into(),
+            Frame::SetClock { nonce, .. } => alloc::format!("setClock {nonce}"),
+            Frame::SetNetwork { nonce, .. } => alloc::format!("setNetwork {nonce}"),
+        }
+    }
+}
+
 /// What the agent says about itself when a connection opens.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -90,6 +111,9 @@ pub struct Ready {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ExecRequest {
+    /// The exec's id on its connection, echoed in its result.
+    #[serde(default)]
+    pub id: u64,
     /// Program and arguments; never empty.
     pub argv: Vec<String>,
     /// Extra environment variables.
@@ -121,6 +145,7 @@ impl ExecRequest {
         S: Into<String>,
     {
         ExecRequest {
+            id: 0,
             argv: argv.into_iter().map(Into::into).collect(),
             env: BTreeMap::new(),
             cwd: None,
@@ -131,10 +156,14 @@ impl ExecRequest {
     }
 }
 
-/// The outcome of a command: exactly the fields of the API's `ExecVMResponse`.
+/// The outcome of a command: the fields of the API's `ExecVMResponse`, and
+/// the id of the request it answers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ExecResult {
+    /// The [`ExecRequest::id`] it answers.
+    #[serde(default)]
+    pub id: u64,
     pub exit_code: i32,
     pub stdout: String,
     pub stderr: String,
@@ -310,8 +339,9 @@ mod tests {
     }
 
     #[test]
-    fn result_uses_the_api_field_names() {
+    fn result_uses_the_api_field_names_and_its_exec_id() {
         let res = ExecResult {
+            id: 5,
             exit_code: 3,
             stdout: "o".into(),
             stderr: "e".into(),
@@ -333,6 +363,7 @@ mod tests {
             vec![
                 "durationMs",
                 "exitCode",
+                "id",
                 "stderr",
                 "stderrTruncated",
                 "stdout",
@@ -341,6 +372,30 @@ mod tests {
                 "type"
             ]
         );
+        assert_eq!(json["id"], 5);
+    }
+
+    #[test]
+    fn a_frame_without_an_exec_id_is_exec_0() {
+        let json = r#"{"type":"exec","argv":["true"]}"#;
+        let frame: Frame = serde_json::from_str(json).unwrap();
+        assert_eq!(frame, Frame::Exec(ExecRequest::new(["true"])));
+        let json = r#"{"type":"execResult","exitCode":0,"stdout":"","stderr":"","timedOut":false,"stdoutTruncated":false,"stderrTruncated":false,"durationMs":1}"#;
+        match serde_json::from_str(json).unwrap() {
+            Frame::ExecResult(r) => assert_eq!((r.id, r.duration_ms), (0, 1)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_frame_is_described_without_its_payload() {
+        let mut result = ExecResult {
+            id: 9,
+            ..ExecResult::default()
+        };
+        result.stdout = "x".repeat(1 << 20);
+        assert_eq!(Frame::ExecResult(result).describe(), "the result of exec 9");
+        assert_eq!(Frame::Pong { nonce: 2 }.describe(), "pong 2");
     }
 
     #[test]

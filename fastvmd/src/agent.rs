@@ -146,7 +146,8 @@ impl AgentConn {
             Frame::Ready(ready) => conn.ready = ready,
             other => {
                 return Err(AgentError::Protocol(format!(
-                    "expected ready, got {other:?}"
+                    "expected ready, got {}",
+                    other.describe()
                 )));
             }
         }
@@ -214,7 +215,8 @@ impl AgentConn {
         match self.read_frame(start + timeout)? {
             Frame::Pong { nonce: n } if n == nonce => Ok(start.elapsed()),
             other => Err(AgentError::Protocol(format!(
-                "expected pong {nonce}, got {other:?}"
+                "expected pong {nonce}, got {}",
+                other.describe()
             ))),
         }
     }
@@ -232,12 +234,16 @@ impl AgentConn {
         let start = Instant::now();
         let mut request = request.clone();
         request.timeout_ms = Some(timeout.as_millis() as u64);
-        self.send(&Frame::Exec(request))?;
+        self.nonce += 1;
+        request.id = self.nonce;
+        self.send(&Frame::Exec(request.clone()))?;
         match self.read_frame(start + timeout + RESULT_GRACE) {
-            Ok(Frame::ExecResult(result)) => Ok((result, Some(self))),
+            Ok(Frame::ExecResult(result)) if result.id == request.id => Ok((result, Some(self))),
             Ok(Frame::Error { message }) => Err(AgentError::Protocol(message)),
             Ok(other) => Err(AgentError::Protocol(format!(
-                "expected an exec result, got {other:?}"
+                "expected the result of exec {}, got {}",
+                request.id,
+                other.describe()
             ))),
             Err(AgentError::Timeout(_)) => {
                 let _ = self.stream.shutdown(std::net::Shutdown::Both);

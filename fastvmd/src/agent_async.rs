@@ -69,7 +69,8 @@ impl AsyncAgentConn {
         match conn.read_frame().await? {
             Frame::Ready(_) => Ok(conn),
             other => Err(AgentError::Protocol(format!(
-                "expected ready, got {other:?}"
+                "expected ready, got {}",
+                other.describe()
             ))),
         }
     }
@@ -120,7 +121,8 @@ impl AsyncAgentConn {
         match self.read_frame_by(start + timeout).await? {
             Frame::Pong { nonce: n } if n == nonce => Ok(start.elapsed()),
             other => Err(AgentError::Protocol(format!(
-                "expected pong {nonce}, got {other:?}"
+                "expected pong {nonce}, got {}",
+                other.describe()
             ))),
         }
     }
@@ -174,7 +176,8 @@ impl AsyncAgentConn {
             Frame::Pong { nonce: n } if n == nonce => Ok(Applied::Yes),
             Frame::Error { message } => Ok(Applied::Refused(message)),
             other => Err(AgentError::Protocol(format!(
-                "expected pong {nonce}, got {other:?}"
+                "expected pong {nonce}, got {}",
+                other.describe()
             ))),
         }
     }
@@ -190,13 +193,16 @@ impl AsyncAgentConn {
         let start = Instant::now();
         let mut request = request.clone();
         request.timeout_ms = Some(timeout.as_millis() as u64);
-        self.send(&Frame::Exec(request)).await?;
+        request.id = self.next_nonce();
+        self.send(&Frame::Exec(request.clone())).await?;
         let deadline = start + timeout + RESULT_GRACE;
         match tokio::time::timeout_at(deadline, self.read_frame()).await {
-            Ok(Ok(Frame::ExecResult(result))) => Ok(result),
+            Ok(Ok(Frame::ExecResult(result))) if result.id == request.id => Ok(result),
             Ok(Ok(Frame::Error { message })) => Err(AgentError::Protocol(message)),
             Ok(Ok(other)) => Err(AgentError::Protocol(format!(
-                "expected an exec result, got {other:?}"
+                "expected the result of exec {}, got {}",
+                request.id,
+                other.describe()
             ))),
             Ok(Err(e)) => Err(e),
             Err(_) => {
@@ -204,5 +210,74 @@ impl AsyncAgentConn {
                 Ok(timed_out(start.elapsed()))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fastvm_proto::agent::{PROTOCOL_VERSION, Ready};
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    use tokio::net::UnixListener;
+
+    /// A fake agent behind a `CONNECT` handshake that answers the first
+    /// exec with a result for exec `answer_id`.
+    async fn fake_agent(listener: UnixListener, answer_id: Option<u64>) {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut stream = BufReader::new(stream);
+        let mut line = String::new();
+        stream.read_line(&mut line).await.unwrap();
+        assert_eq!(line, format!("CONNECT {AGENT_PORT}\n"));
+        let ready = Frame::Ready(Ready {
+            version: PROTOCOL_VERSION,
+            agent: "fake".into(),
+        });
+        let mut out = b"OK 1\n".to_vec();
+        out.extend(agent::encode(&ready).unwrap());
+        stream.get_mut().write_all(&out).await.unwrap();
+        let mut decoder = Decoder::new();
+        let mut buf = vec![0u8; 4096];
+        let request = loop {
+            if let Some(Frame::Exec(req)) = decoder.next_frame().unwrap() {
+                break req;
+            }
+            let n = stream.read(&mut buf).await.unwrap();
+            decoder.push(&buf[..n]);
+        };
+        let result = ExecResult {
+            id: answer_id.unwrap_or(request.id),
+            stdout: "done\n".into(),
+            ..ExecResult::default()
+        };
+        let bytes = agent::encode(&Frame::ExecResult(result)).unwrap();
+        stream.get_mut().write_all(&bytes).await.unwrap();
+    }
+
+    async fn exec_against(answer_id: Option<u64>) -> Result<ExecResult, AgentError> {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("vsock.sock");
+        let agent = tokio::spawn(fake_agent(UnixListener::bind(&path).unwrap(), answer_id));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let conn = AsyncAgentConn::connect_when_ready(&path, deadline).await?;
+        let result = conn
+            .exec(&ExecRequest::new(["true"]), Duration::from_secs(5))
+            .await;
+        agent.await.unwrap();
+        result
+    }
+
+    #[tokio::test]
+    async fn an_exec_is_answered_by_the_result_with_its_id() {
+        let result = exec_against(None).await.unwrap();
+        assert_eq!((result.id, result.stdout.as_str()), (1, "done\n"));
+    }
+
+    #[tokio::test]
+    async fn a_result_for_another_exec_is_a_protocol_error() {
+        let err = exec_against(Some(99)).await.unwrap_err().to_string();
+        assert!(
+            err.contains("expected the result of exec 1, got the result of exec 99"),
+            "{err}"
+        );
     }
 }

@@ -42,6 +42,7 @@ pub fn run(req: &ExecRequest, hangup: Option<BorrowedFd<'_>>) -> Option<ExecResu
     let mut stderr = CappedOutput::new(req.max_stderr);
     let finish = |code: i32, stdout: CappedOutput, stderr: CappedOutput, timed_out: bool| {
         Some(ExecResult {
+            id: req.id,
             exit_code: code,
             stdout_truncated: stdout.truncated,
             stderr_truncated: stderr.truncated,

@@ -3,14 +3,31 @@
 //! `SetNetwork` with `Pong` (after setting the wall clock or the network;
 //! only as PID 1, see [`Options`]) until the host closes the connection. The vsock and
 //! Unix-socket listeners only accept and hand streams here.
+//!
+//! Each `Exec` runs on a thread of its own (at most [`MAX_RUNNING_EXECS`]
+//! per connection), so one connection carries several at once and frames
+//! keep being answered meanwhile; a result goes out, with its exec's id,
+//! when its command ends. Every frame leaves whole, through one writer.
 
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
-use fastvm_proto::agent::{self, Decoder, ExecResult, Frame, FrameError, PROTOCOL_VERSION, Ready};
+use fastvm_proto::agent::{
+    self, Decoder, ExecRequest, ExecResult, Frame, FrameError, PROTOCOL_VERSION, Ready,
+};
 
 use crate::network::GuestNetwork;
 use crate::output::shorten;
+
+/// Commands one connection may have running at once; an `Exec` past it is
+/// answered at once with exit code 126 and the reason on stderr.
+pub const MAX_RUNNING_EXECS: usize = 64;
+
+/// The connection's write side, shared by the session and its execs.
+type Writer = Arc<Mutex<File>>;
 
 /// Name and version announced in `Ready`.
 pub const AGENT_NAME: &str = concat!("guest-agent ", env!("CARGO_PKG_VERSION"));
@@ -56,10 +73,13 @@ fn set_clock(opts: Options, unix_ms: u64) -> Result<(), String> {
     Ok(())
 }
 
-/// Serves one connection until the host closes it or an I/O error.
+/// Serves one connection until the host closes it or an I/O error. Execs
+/// still running then see the hang-up themselves and stop their commands.
 pub fn serve<S: Read + Write + AsFd>(mut stream: S, opts: Options) -> io::Result<()> {
+    let writer: Writer = Arc::new(Mutex::new(File::from(stream.as_fd().try_clone_to_owned()?)));
+    let running = Arc::new(AtomicUsize::new(0));
     send(
-        &mut stream,
+        &writer,
         &Frame::Ready(Ready {
             version: PROTOCOL_VERSION,
             agent: AGENT_NAME.into(),
@@ -80,15 +100,15 @@ pub fn serve<S: Read + Write + AsFd>(mut stream: S, opts: Options) -> io::Result
             }
             Err(e) => {
                 // The stream is out of step: say why and close.
-                let _ = send(&mut stream, &error_frame(&e));
+                let _ = send(&writer, &error_frame(&e));
                 return Ok(());
             }
         };
         match frame {
-            Frame::Ping { nonce } => send(&mut stream, &Frame::Pong { nonce })?,
+            Frame::Ping { nonce } => send(&writer, &Frame::Pong { nonce })?,
             Frame::SetClock { nonce, unix_ms } => match set_clock(opts, unix_ms) {
-                Ok(()) => send(&mut stream, &Frame::Pong { nonce })?,
-                Err(message) => send(&mut stream, &Frame::Error { message })?,
+                Ok(()) => send(&writer, &Frame::Pong { nonce })?,
+                Err(message) => send(&writer, &Frame::Error { message })?,
             },
             Frame::SetNetwork {
                 nonce,
@@ -96,21 +116,63 @@ pub fn serve<S: Read + Write + AsFd>(mut stream: S, opts: Options) -> io::Result
                 ip6,
                 gw6,
             } => match set_network(opts, &mac, &ip6, &gw6) {
-                Ok(()) => send(&mut stream, &Frame::Pong { nonce })?,
-                Err(message) => send(&mut stream, &Frame::Error { message })?,
+                Ok(()) => send(&writer, &Frame::Pong { nonce })?,
+                Err(message) => send(&writer, &Frame::Error { message })?,
             },
-            Frame::Exec(req) => match crate::exec::run(&req, Some(stream.as_fd())) {
-                Some(result) => send(&mut stream, &Frame::ExecResult(fit(result)))?,
-                None => return Ok(()), // the host hung up; the command was killed
-            },
+            Frame::Exec(req) => start_exec(req, &stream, &writer, &running)?,
             other => send(
-                &mut stream,
+                &writer,
                 &Frame::Error {
-                    message: format!("unexpected frame from the host: {}", kind(&other)),
+                    message: format!("unexpected frame from the host: {}", other.describe()),
                 },
             )?,
         }
     }
+}
+
+/// Runs `req` on a thread of its own, which sends its result; refuses it
+/// (exit code 126) when the connection has [`MAX_RUNNING_EXECS`] running.
+fn start_exec<S: AsFd>(
+    req: ExecRequest,
+    stream: &S,
+    writer: &Writer,
+    running: &Arc<AtomicUsize>,
+) -> io::Result<()> {
+    if running.fetch_add(1, Ordering::SeqCst) >= MAX_RUNNING_EXECS {
+        running.fetch_sub(1, Ordering::SeqCst);
+        let why = format!("{MAX_RUNNING_EXECS} commands are already running on this connection");
+        return send(writer, &refused(req.id, &why));
+    }
+    // Its own handle on the connection, to see the host hang up.
+    let hangup = stream.as_fd().try_clone_to_owned()?;
+    let (writer_for_exec, running_for_exec) = (writer.clone(), running.clone());
+    let id = req.id;
+    let started = std::thread::Builder::new()
+        .name("exec".into())
+        .spawn(move || {
+            // `None`: the host hung up; the command was killed.
+            if let Some(result) = crate::exec::run(&req, Some(hangup.as_fd())) {
+                let _ = send(&writer_for_exec, &Frame::ExecResult(fit(result)));
+            }
+            running_for_exec.fetch_sub(1, Ordering::SeqCst);
+        });
+    if let Err(e) = started {
+        running.fetch_sub(1, Ordering::SeqCst);
+        let why = format!("cannot start a thread for the command: {e}");
+        return send(writer, &refused(id, &why));
+    }
+    Ok(())
+}
+
+/// The result of exec `id` not run, for `why` (exit code 126, as a shell
+/// answers a command it cannot execute).
+fn refused(id: u64, why: &str) -> Frame {
+    Frame::ExecResult(ExecResult {
+        id,
+        exit_code: 126,
+        stderr: format!("guest-agent: {why}\n"),
+        ..ExecResult::default()
+    })
 }
 
 fn error_frame(e: &FrameError) -> Frame {
@@ -119,23 +181,11 @@ fn error_frame(e: &FrameError) -> Frame {
     }
 }
 
-fn kind(frame: &Frame) -> &'static str {
-    match frame {
-        Frame::Ready(_) => "ready",
-        Frame::Ping { .. } => "ping",
-        Frame::Pong { .. } => "pong",
-        Frame::Exec(_) => "exec",
-        Frame::ExecResult(_) => "execResult",
-        Frame::Error { .. } => "error",
-        Frame::SetClock { .. } => "setClock",
-        Frame::SetNetwork { .. } => "setNetwork",
-    }
-}
-
-fn send<W: Write>(stream: &mut W, frame: &Frame) -> io::Result<()> {
+/// Sends one whole frame (frames from several threads never interleave).
+fn send(writer: &Writer, frame: &Frame) -> io::Result<()> {
     let bytes = agent::encode(frame).map_err(|e| io::Error::other(e.to_string()))?;
-    stream.write_all(&bytes)?;
-    stream.flush()
+    let mut file = writer.lock().unwrap_or_else(|e| e.into_inner());
+    file.write_all(&bytes)
 }
 
 /// Shrinks the longer output until the result fits in one frame: text with

@@ -188,6 +188,75 @@ fn several_commands_on_one_connection() {
     }
 }
 
+/// `req` with exec id `id`.
+fn with_id(mut req: ExecRequest, id: u64) -> ExecRequest {
+    req.id = id;
+    req
+}
+
+#[test]
+fn execs_on_one_connection_run_at_once_and_answer_by_id() {
+    let agent = Agent::start();
+    let mut client = agent.connect();
+    let start = Instant::now();
+    client.send(&Frame::Exec(with_id(sh("sleep 1; echo slow"), 7)));
+    client.send(&Frame::Exec(with_id(sh("echo fast"), 8)));
+    // Frames are answered while both run.
+    client.send(&Frame::Ping { nonce: 3 });
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        match client.recv() {
+            Frame::ExecResult(r) => order.push(format!("{} {}", r.id, r.stdout.trim())),
+            Frame::Pong { nonce } => order.push(format!("pong {nonce}")),
+            other => panic!("{other:?}"),
+        }
+    }
+    let (early, last) = order.split_at(2);
+    assert!(early.contains(&"8 fast".to_string()), "{order:?}");
+    assert!(early.contains(&"pong 3".to_string()), "{order:?}");
+    assert_eq!(last, ["7 slow"]);
+    // Side by side, not one after the other: both took the slow one's second.
+    assert!(
+        start.elapsed() < Duration::from_millis(1900),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn a_connection_runs_at_most_its_cap_of_commands_at_once() {
+    let agent = Agent::start();
+    let mut client = agent.connect();
+    let cap = guest_agent::session::MAX_RUNNING_EXECS as u64;
+    for id in 0..cap {
+        client.send(&Frame::Exec(with_id(sh("sleep 2"), id)));
+    }
+    client.send(&Frame::Exec(with_id(sh("echo one too many"), cap)));
+    match client.recv() {
+        Frame::ExecResult(r) => {
+            assert_eq!((r.id, r.exit_code), (cap, 126), "{r:?}");
+            assert!(r.stderr.contains("already running"), "{r:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut ended = 0;
+    while ended < cap {
+        match client.recv() {
+            Frame::ExecResult(r) => {
+                assert_eq!(r.exit_code, 0, "{r:?}");
+                ended += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // Room again once they ended.
+    client.send(&Frame::Exec(with_id(sh("echo again"), cap + 1)));
+    match client.recv() {
+        Frame::ExecResult(r) => assert_eq!((r.id, r.stdout.as_str()), (cap + 1, "again\n")),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn timeout_kills_children_and_grandchildren() {
     let agent = Agent::start();
@@ -211,28 +280,35 @@ fn timeout_kills_children_and_grandchildren() {
 }
 
 #[test]
-fn a_host_that_hangs_up_kills_the_command() {
+fn a_host_that_hangs_up_kills_every_command_of_the_connection() {
     let agent = Agent::start();
     let dir = tempfile::tempdir().unwrap();
-    let pidfile = dir.path().join("pid");
     let mut client = agent.connect();
-    client.send(&Frame::Exec(sh(&format!(
-        "echo $$ > {}; sleep 60",
-        pidfile.display()
-    ))));
+    let pidfiles: Vec<_> = (0..2).map(|i| dir.path().join(format!("pid{i}"))).collect();
+    for (id, pidfile) in pidfiles.iter().enumerate() {
+        let script = format!("echo $$ > {}; sleep 60", pidfile.display());
+        client.send(&Frame::Exec(with_id(sh(&script), id as u64)));
+    }
     let deadline = Instant::now() + Duration::from_secs(10);
-    let pid = loop {
-        if let Some(pid) = std::fs::read_to_string(&pidfile)
-            .ok()
-            .and_then(|s| s.trim().parse::<u32>().ok())
-        {
-            break pid;
-        }
-        assert!(Instant::now() < deadline, "the command never started");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let pids: Vec<u32> = pidfiles
+        .iter()
+        .map(|pidfile| {
+            loop {
+                if let Some(pid) = std::fs::read_to_string(pidfile)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u32>().ok())
+                {
+                    break pid;
+                }
+                assert!(Instant::now() < deadline, "a command never started");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+        .collect();
     drop(client);
-    assert!(wait_gone(pid, Duration::from_secs(5)), "{pid} still there");
+    for pid in pids {
+        assert!(wait_gone(pid, Duration::from_secs(5)), "{pid} still there");
+    }
 }
 
 #[test]

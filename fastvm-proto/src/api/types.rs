@@ -504,8 +504,10 @@ impl From<ExecResult> for ExecVmResponse {
 }
 
 impl From<ExecVmResponse> for ExecResult {
+    /// The result of exec 0 (the id is not the API's).
     fn from(r: ExecVmResponse) -> Self {
         ExecResult {
+            id: 0,
             exit_code: r.exit_code,
             stdout: r.stdout,
             stderr: r.stderr,

@@ -357,7 +357,7 @@ fn serve(conn: &mut Conn, ctx: &mut Context<'_>, now: u64, base: u64) {
                 }
             }
             other => {
-                let message = alloc::format!("test-guest: unexpected frame {other:?}");
+                let message = alloc::format!("test-guest: unexpected frame {}", other.describe());
                 conn.queue(&Frame::Error { message });
             }
         }

@@ -38,6 +38,8 @@ pub type Memory = BTreeMap<String, String>;
 /// What a command produced so far.
 #[derive(Debug)]
 pub struct Output {
+    /// The request's exec id, for its result.
+    pub id: u64,
     /// Exit status.
     pub exit_code: i32,
     /// Captured stdout, capped by the request.
@@ -50,6 +52,7 @@ impl Output {
     /// Empty output with the caps of `req`, exit status 0.
     pub fn new(req: &ExecRequest) -> Self {
         Output {
+            id: req.id,
             exit_code: 0,
             stdout: CappedOutput::new(req.max_stdout),
             stderr: CappedOutput::new(req.max_stderr),
@@ -66,6 +69,7 @@ impl Output {
     /// The protocol result, once the command took `duration_ms`.
     pub fn finish(self, duration_ms: u64) -> ExecResult {
         ExecResult {
+            id: self.id,
             exit_code: self.exit_code,
             stdout_truncated: self.stdout.truncated,
             stderr_truncated: self.stderr.truncated,
