@@ -2,7 +2,8 @@
 //! ([`super::fake_machines`]), through [`Service::call`] as the front ends
 //! use it, on a real SQLite store: a monitor that dies while starting, an
 //! agent that never answers, a snapshot and a firewall change that fail,
-//! an exec past its timeout, a delete racing a create.
+//! an exec past its timeout, a delete racing a create. Store failures are
+//! injected into that same store with SQLite triggers that fail one write.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use super::{Caller, Service, ServiceConfig};
 use crate::supervisor::{GuestChoice, Readiness};
 
 struct Setup {
-    _tmp: tempfile::TempDir,
+    tmp: tempfile::TempDir,
     service: Service,
     fake: Arc<FakeMachines>,
     caller: Caller,
@@ -34,7 +35,7 @@ fn setup(script: Script, max_execs_per_org: usize) -> Setup {
         admin: false,
     };
     Setup {
-        _tmp: tmp,
+        tmp,
         service,
         fake,
         caller,
@@ -49,6 +50,17 @@ impl Setup {
             Ok(other) => panic!("not a JSON answer: {other:?}"),
             Err(e) => (e.status(), e.body()),
         }
+    }
+
+    /// Makes every later write of `column` of table `table` fail, as a
+    /// full or failing disk would.
+    fn fail_writes_of(&self, table: &str, column: &str) {
+        let db = rusqlite::Connection::open(self.tmp.path().join("fastvm.db")).unwrap();
+        db.execute_batch(&format!(
+            "CREATE TRIGGER fail_{column} BEFORE UPDATE OF {column} ON {table} \
+             BEGIN SELECT RAISE(FAIL, 'disk I/O error'); END;"
+        ))
+        .unwrap();
     }
 
     async fn create(&self) -> (u16, Value) {
@@ -275,5 +287,23 @@ async fn a_delete_while_the_monitor_starts_answers_the_create_409_and_stops_it()
     assert!(!crate::supervisor::Machines::is_alive(&*s.fake, &id));
     let (_, vms) = s.call(Operation::ListVms).await;
     assert_eq!(vms, json!([]));
+    assert_eq!(s.usage().await["vcpu"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_cannot_record_the_monitor_stops_it() {
+    let s = setup(Script::default(), 8);
+    s.fail_writes_of("vms", "monitor_pid");
+    let (status, body) = s.create().await;
+    assert_eq!(status, 500, "{body}");
+    let (_, vms) = s.call(Operation::ListVms).await;
+    let vm = &vms.as_array().unwrap()[0];
+    assert_eq!(vm["status"], "error", "{vm}");
+    let id = vm["id"].as_str().unwrap();
+    assert_eq!(
+        s.fake.calls(),
+        [format!("start {id}"), format!("destroy {id}")],
+        "the monitor that could not be recorded is stopped"
+    );
     assert_eq!(s.usage().await["vcpu"], 0);
 }
