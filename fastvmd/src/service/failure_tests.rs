@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::fake_machines::{FakeMachines, Script, StartGate};
+use super::fake_machines::{FakeMachines, Gate, Script};
 use super::operation::{Operation, Reply};
 use super::{Caller, Service, ServiceConfig};
 use crate::supervisor::{GuestChoice, Readiness};
@@ -262,9 +262,8 @@ async fn an_exec_past_its_timeout_answers_timed_out_and_frees_its_slot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_while_the_monitor_starts_answers_the_create_409_and_stops_it() {
     let s = Arc::new(setup(Script::default(), 8));
-    let (entered, entered_rx) = std::sync::mpsc::channel();
-    let (release_tx, release) = std::sync::mpsc::channel();
-    *s.fake.gate.lock().unwrap() = Some(StartGate { entered, release });
+    let (gate, entered_rx, release_tx) = Gate::new(None);
+    *s.fake.start_gate.lock().unwrap() = Some(gate);
     let create = {
         let s = s.clone();
         tokio::spawn(async move { s.create().await })
@@ -306,4 +305,51 @@ async fn a_store_that_cannot_record_the_monitor_stops_it() {
         "the monitor that could not be recorded is stopped"
     );
     assert_eq!(s.usage().await["vcpu"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_whose_firewall_change_hangs_holds_up_no_other_vm() {
+    let s = Arc::new(setup(Script::default(), 8));
+    let (a, b) = (s.running_vm().await, s.running_vm().await);
+    let (gate, entered, release) = Gate::new(Some(&a));
+    *s.fake.firewall_gate.lock().unwrap() = Some(gate);
+    let change = |id: &str| Operation::ReplaceVmFirewall {
+        id: id.to_string(),
+        policy: serde_json::from_value(json!({"mode": "open", "ingress": []})).unwrap(),
+    };
+    let held = {
+        let (s, op) = (s.clone(), change(&a));
+        tokio::spawn(async move { s.call(op).await })
+    };
+    let held_vm = tokio::task::spawn_blocking(move || entered.recv().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(held_vm, a);
+    // Another change of the same VM waits for its turn.
+    let waiting = {
+        let (s, op) = (s.clone(), change(&a));
+        tokio::spawn(async move { s.call(op).await })
+    };
+    // Another VM's change goes through meanwhile.
+    let (status, body) = s.call(change(&b)).await;
+    assert_eq!(status, 200, "{body}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a second change of {a} ran beside the first"
+    );
+
+    *s.fake.firewall_gate.lock().unwrap() = None;
+    release.send(()).unwrap();
+    for change in [held, waiting] {
+        let (status, body) = change.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    let pushes_of_a = s
+        .fake
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with(&format!("set_firewall {a}")))
+        .count();
+    assert_eq!(pushes_of_a, 2);
 }

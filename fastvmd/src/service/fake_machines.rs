@@ -4,8 +4,8 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fastvm_proto::agent::{ExecRequest, ExecResult};
@@ -42,18 +42,38 @@ impl Default for Script {
     }
 }
 
-/// Holds `start` until the test lets it go: `entered` hears of each start,
-/// `release` lets one finish.
-pub struct StartGate {
+/// Holds a call (about VM `vm`, or any) until the test lets it go:
+/// `entered` hears of each call held (with its VM id), `release` lets one
+/// finish. Calls about other VMs pass.
+pub struct Gate {
+    pub vm: Option<String>,
     pub entered: Sender<String>,
-    pub release: Receiver<()>,
+    pub release: Mutex<Receiver<()>>,
+}
+
+impl Gate {
+    /// A gate for calls about `vm` (any VM with `None`), and the test's
+    /// ends of it: where held calls are announced, and what releases one.
+    pub fn new(vm: Option<&str>) -> (Arc<Gate>, Receiver<String>, Sender<()>) {
+        let (entered, announced) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel();
+        let gate = Gate {
+            vm: vm.map(str::to_string),
+            entered,
+            release: Mutex::new(released),
+        };
+        (Arc::new(gate), announced, release)
+    }
 }
 
 /// The fake monitors of one service.
 pub struct FakeMachines {
     vms_dir: PathBuf,
     pub script: Mutex<Script>,
-    pub gate: Mutex<Option<StartGate>>,
+    /// Holds `start`.
+    pub start_gate: Mutex<Option<Arc<Gate>>>,
+    /// Holds `set_firewall`.
+    pub firewall_gate: Mutex<Option<Arc<Gate>>>,
     alive: Mutex<HashSet<String>>,
     calls: Mutex<Vec<String>>,
 }
@@ -64,7 +84,8 @@ impl FakeMachines {
         FakeMachines {
             vms_dir: vms_dir.to_path_buf(),
             script: Mutex::new(script),
-            gate: Mutex::new(None),
+            start_gate: Mutex::new(None),
+            firewall_gate: Mutex::new(None),
             alive: Mutex::new(HashSet::new()),
             calls: Mutex::new(Vec::new()),
         }
@@ -84,6 +105,18 @@ impl FakeMachines {
     }
 }
 
+/// Waits at `gate`, if one is set for VM `id`, until the test releases
+/// this call.
+fn pass(gate: &Mutex<Option<Arc<Gate>>>, id: &str) {
+    let gate = gate.lock().unwrap().clone();
+    if let Some(gate) = gate
+        && gate.vm.as_deref().is_none_or(|vm| vm == id)
+    {
+        let _ = gate.entered.send(id.to_string());
+        let _ = gate.release.lock().unwrap().recv();
+    }
+}
+
 impl Machines for FakeMachines {
     fn vms_dir(&self) -> &Path {
         &self.vms_dir
@@ -99,12 +132,7 @@ impl Machines for FakeMachines {
 
     fn start(&self, spec: &MonitorSpec) -> Result<u32, SupervisorError> {
         self.note(format!("start {}", spec.id));
-        let gate = self.gate.lock().unwrap().take();
-        if let Some(gate) = &gate {
-            let _ = gate.entered.send(spec.id.clone());
-            let _ = gate.release.recv();
-        }
-        *self.gate.lock().unwrap() = gate;
+        pass(&self.start_gate, &spec.id);
         if let Some(why) = self.script(|s| s.start_fails.clone()) {
             return Err(SupervisorError::StartFailed(why));
         }
@@ -148,6 +176,7 @@ impl Machines for FakeMachines {
     fn set_firewall(&self, id: &str, policy: &FirewallPolicy) -> Result<bool, SupervisorError> {
         let rules = policy.ingress.len();
         self.note(format!("set_firewall {id} {rules} rules"));
+        pass(&self.firewall_gate, id);
         let fails = self.script(|s| {
             let fails = s.firewall_failures > 0;
             s.firewall_failures = s.firewall_failures.saturating_sub(1);

@@ -129,8 +129,9 @@ pub(crate) struct Inner {
     pub net: Option<crate::net::addr::Prefix>,
     /// WebSocket console sessions open, per VM.
     pub console_sessions: per_key::PerKey,
-    /// Held while a firewall change is enforced and stored.
-    pub firewall_changes: std::sync::Mutex<()>,
+    /// A firewall change being enforced and stored, per VM: one at a time,
+    /// the next waits; another VM's change never waits on it.
+    pub firewall_changes: per_key::Turns,
     /// VMs with a snapshot being taken, one at a time each.
     pub snapshotting: per_key::PerKey,
     /// Execs running, per org.
@@ -272,7 +273,7 @@ impl Service {
                 events,
                 net: network.as_ref().ok().copied(),
                 console_sessions: console::sessions(),
-                firewall_changes: std::sync::Mutex::new(()),
+                firewall_changes: per_key::Turns::default(),
                 snapshotting: per_key::PerKey::new(1),
                 exec_slots,
                 db: db_lane::DbLane::start()

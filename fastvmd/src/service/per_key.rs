@@ -1,10 +1,11 @@
 //! Things in progress counted per key (a VM, an org), at most a number per
 //! key: console sessions of a VM, snapshots of a VM, execs of an org. A
 //! place is taken with [`PerKey::take`] and given back when its [`Held`]
-//! is dropped, whatever ends the work.
+//! is dropped, whatever ends the work. [`Turns`] is the waiting kind: one
+//! at a time per key, the others wait (firewall changes of a VM).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Condvar, Mutex};
 
 /// Counts per key, each at most `cap`.
 #[derive(Debug, Clone)]
@@ -61,9 +62,65 @@ impl Drop for Held {
     }
 }
 
+/// One holder at a time per key; others wait for their turn. Only keys
+/// held are kept.
+#[derive(Debug, Default)]
+pub struct Turns {
+    busy: Mutex<HashSet<String>>,
+    freed: Condvar,
+}
+
+impl Turns {
+    /// Waits until no one holds `key`, then holds it until the [`Turn`]
+    /// is dropped. Blocking: for the threads that do monitor work.
+    pub fn wait_for(&self, key: &str) -> Turn<'_> {
+        let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        while busy.contains(key) {
+            busy = self.freed.wait(busy).unwrap_or_else(|e| e.into_inner());
+        }
+        busy.insert(key.to_string());
+        Turn {
+            of: self,
+            key: key.to_string(),
+        }
+    }
+}
+
+/// A key held; the next waiter's turn when dropped.
+#[derive(Debug)]
+pub struct Turn<'a> {
+    of: &'a Turns,
+    key: String,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut busy = self.of.busy.lock().unwrap_or_else(|e| e.into_inner());
+        busy.remove(&self.key);
+        self.of.freed.notify_all();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_turn_per_key_and_other_keys_do_not_wait() {
+        let turns = Turns::default();
+        let a = turns.wait_for("a");
+        let _b = turns.wait_for("b");
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| {
+                let _a = turns.wait_for("a");
+            });
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            assert!(!waiter.is_finished(), "a second holder of a");
+            drop(a);
+            waiter.join().unwrap();
+        });
+        assert_eq!(turns.busy.lock().unwrap().len(), 1, "only b is held");
+    }
 
     #[test]
     fn each_key_has_its_cap_and_a_place_comes_back_when_dropped() {

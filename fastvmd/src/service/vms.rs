@@ -404,11 +404,9 @@ impl Service {
     ) -> Result<VmInstance, ServiceError> {
         let (caller, id) = (caller.clone(), path_id(id)?);
         self.blocking(move |inner| {
-            // One change at a time, so what is stored is what is enforced.
-            let _one = inner
-                .firewall_changes
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            // One change of a VM at a time, so what is stored is what is
+            // enforced.
+            let _turn = inner.firewall_changes.wait_for(&id);
             let row = find_vm(inner, &caller, &id)?;
             let old = convert::vm(&row)?.firewall;
             let policy = change(old.clone())?;
