@@ -23,6 +23,7 @@ pub mod build;
 pub mod elf;
 pub mod kernel;
 pub mod key;
+pub mod oci;
 pub mod rootfs;
 pub mod tools;
 
