@@ -40,6 +40,9 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Image(ImageCommand::Build(build)) => run_image_build(build),
+        Command::Image(ImageCommand::Import(import)) => crate::image_cli::run_import(import),
+        Command::Image(ImageCommand::Ls(cache)) => crate::image_cli::run_list(cache),
+        Command::Image(ImageCommand::Rm(remove)) => crate::image_cli::run_remove(remove),
         Command::Host => {
             println!("{}", crate::vmm::host::detect().describe());
             ExitCode::SUCCESS
@@ -83,6 +86,16 @@ pub enum ImageCommand {
     /// filesystem (busybox-static + guest-agent as /sbin/init), cached by
     /// the hash of their inputs; does nothing when they are up to date.
     Build(ImageBuildArgs),
+    /// Turn a container image (`docker save` archive or OCI image layout,
+    /// a directory or a tar, or `-` for a tar on stdin) into a named image:
+    /// its layers applied in order into an ext4 root file system with
+    /// guest-agent as /sbin/init; its Entrypoint, Cmd, Env, WorkingDir and
+    /// User kept as the defaults commands run with.
+    Import(crate::image_cli::ImportArgs),
+    /// List the images: the built default and every imported one.
+    Ls(crate::image_cli::CacheArgs),
+    /// Remove an imported image.
+    Rm(crate::image_cli::RemoveArgs),
 }
 
 /// Arguments of `fastvmd image build`.

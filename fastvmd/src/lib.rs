@@ -13,6 +13,7 @@ pub mod cli;
 pub mod fuzzing;
 pub mod http_server;
 pub mod image;
+pub mod image_cli;
 pub mod nested;
 pub mod net;
 pub mod private_files;

@@ -21,6 +21,7 @@
 pub mod agent_binary;
 pub mod build;
 pub mod elf;
+pub mod import;
 pub mod kernel;
 pub mod key;
 pub mod oci;

@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, symlink};
 use std::path::{Path, PathBuf};
 
@@ -72,6 +72,9 @@ pub enum ApplyError {
     /// An entry's name holds `..`.
     #[error("entry {0:?} has a `..` in its name")]
     DotDot(String),
+    /// An entry's name is not UTF-8.
+    #[error("entry {0:?}: names that are not UTF-8 are not supported")]
+    NotUtf8(String),
     /// A hard link names a file the layers do not hold.
     #[error("hard link {name} -> {target}: no such file in the image")]
     MissingLinkTarget { name: String, target: String },
@@ -128,6 +131,9 @@ impl Tree {
         for entry in archive.entries()? {
             let mut entry = entry?;
             let name = entry.path()?.into_owned();
+            if name.to_str().is_none() {
+                return Err(ApplyError::NotUtf8(name.display().to_string()));
+            }
             let parts = entry_components(&name)
                 .ok_or_else(|| ApplyError::DotDot(name.display().to_string()))?;
             let Some((base, parents)) = parts.split_last() else {
@@ -151,6 +157,38 @@ impl Tree {
             self.place(&mut entry, &rel)?;
             added.insert(key_of(&rel));
         }
+        Ok(())
+    }
+
+    /// Makes sure directory `path` (inside the image, links followed)
+    /// exists; one the layers did not make is 0755, root's.
+    pub fn add_dir(&mut self, path: &str) -> Result<(), ApplyError> {
+        let parts = entry_components(Path::new(path))
+            .ok_or_else(|| ApplyError::DotDot(path.to_string()))?;
+        let rel = resolve(&self.root, &parts, true)?;
+        self.ensure_dir(&rel, &mut HashSet::new())
+    }
+
+    /// Puts a file with `content` and attributes `meta` at `path` (inside
+    /// the image, links on the way followed), replacing what is there.
+    pub fn add_file(&mut self, path: &str, content: &[u8], meta: Meta) -> Result<(), ApplyError> {
+        let parts = entry_components(Path::new(path))
+            .ok_or_else(|| ApplyError::DotDot(path.to_string()))?;
+        let Some((base, parents)) = parts.split_last() else {
+            return Err(ApplyError::DotDot(path.to_string()));
+        };
+        let parent = resolve(&self.root, parents, true)?;
+        self.ensure_dir(&parent, &mut HashSet::new())?;
+        let rel = parent.join(base);
+        self.remove(&rel)?;
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(self.root.join(&rel))?
+            .write_all(content)?;
+        self.meta.insert(key_of(&rel), meta);
         Ok(())
     }
 
@@ -274,9 +312,11 @@ impl Tree {
                 if target_meta.kind == Kind::Dir {
                     return Err(missing());
                 }
-                let kind = target_meta.kind.clone();
+                // One inode: the link has its target's attributes.
+                let shared = target_meta.clone();
                 fs::hard_link(self.root.join(&target_rel), &host)?;
-                kind
+                self.meta.insert(key_of(rel), shared);
+                return Ok(());
             }
             EntryType::Char => {
                 let (major, minor) = device(entry)?;
@@ -318,8 +358,9 @@ fn meta_of<R: Read>(entry: &mut tar::Entry<'_, R>, kind: Kind) -> io::Result<Met
     Ok(Meta {
         kind,
         mode: header.mode()? & 0o7777,
-        uid: header.uid()?,
-        gid: header.gid()?,
+        // Some writers leave the owner fields empty: root's, as tar reads them.
+        uid: header.uid().unwrap_or(0),
+        gid: header.gid().unwrap_or(0),
         xattrs,
     })
 }

@@ -12,6 +12,7 @@
 //! left.
 
 pub mod config;
+pub mod ext4;
 pub mod layers;
 pub mod layout;
 pub mod resolve;

@@ -198,6 +198,7 @@ fn standard_layers(compress: fn(&[u8]) -> Vec<u8>) -> Vec<(Vec<u8>, Vec<u8>)> {
         E::Dir("app/", 0o750),
         E::File("app/run", "#!/bin/sh\n", 0o755, 1000),
         E::File("usr/bin/sh", "new shell", 0o755, 0),
+        E::Hard("app/run-again", "app/run"),
     ]);
     vec![
         (base.clone(), base),
@@ -370,4 +371,68 @@ fn a_manifest_naming_a_host_file_is_refused() {
         .unwrap()
         .to_string();
     assert!(err.contains("does not name a file in the archive"), "{err}");
+}
+
+/// What `debugfs -R request` prints about `image`.
+fn debugfs(image: &Path, request: &str) -> String {
+    let out = std::process::Command::new("debugfs")
+        .arg("-R")
+        .arg(request)
+        .arg(image)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn the_tree_becomes_an_ext4_image_with_the_guest_attributes() {
+    if std::process::Command::new("debugfs")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        println!("SKIP: debugfs (e2fsprogs) is not installed");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let image = tmp.path().join("image");
+    docker_save(&image, &standard_layers(gzip));
+    let u = unpack_ok(&image, &tmp.path().join("work"));
+    let scratch = tmp.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    let out = tmp.path().join("rootfs.ext4");
+    ext4::write(&u.tree, &out, 64 << 20, &scratch).unwrap();
+
+    let passwd = debugfs(&out, "stat /usr/bin/passwd");
+    assert!(passwd.contains("Mode:  04755"), "{passwd}");
+    let run = debugfs(&out, "stat /app/run");
+    assert!(run.contains("User:  1000   Group:  1000"), "{run}");
+    assert!(run.contains("Links: 2"), "the hard link kept: {run}");
+    let null = debugfs(&out, "stat /dev/null");
+    assert!(null.contains("Type: character special"), "{null}");
+    assert!(null.contains("Device major/minor number: 01:03"), "{null}");
+    let ping = debugfs(&out, "ea_list /usr/bin/ping");
+    assert!(ping.contains("security.capability"), "{ping}");
+    assert_eq!(debugfs(&out, "cat /usr/bin/sh"), "new shell");
+    assert!(debugfs(&out, "stat /bin").contains("Fast link dest: \"/usr/bin\""));
+    let app = debugfs(&out, "stat /app");
+    assert!(app.contains("Mode:  0750"), "{app}");
+    assert!(debugfs(&out, "ls /var/cache").contains("c"));
+    assert!(!debugfs(&out, "ls /var/cache").contains(" a "));
+}
+
+#[test]
+fn a_name_debugfs_cannot_take_is_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = tmp.path().join("image");
+    let odd = layer(&[E::File("etc/a\"b", "x", 0o644, 0)]);
+    docker_save(&image, &[(odd.clone(), odd)]);
+    let work = tmp.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let u = unpack(&image, &work, &mut |_| {}).unwrap();
+    let err = ext4::write(&u.tree, &tmp.path().join("fs"), 8 << 20, &work)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("cannot be written to the image"), "{err}");
 }
