@@ -168,10 +168,21 @@ pub fn setup() {
     }
 }
 
-/// Runs one login shell on `console` and waits for it to end.
-fn console_shell_once(console: &Path) -> io::Result<()> {
+/// Shells the console may run, in order of preference.
+const SHELLS: [&str; 4] = ["bin/sh", "bin/bash", "bin/ash", "usr/bin/sh"];
+
+/// The first of [`SHELLS`] under `root` that is an executable file.
+pub fn find_shell(root: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    SHELLS.iter().map(|s| root.join(s)).find(|path| {
+        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
+}
+
+/// Runs one login shell (`shell`) on `console` and waits for it to end.
+fn console_shell_once(console: &Path, shell: &Path) -> io::Result<()> {
     let tty = OpenOptions::new().read(true).write(true).open(console)?;
-    let mut cmd = Command::new("/bin/sh");
+    let mut cmd = Command::new(shell);
     cmd.arg0("-sh");
     if Path::new("/root").is_dir() {
         cmd.current_dir("/root");
@@ -195,13 +206,23 @@ fn console_shell_once(console: &Path) -> io::Result<()> {
 }
 
 /// Keeps a login shell on `console`, starting a new one whenever it exits.
+/// An image without a shell gets none: the console says so once and shows
+/// the guest's output.
 pub fn spawn_console_shell(console: PathBuf) {
+    let Some(shell) = find_shell(Path::new("/")) else {
+        let note = "guest-agent: this image has no shell (/bin/sh): the console shows the \
+                    guest's output only; exec works as ever\n";
+        if let Ok(mut tty) = OpenOptions::new().write(true).open(&console) {
+            let _ = std::io::Write::write_all(&mut tty, note.as_bytes());
+        }
+        return;
+    };
     let started = std::thread::Builder::new()
         .name("console".into())
         .spawn(move || {
             loop {
                 let start = Instant::now();
-                if let Err(e) = console_shell_once(&console) {
+                if let Err(e) = console_shell_once(&console, &shell) {
                     eprintln!("guest-agent: console shell on {}: {e}", console.display());
                 }
                 if start.elapsed() < RESPAWN_PAUSE {
@@ -211,5 +232,27 @@ pub fn spawn_console_shell(console: PathBuf) {
         });
     if let Err(e) = started {
         eprintln!("guest-agent: cannot start the console thread: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_console_shell_is_the_first_executable_one_or_none() {
+        let root = tempfile::tempdir().unwrap();
+        assert_eq!(find_shell(root.path()), None);
+        std::fs::create_dir_all(root.path().join("bin")).unwrap();
+        let bash = root.path().join("bin/bash");
+        std::fs::write(&bash, "").unwrap();
+        assert_eq!(find_shell(root.path()), None, "not executable");
+        std::fs::set_permissions(&bash, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(find_shell(root.path()), Some(bash));
+        let sh = root.path().join("bin/sh");
+        std::fs::write(&sh, "").unwrap();
+        std::fs::set_permissions(&sh, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(find_shell(root.path()), Some(sh));
     }
 }
