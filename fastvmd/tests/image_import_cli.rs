@@ -7,15 +7,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use sha2::{Digest, Sha256};
-
-fn sha(bytes: &[u8]) -> String {
-    let hex: String = Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("sha256:{hex}")
-}
+use fastvmd::image::oci::digest_of as sha;
 
 /// A one-layer `docker save` tar holding `files` (name, content, mode).
 fn docker_save(files: &[(&str, &str, u32)]) -> Vec<u8> {
@@ -101,17 +93,10 @@ fn an_archive_imports_lists_and_is_removed() {
     std::fs::write(&agent, b"\x7fELF the agent").unwrap();
     let agent_arg = agent.to_str().unwrap();
 
-    let out = fastvmd(
-        &cache,
-        &[
-            "import",
-            "demo",
-            archive.to_str().unwrap(),
-            "--agent",
-            agent_arg,
-        ],
-        None,
-    );
+    let import = |name: &str, file: &str, stdin: Option<&[u8]>| {
+        fastvmd(&cache, &["import", name, file, "--agent", agent_arg], stdin)
+    };
+    let out = import("demo", archive.to_str().unwrap(), None);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("import: layer 1/1 l/layer.tar"),
@@ -143,17 +128,7 @@ fn an_archive_imports_lists_and_is_removed() {
     assert_eq!(names, ["demo"], "no work directory left");
 
     // The name is taken; stdin works for another.
-    let again = fastvmd(
-        &cache,
-        &[
-            "import",
-            "demo",
-            archive.to_str().unwrap(),
-            "--agent",
-            agent_arg,
-        ],
-        None,
-    );
+    let again = import("demo", archive.to_str().unwrap(), None);
     assert!(!again.status.success());
     assert!(
         text(&again.stderr).contains("an image named demo exists"),
@@ -161,11 +136,7 @@ fn an_archive_imports_lists_and_is_removed() {
         text(&again.stderr)
     );
     let bytes = std::fs::read(&archive).unwrap();
-    let piped = fastvmd(
-        &cache,
-        &["import", "piped", "-", "--agent", agent_arg],
-        Some(&bytes),
-    );
+    let piped = import("piped", "-", Some(&bytes));
     assert!(piped.status.success(), "{}", text(&piped.stderr));
 
     let ls = fastvmd(&cache, &["ls"], None);

@@ -185,15 +185,19 @@ impl<R> Hashing<R> {
 
     /// `sha256:<hex>` of everything read so far.
     fn digest(&self) -> String {
-        let hex: String = self
-            .hasher
-            .clone()
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        format!("sha256:{hex}")
+        spelled(&self.hasher.clone().finalize())
     }
+}
+
+/// A sha256 hash as images spell digests: `sha256:<hex>`.
+fn spelled(hash: &[u8]) -> String {
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// The digest of `bytes` as images spell it (`sha256:<hex>`).
+pub fn digest_of(bytes: &[u8]) -> String {
+    spelled(&Sha256::digest(bytes))
 }
 
 impl<R: Read> Read for Hashing<R> {
