@@ -182,7 +182,7 @@ fn a_bad_archive_fails_with_the_reason_and_leaves_nothing() {
 
     let out = fastvmd(&cache, &["import", "Bad/Name", "x", "--agent", "x"], None);
     assert!(
-        text(&out.stderr).contains("image name \"Bad/Name\""),
+        text(&out.stderr).contains("\"Bad/Name\" is not an image name"),
         "{}",
         text(&out.stderr)
     );

@@ -34,10 +34,10 @@ pub use types::*;
 pub use uuid::Uuid;
 pub use validate::{
     MAX_DESCRIPTION_CHARS, MAX_EXEC_TIMEOUT_SEC, MAX_FIREWALL_RULES, MAX_NAME_CHARS,
-    MAX_POLICY_CIDRS, MAX_RULE_CIDRS, ValidationError, check_disk_grow, parse_uuid,
-    validate_create_snapshot, validate_create_vm, validate_exec_vm, validate_firewall_policy,
-    validate_firewall_rule, validate_patch_vm_firewall, validate_update_snapshot,
-    validate_update_vm,
+    MAX_POLICY_CIDRS, MAX_RULE_CIDRS, ValidationError, check_disk_grow, check_image_name,
+    parse_uuid, validate_create_snapshot, validate_create_vm, validate_exec_vm,
+    validate_firewall_policy, validate_firewall_rule, validate_patch_vm_firewall,
+    validate_update_snapshot, validate_update_vm,
 };
 
 use time::OffsetDateTime;

@@ -156,10 +156,12 @@ fn request_names() {
         snapshot_id: Some(id(3)),
         disk_gib: Some(20),
         firewall: Some(FirewallPolicy::default()),
+        image: Some("python".into()),
     };
+    // `image` is this daemon's extension of the contract.
     check(
         &full,
-        &["name", "machineType", "snapshotId", "diskGiB", "firewall"],
+        &["name", "machineType", "snapshotId", "diskGiB", "firewall", "image"],
     );
     check(&CreateVmRequest::default(), &[]);
     check(

@@ -402,6 +402,15 @@ pub struct CreateVmRequest {
         skip_serializing_if = "Option::is_none"
     )]
     pub firewall: Option<FirewallPolicy>,
+    /// A named image to boot (`fastvmd image ls`) instead of the default
+    /// one, with `machineType`. Not in the OpenAPI contract: an extension
+    /// that clients which do not know it never send.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub image: Option<String>,
 }
 
 /// `CreateSnapshotRequest`.

@@ -102,7 +102,34 @@ pub fn validate_create_vm(req: &CreateVmRequest) -> Result<(), ValidationError> 
     if let Some(fw) = &req.firewall {
         check_policy("firewall.", fw)?;
     }
+    if let Some(image) = &req.image {
+        if req.snapshot_id.is_some() {
+            return Err(ValidationError::new(
+                "image",
+                "a clone boots its snapshot's image: give image with machineType only",
+            ));
+        }
+        check_image_name(image).map_err(|why| ValidationError::new("image", why))?;
+    }
     Ok(())
+}
+
+/// An image name: 1 to 63 of `a-z 0-9 . _ -`, starting with a letter or a
+/// digit. `Err` says what is wrong.
+pub fn check_image_name(name: &str) -> Result<(), String> {
+    let ok = (1..=63).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not an image name: use 1 to 63 of a-z, 0-9, '.', '_' and '-', \
+             starting with a letter or digit"
+        ))
+    }
 }
 
 /// `createSnapshot` body: name length.

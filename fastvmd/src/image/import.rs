@@ -48,19 +48,15 @@ pub struct ImageInfo {
 /// `name` if it can name an image: 1 to 63 of `a-z 0-9 . _ -`, starting
 /// with a letter or digit.
 pub fn check_name(name: &str) -> Result<(), ImportError> {
-    let ok = (1..=63).contains(&name.len())
-        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(ImportError::Malformed(format!(
-            "image name {name:?}: use 1 to 63 of a-z, 0-9, '.', '_' and '-', starting with a \
-             letter or digit"
-        )))
-    }
+    fastvm_proto::api::check_image_name(name).map_err(ImportError::Malformed)
+}
+
+/// The root file system of image `name` in `cache`, if there is one.
+pub fn rootfs_of(cache: &Path, name: &str) -> Option<PathBuf> {
+    check_name(name).ok()?;
+    let dir = cache.join(NAMED).join(name);
+    let rootfs = dir.join(super::ROOTFS);
+    (dir.join(IMAGE_JSON).is_file() && rootfs.is_file()).then_some(rootfs)
 }
 
 fn io(what: &str) -> impl FnOnce(io::Error) -> ImportError + '_ {

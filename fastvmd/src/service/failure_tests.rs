@@ -23,9 +23,14 @@ struct Setup {
 }
 
 fn setup(script: Script, max_execs_per_org: usize) -> Setup {
+    setup_with(script, max_execs_per_org, GuestChoice::Test)
+}
+
+fn setup_with(script: Script, max_execs_per_org: usize, guest: GuestChoice) -> Setup {
     let tmp = tempfile::tempdir().unwrap();
-    let mut config = ServiceConfig::new(tmp.path().into(), GuestChoice::Test, "/bin/false".into());
+    let mut config = ServiceConfig::new(tmp.path().into(), guest, "/bin/false".into());
     config.network = false;
+    config.image_cache = tmp.path().join("images");
     config.max_execs_per_org = max_execs_per_org;
     let fake = Arc::new(FakeMachines::new(&tmp.path().join("vms"), script));
     let service = Service::open_with_machines(config, fake.clone()).unwrap();
@@ -352,4 +357,76 @@ async fn a_vm_whose_firewall_change_hangs_holds_up_no_other_vm() {
         .filter(|c| c.starts_with(&format!("set_firewall {a}")))
         .count();
     assert_eq!(pushes_of_a, 2);
+}
+
+/// Puts a named image `name` with a root file system of `bytes` (sparse)
+/// in the setup's image cache.
+fn put_image(s: &Setup, name: &str, bytes: u64) -> std::path::PathBuf {
+    let dir = s.tmp.path().join("images/named").join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("image.json"), "{}").unwrap();
+    let rootfs = dir.join("rootfs.ext4");
+    std::fs::File::create(&rootfs)
+        .unwrap()
+        .set_len(bytes)
+        .unwrap();
+    rootfs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_boots_the_named_image_it_asks_for() {
+    let s = setup_with(Script::default(), 8, GuestChoice::Linux);
+    let rootfs = put_image(&s, "python", 4 << 30);
+    let create = |body: Value| Operation::CreateVm(serde_json::from_value(body).unwrap());
+
+    let (status, vm) = s
+        .call(create(json!({"machineType": "c1m2", "image": "python"})))
+        .await;
+    assert_eq!(status, 201, "{vm}");
+    assert_eq!(vm["sourceName"], "python");
+    assert_eq!(
+        s.fake.base_disks.lock().unwrap().last(),
+        Some(&Some(rootfs))
+    );
+    let (status, vm) = s.call(create(json!({"machineType": "c1m2"}))).await;
+    assert_eq!((status, vm["sourceName"].as_str()), (201, Some("linux")));
+
+    let (status, body) = s
+        .call(create(json!({"machineType": "c1m2", "image": "ruby"})))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(error(&body).contains("no image named ruby"), "{body}");
+    let (status, body) = s
+        .call(create(json!({"machineType": "c1m2", "image": "../etc"})))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(error(&body).contains("not an image name"), "{body}");
+    put_image(&s, "huge", 11 << 30);
+    let (status, body) = s
+        .call(create(json!({"machineType": "c1m2", "image": "huge"})))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(error(&body).contains("at least 11 GiB"), "{body}");
+    let (status, vm) = s
+        .call(create(
+            json!({"machineType": "c1m2", "image": "huge", "diskGiB": 11}),
+        ))
+        .await;
+    assert_eq!(status, 201, "{vm}");
+    let snapshot = "9e2c6f44-7c4c-4a59-9d1c-0b6f3c2d8e11";
+    let (status, body) = s
+        .call(create(json!({"snapshotId": snapshot, "image": "python"})))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(error(&body).contains("machineType only"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_test_guest_boots_no_named_image() {
+    let s = setup(Script::default(), 8);
+    put_image(&s, "python", 1 << 30);
+    let req = serde_json::from_value(json!({"machineType": "c1m2", "image": "python"}));
+    let (status, body) = s.call(Operation::CreateVm(req.unwrap())).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(error(&body).contains("with the Linux guest"), "{body}");
 }

@@ -76,6 +76,8 @@ pub struct FakeMachines {
     pub firewall_gate: Mutex<Option<Arc<Gate>>>,
     alive: Mutex<HashSet<String>>,
     calls: Mutex<Vec<String>>,
+    /// The disk image each booted VM's disk was copied from.
+    pub base_disks: Mutex<Vec<Option<PathBuf>>>,
 }
 
 impl FakeMachines {
@@ -88,6 +90,7 @@ impl FakeMachines {
             firewall_gate: Mutex::new(None),
             alive: Mutex::new(HashSet::new()),
             calls: Mutex::new(Vec::new()),
+            base_disks: Mutex::new(Vec::new()),
         }
     }
 
@@ -132,6 +135,9 @@ impl Machines for FakeMachines {
 
     fn start(&self, spec: &MonitorSpec) -> Result<u32, SupervisorError> {
         self.note(format!("start {}", spec.id));
+        if let crate::supervisor::MonitorSource::Boot { base_disk, .. } = &spec.source {
+            self.base_disks.lock().unwrap().push(base_disk.clone());
+        }
         pass(&self.start_gate, &spec.id);
         if let Some(why) = self.script(|s| s.start_fails.clone()) {
             return Err(SupervisorError::StartFailed(why));

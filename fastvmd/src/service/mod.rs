@@ -85,12 +85,15 @@ pub struct ServiceConfig {
     pub ipv6_prefix: Option<crate::net::addr::Prefix>,
     /// The uids/gids jailed monitors run as.
     pub jail_ids: crate::vmm::jail::ids::IdRange,
+    /// The image cache, where named images are (`fastvmd image import`).
+    pub image_cache: PathBuf,
 }
 
 impl ServiceConfig {
     /// Defaults for `data_dir` and `guest`.
     pub fn new(data_dir: PathBuf, guest: GuestChoice, monitor_exe: PathBuf) -> Self {
         ServiceConfig {
+            image_cache: crate::image::cache_dir(&data_dir),
             data_dir,
             guest,
             monitor_exe,

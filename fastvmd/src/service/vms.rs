@@ -1,6 +1,7 @@
 //! VM operations: list, create (boot or restore), get, rename, delete,
 //! firewall, exec.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use fastvm_proto::api::{
@@ -14,7 +15,7 @@ use super::convert;
 use super::{Caller, Inner, Service, ServiceError};
 use crate::net::addr::{Mac, tap_name};
 use crate::store::{NewVm, VmRow};
-use crate::supervisor::{GuestImage, MonitorSource, MonitorSpec, NicSpec, Readiness};
+use crate::supervisor::{GuestChoice, GuestImage, MonitorSource, MonitorSpec, NicSpec, Readiness};
 
 /// How long a create's guest agent is waited for in the background once
 /// the request has answered `provisioning`; then the VM is `error`.
@@ -127,6 +128,31 @@ fn default_name(base: &str) -> String {
     format!("{base}-{}", &suffix[..6])
 }
 
+/// The root file system of named image `image`, for a disk of `disk_gib`.
+fn named_rootfs(inner: &Inner, image: &str, disk_gib: u64) -> Result<PathBuf, ServiceError> {
+    if inner.config.guest != GuestChoice::Linux {
+        return Err(ServiceError::BadRequest(format!(
+            "image: VMs boot named images with the Linux guest; this daemon runs the {} guest",
+            inner.config.guest.name()
+        )));
+    }
+    let rootfs =
+        crate::image::import::rootfs_of(&inner.config.image_cache, image).ok_or_else(|| {
+            ServiceError::BadRequest(format!(
+                "image: no image named {image} (`fastvmd image ls` lists them)"
+            ))
+        })?;
+    let needs = std::fs::metadata(&rootfs)
+        .map_or(0, |m| m.len())
+        .div_ceil(1 << 30);
+    if disk_gib < needs {
+        return Err(ServiceError::BadRequest(format!(
+            "diskGiB: image {image} needs a disk of at least {needs} GiB"
+        )));
+    }
+    Ok(rootfs)
+}
+
 fn plan(inner: &Inner, caller: &Caller, req: &CreateVmRequest) -> Result<Plan, ServiceError> {
     api::validate_create_vm(req)?;
     let named = |base: &str| req.name.clone().unwrap_or_else(|| default_name(base));
@@ -142,13 +168,17 @@ fn plan(inner: &Inner, caller: &Caller, req: &CreateVmRequest) -> Result<Plan, S
         };
         let disk_gib = req.disk_gib.unwrap_or(machine.default_disk_gib());
         api::check_disk_grow(disk_gib, machine.default_disk_gib())?;
+        let (source_name, base_disk) = match &req.image {
+            None => (inner.config.guest.name().to_string(), base_disk),
+            Some(image) => (image.clone(), Some(named_rootfs(inner, image, disk_gib)?)),
+        };
         let firewall = req.firewall.clone().unwrap_or_default();
         return Ok(Plan {
             new: NewVm {
                 org_id: caller.org_id.clone(),
                 name,
                 machine_name: machine.as_str().to_string(),
-                source_name: Some(inner.config.guest.name().into()),
+                source_name: Some(source_name),
                 source_snapshot_id: None,
                 vcpus: machine.vcpus(),
                 memory_mib: machine.memory_mib(),
