@@ -161,7 +161,14 @@ fn request_names() {
     // `image` is this daemon's extension of the contract.
     check(
         &full,
-        &["name", "machineType", "snapshotId", "diskGiB", "firewall", "image"],
+        &[
+            "name",
+            "machineType",
+            "snapshotId",
+            "diskGiB",
+            "firewall",
+            "image",
+        ],
     );
     check(&CreateVmRequest::default(), &[]);
     check(
