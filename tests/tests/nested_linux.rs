@@ -32,6 +32,7 @@ const STEPS: &[&str] = &[
     "jailed",
     "daemon-restart",
     "delete",
+    "imported-image",
     "never-error",
     "seccomp-clean",
 ];

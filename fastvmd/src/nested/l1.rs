@@ -15,6 +15,8 @@ use crate::image::{self, Image};
 pub const L1_MEMORY_MIB: u32 = 6144;
 /// Free space left in the guest's shrunk root file system.
 pub const ROOTFS_SPARE_MIB: u64 = 64;
+/// Free space left in the demo container image's shrunk file system.
+pub const DEMO_SPARE_MIB: u64 = 8;
 
 /// The built guest image, from `$FASTVM_IMAGE_CACHE` or the default data
 /// directory's cache.
@@ -81,6 +83,24 @@ pub fn prepare(
             step: "work directory".into(),
             detail: e.to_string(),
         })?;
+    // An imported container image, as `fastvmd image import` leaves it.
+    progress("L1: importing the demo container image");
+    let demo = super::demo_image::import_into(&workdir.path().join("cache"), &image.agent)?;
+    let named = format!(
+        "{L1_IMAGE_CACHE}/{}/{}",
+        image::import::NAMED,
+        super::demo_image::NAME
+    );
+    tree.add_file(
+        &demo.join(image::import::IMAGE_JSON),
+        &format!("{named}/{}", image::import::IMAGE_JSON),
+        0o644,
+    )?;
+    tree.add_shrunk_ext4(
+        &demo.join(image::ROOTFS),
+        &format!("{named}/{}", image::ROOTFS),
+        DEMO_SPARE_MIB,
+    )?;
     let initrd = workdir.path().join("l1.cpio");
     tree.write(&initrd)?;
     Ok(PreparedL1 {

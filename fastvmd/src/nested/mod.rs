@@ -11,6 +11,7 @@
 //! ([`qemu`]). The nested Linux test and `fastvmd bench --linux` are built
 //! on it.
 
+pub mod demo_image;
 pub mod initramfs;
 pub mod l1;
 pub mod l1_kernel;

@@ -168,6 +168,7 @@ pub(super) fn run_all(r: &mut Runner) {
         }
         Ok(())
     });
+    r.step("imported-image", || imported_image(&d));
     r.step("never-error", || {
         let errors = watch.errors();
         check(errors.is_empty(), || {
@@ -184,6 +185,32 @@ pub(super) fn run_all(r: &mut Runner) {
             format!("syscalls off a monitor's allow list: {records:#?}")
         })
     });
+}
+
+/// A VM of the demo container image (`fastvmd image import`, done on
+/// the host): it boots with the agent as its only program of ours, runs
+/// the image's own binaries, and has no shell.
+fn imported_image(d: &Daemon) -> Result<(), String> {
+    use fastvmd::nested::demo_image::{BUSYBOX, MARKER, NAME};
+    let vm = create(d, json!({"machineType": "c1m2", "image": NAME}))?;
+    let info = d.expect("GET", &format!("/v1/vms/{}", vm.id), None, 200)?;
+    check(info["sourceName"] == NAME, || format!("sourceName: {info}"))?;
+    let marker = format!("/{}", MARKER.0);
+    let out = vm::exec(d, &vm.id, json!({"command": [BUSYBOX, "cat", marker]}))?;
+    check(out["exitCode"] == 0 && out["stdout"] == MARKER.1, || {
+        format!("the image's file: {out}")
+    })?;
+    let out = vm::exec(d, &vm.id, json!({"command": ["/bin/sh", "-c", "true"]}))?;
+    check(out["exitCode"] == 127, || {
+        format!("/bin/sh in an image without one: {out}")
+    })?;
+    let note = "this image has no shell";
+    let seen = console_until(d, &vm.id, None, note)?;
+    check(seen.contains(note), || {
+        format!("the console does not say so: {seen:?}")
+    })?;
+    d.expect("DELETE", &format!("/v1/vms/{}", vm.id), None, 200)?;
+    Ok(())
 }
 
 fn exec_steps(r: &mut Runner, d: &Daemon, id: &str) {
@@ -245,6 +272,16 @@ fn exec_steps(r: &mut Runner, d: &Daemon, id: &str) {
 }
 
 fn console(d: &Daemon, id: &str) -> Result<(), String> {
+    let seen = console_until(d, id, Some("echo con$((40+2))sole\n"), "con42sole")?;
+    check(seen.contains("con42sole"), || {
+        format!("the console shell did not answer: {seen:?}")
+    })
+}
+
+/// Opens VM `id`'s console over the WebSocket, sends `input` if any, and
+/// reads (the replayed history first) until `want` shows or 30 s pass;
+/// what it read.
+fn console_until(d: &Daemon, id: &str, input: Option<&str>, want: &str) -> Result<String, String> {
     let token = d.expect("POST", &format!("/v1/vms/{id}/console-token"), None, 200)?;
     let path = token["websocketPath"].as_str().ok_or("no websocketPath")?;
     let url = format!("ws://{}{path}", super::daemon::LISTEN);
@@ -252,18 +289,18 @@ fn console(d: &Daemon, id: &str) -> Result<(), String> {
     if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
         let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
     }
-    ws.send(tungstenite::Message::Text("echo con$((40+2))sole\n".into()))
-        .map_err(|e| e.to_string())?;
+    if let Some(input) = input {
+        ws.send(tungstenite::Message::Text(input.into()))
+            .map_err(|e| e.to_string())?;
+    }
     let mut seen = String::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !seen.contains("con42sole") && std::time::Instant::now() < deadline {
+    while !seen.contains(want) && std::time::Instant::now() < deadline {
         if let Ok(tungstenite::Message::Binary(b)) = ws.read() {
             seen.push_str(&String::from_utf8_lossy(&b));
         }
     }
-    check(seen.contains("con42sole"), || {
-        format!("the console shell did not answer: {seen:?}")
-    })
+    Ok(seen)
 }
 
 fn firewall(d: &Daemon, vm: &Vm) -> Result<(), String> {
