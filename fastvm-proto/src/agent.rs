@@ -122,6 +122,10 @@ pub struct ExecRequest {
     /// Working directory; the agent's own when absent.
     #[serde(default)]
     pub cwd: Option<String>,
+    /// Who runs it (`name`, `uid`, `name:group`, `uid:gid`, as an image's
+    /// `User`); root when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// Deadline in milliseconds, enforced by the host; informative for the agent.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
@@ -149,6 +153,7 @@ impl ExecRequest {
             argv: argv.into_iter().map(Into::into).collect(),
             env: BTreeMap::new(),
             cwd: None,
+            user: None,
             timeout_ms: None,
             max_stdout: DEFAULT_OUTPUT_CAP,
             max_stderr: DEFAULT_OUTPUT_CAP,

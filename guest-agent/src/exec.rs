@@ -9,8 +9,9 @@
 //! - When the host goes away mid-command (the connection hangs up), the
 //!   group is killed the same way and no result is produced.
 //! - A program that is not found gives exit code 127, one that cannot be
-//!   executed (or a `cwd` that is not a directory) 126, with the reason on
-//!   stderr, like a shell.
+//!   executed (or a `cwd` that is not a directory, or a `user` the image
+//!   does not know) 126, with the reason on stderr, like a shell.
+//! - With `user`, the command runs as that user and group ([`crate::user`]).
 //! - Once the command exits, output still arriving from background
 //!   processes is read for at most [`LINGER`]; they are not killed.
 
@@ -75,6 +76,19 @@ pub fn run(req: &ExecRequest, hangup: Option<BorrowedFd<'_>>) -> Option<ExecResu
         .process_group(0);
     if let Some(cwd) = &req.cwd {
         cmd.current_dir(cwd);
+    }
+    if let Some(user) = &req.user {
+        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+        match crate::user::resolve(user, &read("/etc/passwd"), &read("/etc/group")) {
+            Ok((uid, gid)) => {
+                // std drops the supplementary groups when root sets a uid.
+                cmd.uid(uid).gid(gid);
+            }
+            Err(why) => {
+                stderr.push(format!("guest-agent: {why}\n").as_bytes());
+                return finish(126, stdout, stderr, false);
+            }
+        }
     }
     let (mut child, status_rx) = match reaper::spawn(&mut cmd) {
         Ok(spawned) => spawned,

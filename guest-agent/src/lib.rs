@@ -17,3 +17,4 @@ pub mod network;
 pub mod output;
 pub mod reaper;
 pub mod session;
+pub mod user;

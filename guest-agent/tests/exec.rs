@@ -411,3 +411,26 @@ fn a_command_closing_stdout_early_still_reports_its_exit() {
     assert_eq!(r.exit_code, 5);
     assert!(r.duration_ms >= 200);
 }
+
+#[test]
+fn a_command_runs_as_the_user_it_names() {
+    let agent = Agent::start();
+    let mut ghost = sh("true");
+    ghost.user = Some("no-such-user-here".into());
+    let r = agent.exec(ghost);
+    assert_eq!(r.exit_code, 126, "{r:?}");
+    assert!(r.stderr.contains("not in the image's /etc/passwd"), "{r:?}");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("SKIP the uid switch: the agent runs unprivileged here (root can switch users)");
+        return;
+    }
+    let mut req = sh("id -u; id -g; id -G");
+    req.user = Some("65534:65534".into());
+    let r = agent.exec(req);
+    assert_eq!(
+        (r.exit_code, r.stdout.as_str()),
+        (0, "65534\n65534\n65534\n"),
+        "{r:?}"
+    );
+}

@@ -207,6 +207,7 @@ pub fn measure(args: &BenchArgs) -> Result<Vec<Row>, String> {
                 memory_mib: 2048,
                 disk_gib: 10,
                 status: VmStatus::Stopped,
+                run_json: "{}".into(),
                 firewall_json: r#"{"mode":"restricted","ingress":[]}"#.into(),
                 public_ipv6: None,
             })

@@ -179,6 +179,23 @@ fn dir_size(dir: &Path) -> u64 {
         .sum()
 }
 
+/// The metadata of image `name` in `cache`, if it has any.
+pub fn info_of(cache: &Path, name: &str) -> Option<ImageInfo> {
+    check_name(name).ok()?;
+    read_info(&cache.join(NAMED).join(name))
+}
+
+/// `dir/image.json`, read (at most 1 MiB).
+fn read_info(dir: &Path) -> Option<ImageInfo> {
+    let mut text = String::new();
+    fs::File::open(dir.join(IMAGE_JSON))
+        .ok()?
+        .take(1 << 20)
+        .read_to_string(&mut text)
+        .ok()?;
+    serde_json::from_str(&text).ok()
+}
+
 /// The named images in `cache`, by name.
 pub fn list(cache: &Path) -> Vec<ImageInfo> {
     let Ok(entries) = fs::read_dir(cache.join(NAMED)) else {
@@ -187,15 +204,7 @@ pub fn list(cache: &Path) -> Vec<ImageInfo> {
     let mut images: Vec<ImageInfo> = entries
         .flatten()
         .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-        .filter_map(|e| {
-            let mut text = String::new();
-            fs::File::open(e.path().join(IMAGE_JSON))
-                .ok()?
-                .take(1 << 20)
-                .read_to_string(&mut text)
-                .ok()?;
-            serde_json::from_str(&text).ok()
-        })
+        .filter_map(|e| read_info(&e.path()))
         .collect();
     images.sort_by(|a, b| a.name.cmp(&b.name));
     images

@@ -15,6 +15,10 @@ pub const NAME: &str = "nested-demo";
 pub const MARKER: (&str, &str) = ("etc/imported", "from a container image\n");
 /// Where busybox is in the image.
 pub const BUSYBOX: &str = "/usr/local/bin/busybox";
+/// The image's `Env` entry, `WorkingDir` and `User`, which exec applies.
+pub const ENV: &str = "DEMO_ENV=from-image";
+pub const WORKING_DIR: &str = "/etc";
+pub const USER: &str = "65534:65534";
 
 fn failed(e: impl std::fmt::Display) -> NestedError {
     NestedError::step("demo image", e)
@@ -47,7 +51,8 @@ pub fn import_into(cache: &Path, agent: &Path) -> Result<PathBuf, NestedError> {
     ])?;
     let config = serde_json::json!({
         "architecture": "amd64", "os": "linux",
-        "config": {"Cmd": [BUSYBOX, "cat", format!("/{}", MARKER.0)]},
+        "config": {"Cmd": [BUSYBOX, "cat", format!("/{}", MARKER.0)], "Env": [ENV],
+                   "WorkingDir": WORKING_DIR, "User": USER},
         "rootfs": {"type": "layers", "diff_ids": [digest_of(&layer)]},
     });
     let manifest = serde_json::json!([{"Config": "config.json", "Layers": ["layer.tar"]}]);

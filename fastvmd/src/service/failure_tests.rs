@@ -360,11 +360,13 @@ async fn a_vm_whose_firewall_change_hangs_holds_up_no_other_vm() {
 }
 
 /// Puts a named image `name` with a root file system of `bytes` (sparse)
-/// in the setup's image cache.
-fn put_image(s: &Setup, name: &str, bytes: u64) -> std::path::PathBuf {
+/// and run defaults `run` in the setup's image cache.
+fn put_image(s: &Setup, name: &str, bytes: u64, run: Value) -> std::path::PathBuf {
     let dir = s.tmp.path().join("images/named").join(name);
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("image.json"), "{}").unwrap();
+    let info = json!({"name": name, "source": "test", "layers": 1, "rootfsBytes": bytes,
+                      "run": run, "createdMs": 0});
+    std::fs::write(dir.join("image.json"), info.to_string()).unwrap();
     let rootfs = dir.join("rootfs.ext4");
     std::fs::File::create(&rootfs)
         .unwrap()
@@ -376,7 +378,7 @@ fn put_image(s: &Setup, name: &str, bytes: u64) -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vm_boots_the_named_image_it_asks_for() {
     let s = setup_with(Script::default(), 8, GuestChoice::Linux);
-    let rootfs = put_image(&s, "python", 4 << 30);
+    let rootfs = put_image(&s, "python", 4 << 30, json!({}));
     let create = |body: Value| Operation::CreateVm(serde_json::from_value(body).unwrap());
 
     let (status, vm) = s
@@ -401,7 +403,7 @@ async fn a_vm_boots_the_named_image_it_asks_for() {
         .await;
     assert_eq!(status, 400, "{body}");
     assert!(error(&body).contains("not an image name"), "{body}");
-    put_image(&s, "huge", 11 << 30);
+    put_image(&s, "huge", 11 << 30, json!({}));
     let (status, body) = s
         .call(create(json!({"machineType": "c1m2", "image": "huge"})))
         .await;
@@ -424,9 +426,63 @@ async fn a_vm_boots_the_named_image_it_asks_for() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_test_guest_boots_no_named_image() {
     let s = setup(Script::default(), 8);
-    put_image(&s, "python", 1 << 30);
+    put_image(&s, "python", 1 << 30, json!({}));
     let req = serde_json::from_value(json!({"machineType": "c1m2", "image": "python"}));
     let (status, body) = s.call(Operation::CreateVm(req.unwrap())).await;
     assert_eq!(status, 400, "{body}");
     assert!(error(&body).contains("with the Linux guest"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_runs_with_the_images_env_workdir_and_user_and_so_do_clones() {
+    let s = setup_with(Script::default(), 8, GuestChoice::Linux);
+    put_image(
+        &s,
+        "app",
+        1 << 30,
+        json!({"env": ["GREETING=hi", "PATH=/app/bin"], "workingDir": "/app", "user": "app"}),
+    );
+    let req = serde_json::from_value(json!({"machineType": "c1m2", "image": "app"})).unwrap();
+    let (status, vm) = s.call(Operation::CreateVm(req)).await;
+    assert_eq!(status, 201, "{vm}");
+    let id = vm["id"].as_str().unwrap().to_string();
+    let sent = |s: &Setup| s.fake.last_exec.lock().unwrap().take().unwrap();
+    assert_eq!(s.exec(&id, &["pwd"], 5).await.0, 200);
+    let request = sent(&s);
+    assert_eq!(request.env.get("GREETING").map(String::as_str), Some("hi"));
+    assert_eq!(
+        request.env.get("PATH").map(String::as_str),
+        Some("/app/bin")
+    );
+    assert_eq!(request.cwd.as_deref(), Some("/app"));
+    assert_eq!(request.user.as_deref(), Some("app"));
+
+    let snap = serde_json::from_value(json!({"vmId": id})).unwrap();
+    let (status, snap) = s.call(Operation::CreateSnapshot(snap)).await;
+    assert_eq!(status, 201, "{snap}");
+    let clone = serde_json::from_value(json!({"snapshotId": snap["id"]})).unwrap();
+    let (status, clone) = s.call(Operation::CreateVm(clone)).await;
+    assert_eq!(status, 201, "{clone}");
+    assert_eq!(
+        s.exec(clone["id"].as_str().unwrap(), &["pwd"], 5).await.0,
+        200
+    );
+    assert_eq!(
+        sent(&s).user.as_deref(),
+        Some("app"),
+        "the clone keeps its image's user"
+    );
+
+    // A VM of the default image runs commands as the agent does: root, /.
+    let req = serde_json::from_value(json!({"machineType": "c1m2"})).unwrap();
+    let (_, plain) = s.call(Operation::CreateVm(req)).await;
+    assert_eq!(
+        s.exec(plain["id"].as_str().unwrap(), &["pwd"], 5).await.0,
+        200
+    );
+    let request = sent(&s);
+    assert_eq!(
+        (request.user, request.cwd, request.env.len()),
+        (None, None, 0)
+    );
 }

@@ -78,6 +78,8 @@ pub struct FakeMachines {
     calls: Mutex<Vec<String>>,
     /// The disk image each booted VM's disk was copied from.
     pub base_disks: Mutex<Vec<Option<PathBuf>>>,
+    /// The last exec request, as the agent would get it.
+    pub last_exec: Mutex<Option<ExecRequest>>,
 }
 
 impl FakeMachines {
@@ -91,6 +93,7 @@ impl FakeMachines {
             alive: Mutex::new(HashSet::new()),
             calls: Mutex::new(Vec::new()),
             base_disks: Mutex::new(Vec::new()),
+            last_exec: Mutex::new(None),
         }
     }
 
@@ -222,6 +225,7 @@ impl Machines for FakeMachines {
         timeout: Duration,
     ) -> BoxFuture<'a, Result<ExecResult, SupervisorError>> {
         self.note(format!("exec {id} {}", request.argv.join(" ")));
+        *self.last_exec.lock().unwrap() = Some(request.clone());
         let takes = self.script(|s| s.exec_takes);
         Box::pin(async move {
             tokio::time::sleep(takes.min(timeout)).await;

@@ -105,6 +105,7 @@ mod tests {
                 status: VmStatus::Provisioning,
                 firewall_json: r#"{"mode":"restricted","ingress":[]}"#.into(),
                 public_ipv6: None,
+                run_json: "{}".into(),
             })
             .unwrap();
         (service, row.id)

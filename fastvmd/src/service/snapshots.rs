@@ -43,6 +43,7 @@ impl Service {
                 vcpus: vm.vcpus,
                 memory_mib: vm.memory_mib,
                 disk_gib: vm.disk_gib,
+                run_json: vm.run_json.clone(),
             })?;
             inner.emit(
                 EventKind::Snapshot,

@@ -13,9 +13,11 @@ use fastvm_proto::socket::{EventKind, EventOp};
 use super::admin::emit_quota;
 use super::convert;
 use super::{Caller, Inner, Service, ServiceError};
+use crate::image::oci::config::RunDefaults;
 use crate::net::addr::{Mac, tap_name};
 use crate::store::{NewVm, VmRow};
 use crate::supervisor::{GuestChoice, GuestImage, MonitorSource, MonitorSpec, NicSpec, Readiness};
+use fastvm_proto::agent::ExecRequest;
 
 /// How long a create's guest agent is waited for in the background once
 /// the request has answered `provisioning`; then the VM is `error`.
@@ -153,6 +155,36 @@ fn named_rootfs(inner: &Inner, image: &str, disk_gib: u64) -> Result<PathBuf, Se
     Ok(rootfs)
 }
 
+/// Named image `image`'s run defaults, as the store keeps them.
+fn run_json_of(inner: &Inner, image: &str) -> Result<String, ServiceError> {
+    let info =
+        crate::image::import::info_of(&inner.config.image_cache, image).ok_or_else(|| {
+            ServiceError::BadRequest(format!("image: {image} has no readable image.json"))
+        })?;
+    serde_json::to_string(&info.run).map_err(|e| ServiceError::Internal(e.to_string()))
+}
+
+/// `request` with the VM's run defaults (`run_json`) where it sets none:
+/// the image's `Env` under the request's own, its `WorkingDir`, its `User`.
+fn with_run_defaults(mut request: ExecRequest, run_json: &str) -> ExecRequest {
+    let run: RunDefaults = serde_json::from_str(run_json).unwrap_or_default();
+    for entry in &run.env {
+        if let Some((name, value)) = entry.split_once('=') {
+            request
+                .env
+                .entry(name.to_string())
+                .or_insert_with(|| value.to_string());
+        }
+    }
+    if request.cwd.is_none() {
+        request.cwd = run.working_dir;
+    }
+    if request.user.is_none() {
+        request.user = run.user;
+    }
+    request
+}
+
 fn plan(inner: &Inner, caller: &Caller, req: &CreateVmRequest) -> Result<Plan, ServiceError> {
     api::validate_create_vm(req)?;
     let named = |base: &str| req.name.clone().unwrap_or_else(|| default_name(base));
@@ -168,9 +200,17 @@ fn plan(inner: &Inner, caller: &Caller, req: &CreateVmRequest) -> Result<Plan, S
         };
         let disk_gib = req.disk_gib.unwrap_or(machine.default_disk_gib());
         api::check_disk_grow(disk_gib, machine.default_disk_gib())?;
-        let (source_name, base_disk) = match &req.image {
-            None => (inner.config.guest.name().to_string(), base_disk),
-            Some(image) => (image.clone(), Some(named_rootfs(inner, image, disk_gib)?)),
+        let (source_name, base_disk, run_json) = match &req.image {
+            None => (
+                inner.config.guest.name().to_string(),
+                base_disk,
+                "{}".into(),
+            ),
+            Some(image) => (
+                image.clone(),
+                Some(named_rootfs(inner, image, disk_gib)?),
+                run_json_of(inner, image)?,
+            ),
         };
         let firewall = req.firewall.clone().unwrap_or_default();
         return Ok(Plan {
@@ -186,6 +226,7 @@ fn plan(inner: &Inner, caller: &Caller, req: &CreateVmRequest) -> Result<Plan, S
                 status: VmStatus::Provisioning,
                 firewall_json: firewall_json(&firewall)?,
                 public_ipv6: allocate_ipv6(inner)?,
+                run_json,
             },
             source: MonitorSource::Boot {
                 kernel,
@@ -236,6 +277,7 @@ fn plan(inner: &Inner, caller: &Caller, req: &CreateVmRequest) -> Result<Plan, S
             status: VmStatus::Provisioning,
             firewall_json: firewall,
             public_ipv6: allocate_ipv6(inner)?,
+            run_json: snap.run_json.clone(),
         },
         source: MonitorSource::Restore {
             snapshot: inner.snapshots_dir.join(&snap.id),
@@ -507,7 +549,7 @@ impl Service {
                 Ok(row)
             })
             .await?;
-        let request = req.to_agent_request(default_timeout);
+        let request = with_run_defaults(req.to_agent_request(default_timeout), &row.run_json);
         let timeout = Duration::from_millis(request.timeout_ms.unwrap_or(default_timeout * 1000));
         // The command runs as long as it runs; nothing waits on a thread.
         let result = self

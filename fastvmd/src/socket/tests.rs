@@ -294,6 +294,7 @@ async fn attach_console_splices_bytes_both_ways() {
         status: status.parse().unwrap(),
         firewall_json: r#"{"mode":"open"}"#.into(),
         public_ipv6: None,
+        run_json: "{}".into(),
     };
     let store = &d.service.inner.store;
     let stopped = store.create_vm_within_quota(new_vm("stopped")).unwrap();

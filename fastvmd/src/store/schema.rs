@@ -79,8 +79,15 @@ CREATE TABLE console_tokens (
 );
 "#;
 
+/// How commands run in a VM by default (its image's `Env`, `WorkingDir`,
+/// `User`), kept with VMs and with their snapshots for the clones.
+const M2: &str = r#"
+ALTER TABLE vms ADD COLUMN run_json TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE snapshots ADD COLUMN run_json TEXT NOT NULL DEFAULT '{}';
+"#;
+
 /// All migrations, in order; index + 1 is the version.
-const MIGRATIONS: &[&str] = &[M1];
+const MIGRATIONS: &[&str] = &[M1, M2];
 
 /// The schema version this build writes (highest known migration).
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

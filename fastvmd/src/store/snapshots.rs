@@ -6,8 +6,8 @@ use rusqlite::{OptionalExtension, Row};
 use super::orgs::{check, limits_tx, require_org, usage_tx};
 use super::{Result, SnapshotStatus, Store, get_u64, new_id, now_ms, parse_column, to_i64};
 
-const SNAP_COLS: &str =
-    "id, org_id, vm_id, name, status, firewall_json, vcpus, memory_mib, disk_gib, created_at";
+const SNAP_COLS: &str = "id, org_id, vm_id, name, status, firewall_json, vcpus, memory_mib, disk_gib, created_at, \
+     run_json";
 
 /// A snapshot as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +32,8 @@ pub struct SnapshotRow {
     pub disk_gib: u64,
     /// Unix milliseconds.
     pub created_at: i64,
+    /// Its VM's run defaults, as JSON, for the clones.
+    pub run_json: String,
 }
 
 /// What the caller supplies to create a snapshot; the store adds id and time.
@@ -53,6 +55,8 @@ pub struct NewSnapshot {
     pub memory_mib: u64,
     /// Disk of the VM, GiB.
     pub disk_gib: u64,
+    /// Its VM's run defaults, as JSON.
+    pub run_json: String,
 }
 
 fn snap_from_row(r: &Row<'_>) -> rusqlite::Result<SnapshotRow> {
@@ -67,6 +71,7 @@ fn snap_from_row(r: &Row<'_>) -> rusqlite::Result<SnapshotRow> {
         memory_mib: get_u64(r, 7)?,
         disk_gib: get_u64(r, 8)?,
         created_at: r.get(9)?,
+        run_json: r.get(10)?,
     })
 }
 
@@ -92,10 +97,11 @@ impl Store {
                 memory_mib: new.memory_mib,
                 disk_gib: new.disk_gib,
                 created_at: now_ms(),
+                run_json: new.run_json,
             };
             tx.execute(
                 &format!(
-                    "INSERT INTO snapshots ({SNAP_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                    "INSERT INTO snapshots ({SNAP_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
                 ),
                 rusqlite::params![
                     row.id,
@@ -108,6 +114,7 @@ impl Store {
                     to_i64(row.memory_mib, "memoryMiB")?,
                     to_i64(row.disk_gib, "diskGiB")?,
                     row.created_at,
+                    row.run_json,
                 ],
             )?;
             Ok(row)

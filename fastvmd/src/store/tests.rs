@@ -21,6 +21,7 @@ fn new_vm(org: &str, vcpus: u32, memory_mib: u64, disk_gib: u64) -> NewVm {
         status: VmStatus::Provisioning,
         firewall_json: r#"{"mode":"restricted","ingress":[]}"#.into(),
         public_ipv6: None,
+        run_json: r#"{"env":["A=b"]}"#.into(),
     }
 }
 
@@ -34,6 +35,7 @@ fn new_snap(org: &str, vm: &str) -> NewSnapshot {
         vcpus: 1,
         memory_mib: 2048,
         disk_gib: 10,
+        run_json: r#"{"user":"app"}"#.into(),
     }
 }
 
@@ -122,6 +124,7 @@ fn reopen_keeps_data() {
     let got = s.get_vm(&org.id, &vm.id).unwrap().unwrap();
     assert_eq!(got.monitor_pid, Some(4242));
     assert_eq!(got.vsock_cid, FIRST_VSOCK_CID);
+    assert_eq!(got.run_json, r#"{"env":["A=b"]}"#);
     assert_eq!(s.live_vms().unwrap().len(), 1);
     assert_eq!(s.get_snapshot(&org.id, &snap.id).unwrap().unwrap(), snap);
 }

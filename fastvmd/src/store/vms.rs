@@ -15,7 +15,7 @@ const LAST_VSOCK_CID: i64 = u32::MAX as i64 - 1;
 
 const VM_COLS: &str = "id, org_id, name, machine_name, source_name, source_snapshot_id, vcpus, \
      memory_mib, disk_gib, status, firewall_json, public_ipv6, vsock_cid, monitor_pid, \
-     created_at, deleted_at";
+     created_at, deleted_at, run_json";
 
 /// A VM as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +52,9 @@ pub struct VmRow {
     pub created_at: i64,
     /// Unix milliseconds; `Some` once deleted.
     pub deleted_at: Option<i64>,
+    /// How commands run in it by default, as JSON (its image's run
+    /// defaults; `{}` for none).
+    pub run_json: String,
 }
 
 /// What the caller supplies to create a VM; the store adds id, CID and times.
@@ -79,6 +82,8 @@ pub struct NewVm {
     pub firewall_json: String,
     /// Public IPv6 address, if already known.
     pub public_ipv6: Option<String>,
+    /// How commands run in it by default, as JSON (`{}` for none).
+    pub run_json: String,
 }
 
 fn vm_from_row(r: &Row<'_>) -> rusqlite::Result<VmRow> {
@@ -102,6 +107,7 @@ fn vm_from_row(r: &Row<'_>) -> rusqlite::Result<VmRow> {
         monitor_pid: pid.and_then(|p| u32::try_from(p).ok()),
         created_at: r.get(14)?,
         deleted_at: r.get(15)?,
+        run_json: r.get(16)?,
     })
 }
 
@@ -152,11 +158,12 @@ impl Store {
                 monitor_pid: None,
                 created_at: now_ms(),
                 deleted_at: None,
+                run_json: new.run_json,
             };
             tx.execute(
                 &format!(
                     "INSERT INTO vms ({VM_COLS}) VALUES \
-                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, NULL, ?14, NULL)"
+                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, NULL, ?14, NULL, ?15)"
                 ),
                 rusqlite::params![
                     row.id,
@@ -173,6 +180,7 @@ impl Store {
                     row.public_ipv6,
                     cid,
                     row.created_at,
+                    row.run_json,
                 ],
             )?;
             Ok(row)

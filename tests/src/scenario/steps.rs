@@ -191,7 +191,7 @@ pub(super) fn run_all(r: &mut Runner) {
 /// the host): it boots with the agent as its only program of ours, runs
 /// the image's own binaries, and has no shell.
 fn imported_image(d: &Daemon) -> Result<(), String> {
-    use fastvmd::nested::demo_image::{BUSYBOX, MARKER, NAME};
+    use fastvmd::nested::demo_image::{BUSYBOX, ENV, MARKER, NAME, USER, WORKING_DIR};
     let vm = create(d, json!({"machineType": "c1m2", "image": NAME}))?;
     let info = d.expect("GET", &format!("/v1/vms/{}", vm.id), None, 200)?;
     check(info["sourceName"] == NAME, || format!("sourceName: {info}"))?;
@@ -200,6 +200,21 @@ fn imported_image(d: &Daemon) -> Result<(), String> {
     check(out["exitCode"] == 0 && out["stdout"] == MARKER.1, || {
         format!("the image's file: {out}")
     })?;
+    // Commands run with the image's Env, WorkingDir and User.
+    let run = |args: &[&str]| -> Result<String, String> {
+        let mut command = vec![BUSYBOX];
+        command.extend_from_slice(args);
+        let out = vm::exec(d, &vm.id, json!({ "command": command }))?;
+        check(out["exitCode"] == 0, || format!("{args:?}: {out}"))?;
+        Ok(out["stdout"].as_str().unwrap_or_default().to_string())
+    };
+    let env = run(&["env"])?;
+    check(env.lines().any(|l| l == ENV), || format!("env: {env}"))?;
+    let pwd = run(&["pwd"])?;
+    check(pwd.trim() == WORKING_DIR, || format!("pwd: {pwd}"))?;
+    let ids = run(&["id", "-u"])? + &run(&["id", "-g"])?;
+    let (uid, gid) = USER.split_once(':').unwrap_or((USER, USER));
+    check(ids == format!("{uid}\n{gid}\n"), || format!("id: {ids:?}"))?;
     let out = vm::exec(d, &vm.id, json!({"command": ["/bin/sh", "-c", "true"]}))?;
     check(out["exitCode"] == 127, || {
         format!("/bin/sh in an image without one: {out}")
