@@ -112,6 +112,26 @@ pub(crate) fn closed_mid_frame(decoder: &Decoder) -> AgentError {
     ))
 }
 
+/// `request` as sent to the agent: exec `id`, with the host's `timeout`.
+pub(crate) fn exec_frame(request: &ExecRequest, id: u64, timeout: Duration) -> Frame {
+    let mut request = request.clone();
+    request.timeout_ms = Some(timeout.as_millis() as u64);
+    request.id = id;
+    Frame::Exec(request)
+}
+
+/// The agent's answer to exec `id`: its result, or why that is not it.
+pub(crate) fn exec_answer(frame: Frame, id: u64) -> Result<ExecResult, AgentError> {
+    match frame {
+        Frame::ExecResult(result) if result.id == id => Ok(result),
+        Frame::Error { message } => Err(AgentError::Protocol(message)),
+        other => Err(AgentError::Protocol(format!(
+            "expected the result of exec {id}, got {}",
+            other.describe()
+        ))),
+    }
+}
+
 /// What an exec that outlived its deadline reports: `timed_out`, no output.
 pub(crate) fn timed_out(elapsed: Duration) -> ExecResult {
     ExecResult {
@@ -232,19 +252,11 @@ impl AgentConn {
         timeout: Duration,
     ) -> Result<(ExecResult, Option<AgentConn>), AgentError> {
         let start = Instant::now();
-        let mut request = request.clone();
-        request.timeout_ms = Some(timeout.as_millis() as u64);
         self.nonce += 1;
-        request.id = self.nonce;
-        self.send(&Frame::Exec(request.clone()))?;
+        let id = self.nonce;
+        self.send(&exec_frame(request, id, timeout))?;
         match self.read_frame(start + timeout + RESULT_GRACE) {
-            Ok(Frame::ExecResult(result)) if result.id == request.id => Ok((result, Some(self))),
-            Ok(Frame::Error { message }) => Err(AgentError::Protocol(message)),
-            Ok(other) => Err(AgentError::Protocol(format!(
-                "expected the result of exec {}, got {}",
-                request.id,
-                other.describe()
-            ))),
+            Ok(frame) => Ok((exec_answer(frame, id)?, Some(self))),
             Err(AgentError::Timeout(_)) => {
                 let _ = self.stream.shutdown(std::net::Shutdown::Both);
                 Ok((timed_out(start.elapsed()), None))

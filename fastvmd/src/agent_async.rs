@@ -13,7 +13,8 @@ use tokio::net::UnixStream;
 use tokio::time::Instant;
 
 use crate::agent::{
-    AgentError, Applied, MAX_HANDSHAKE, RESULT_GRACE, check_handshake, closed_mid_frame, timed_out,
+    AgentError, Applied, MAX_HANDSHAKE, RESULT_GRACE, check_handshake, closed_mid_frame,
+    exec_answer, exec_frame, timed_out,
 };
 
 /// One connection to the agent, past its `ready` frame.
@@ -191,19 +192,11 @@ impl AsyncAgentConn {
         timeout: Duration,
     ) -> Result<ExecResult, AgentError> {
         let start = Instant::now();
-        let mut request = request.clone();
-        request.timeout_ms = Some(timeout.as_millis() as u64);
-        request.id = self.next_nonce();
-        self.send(&Frame::Exec(request.clone())).await?;
+        let id = self.next_nonce();
+        self.send(&exec_frame(request, id, timeout)).await?;
         let deadline = start + timeout + RESULT_GRACE;
         match tokio::time::timeout_at(deadline, self.read_frame()).await {
-            Ok(Ok(Frame::ExecResult(result))) if result.id == request.id => Ok(result),
-            Ok(Ok(Frame::Error { message })) => Err(AgentError::Protocol(message)),
-            Ok(Ok(other)) => Err(AgentError::Protocol(format!(
-                "expected the result of exec {}, got {}",
-                request.id,
-                other.describe()
-            ))),
+            Ok(Ok(frame)) => exec_answer(frame, id),
             Ok(Err(e)) => Err(e),
             Err(_) => {
                 let _ = self.stream.shutdown().await;

@@ -7,41 +7,20 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use fastvmd::image::oci::digest_of as sha;
+use fastvmd::image::oci::archive;
 
 /// A one-layer `docker save` tar holding `files` (name, content, mode).
 fn docker_save(files: &[(&str, &str, u32)]) -> Vec<u8> {
-    let mut layer = tar::Builder::new(Vec::new());
-    for (name, text, mode) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mode(*mode);
-        h.set_size(text.len() as u64);
-        layer.append_data(&mut h, name, text.as_bytes()).unwrap();
-    }
-    let layer = layer.into_inner().unwrap();
+    let files: Vec<(&str, &[u8], u32)> = files
+        .iter()
+        .map(|(name, text, mode)| (*name, text.as_bytes(), *mode))
+        .collect();
     let config = serde_json::json!({
         "architecture": "amd64", "os": "linux",
         "config": {"Cmd": ["/app/hello"], "Env": ["GREETING=hi"], "WorkingDir": "/app",
                    "User": "nobody"},
-        "rootfs": {"type": "layers", "diff_ids": [sha(&layer)]},
     });
-    let manifest = serde_json::json!([{"Config": "c.json", "Layers": ["l/layer.tar"]}]);
-    let mut out = tar::Builder::new(Vec::new());
-    for (name, bytes) in [
-        ("manifest.json", manifest.to_string().into_bytes()),
-        ("c.json", config.to_string().into_bytes()),
-        ("l/layer.tar", layer),
-    ] {
-        let mut h = tar::Header::new_gnu();
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mode(0o644);
-        h.set_size(bytes.len() as u64);
-        out.append_data(&mut h, name, &bytes[..]).unwrap();
-    }
-    out.into_inner().unwrap()
+    archive::docker_save(config, &archive::tar_of(&files).unwrap()).unwrap()
 }
 
 fn fastvmd(cache: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {

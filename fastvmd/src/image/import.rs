@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::oci::layers::{Kind, Meta};
+use super::oci::layers::{Kind, Meta, remove_any};
 use super::oci::{self, ImportError, Progress, config::RunDefaults};
 
 /// The directory of named images in the cache.
@@ -133,8 +133,7 @@ fn build(
     fs::create_dir(&scratch).map_err(io("the work directory"))?;
     oci::ext4::write(&tree, &work.join(super::ROOTFS), rootfs_bytes, &scratch)?;
     for leftover in ["rootfs", "archive", "scratch", "stdin.tar"] {
-        let path = work.join(leftover);
-        let _ = fs::remove_dir_all(&path).or_else(|_| fs::remove_file(&path));
+        let _ = remove_any(&work.join(leftover));
     }
     let info = ImageInfo {
         name: name.to_string(),

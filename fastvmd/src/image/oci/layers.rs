@@ -97,7 +97,7 @@ fn key_of(rel: &Path) -> String {
 
 /// Removes whatever is at `path` (a directory with all it holds), without
 /// following links.
-fn remove_any(path: &Path) -> io::Result<()> {
+pub fn remove_any(path: &Path) -> io::Result<()> {
     match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => fs::remove_dir_all(path),
         Ok(_) => fs::remove_file(path),

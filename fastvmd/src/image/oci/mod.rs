@@ -11,6 +11,7 @@
 //! what, and the caller removes the work directory: nothing half made is
 //! left.
 
+pub mod archive;
 pub mod config;
 pub mod ext4;
 pub mod layers;
