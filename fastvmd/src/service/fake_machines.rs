@@ -159,6 +159,11 @@ impl Machines for FakeMachines {
         self.alive.lock().unwrap().contains(id)
     }
 
+    fn release(&self, id: &str) -> bool {
+        self.note(format!("release {id}"));
+        true
+    }
+
     fn monitor_pid(&self, id: &str) -> Option<u32> {
         self.is_alive(id).then_some(4242)
     }

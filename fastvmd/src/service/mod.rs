@@ -141,6 +141,9 @@ pub(crate) struct Inner {
     pub exec_slots: exec_slots::ExecSlots,
     /// The threads store work runs on ([`Service::db`]).
     pub db: db_lane::DbLane,
+    /// VMs whose ended monitor could not be released yet (still exiting);
+    /// the watcher tries again each round. At most one entry per VM.
+    pub to_release: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// The operation layer; a cheap clone.
@@ -279,6 +282,7 @@ impl Service {
                 firewall_changes: per_key::Turns::default(),
                 snapshotting: per_key::PerKey::new(1),
                 exec_slots,
+                to_release: Default::default(),
                 db: db_lane::DbLane::start()
                     .map_err(|e| internal(format!("cannot start the store's threads: {e}")))?,
             }),

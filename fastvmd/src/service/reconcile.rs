@@ -48,9 +48,16 @@ fn mark_if_ended(inner: &Inner, vm: &VmRow) -> bool {
         return false;
     }
     tracing::warn!("VM {}: its monitor ended ({why}); now {status}", vm.id);
+    if !inner.supervisor.release(&vm.id) {
+        lock(&inner.to_release).insert(vm.id.clone());
+    }
     let _ = inner.store.set_vm_monitor(&vm.id, None);
     super::admin::emit_quota(inner, &vm.org_id);
     true
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The watcher's judgement of one VM. Only a VM whose monitor the store
@@ -128,6 +135,7 @@ impl Service {
                         for vm in inner.store.live_vms()? {
                             watch(inner, &vm);
                         }
+                        lock(&inner.to_release).retain(|id| !inner.supervisor.release(id));
                         Ok(())
                     })
                     .await;

@@ -29,6 +29,9 @@ pub trait Machines: Send + Sync + 'static {
     fn destroy(&self, id: &str) -> Result<(), SupervisorError>;
     /// True while a monitor holds VM `id`'s directory.
     fn is_alive(&self, id: &str) -> bool;
+    /// Frees what VM `id`'s ended monitor leaves on the host (its cgroups);
+    /// false while that is not yet possible (the monitor still exiting).
+    fn release(&self, id: &str) -> bool;
     /// The pid of the monitor holding VM `id`'s directory.
     fn monitor_pid(&self, id: &str) -> Option<u32>;
     /// Writes a snapshot of running VM `id` into `dir`.
@@ -78,6 +81,10 @@ impl Machines for Supervisor {
 
     fn monitor_pid(&self, id: &str) -> Option<u32> {
         super::monitor_pid(&Supervisor::vm_dir(self, id))
+    }
+
+    fn release(&self, id: &str) -> bool {
+        self.cgroups.remove(id)
     }
 
     fn snapshot(&self, id: &str, dir: &Path) -> Result<SnapshotInfo, SupervisorError> {

@@ -106,10 +106,17 @@ impl Cgroups {
     }
 
     /// Removes VM `id`'s cgroups (its monitor has ended); missing is fine.
-    pub fn remove(&self, id: &str) {
+    /// False when one is still there (a monitor still exiting is in it).
+    pub fn remove(&self, id: &str) -> bool {
+        let mut gone = true;
         for parent in self.parents() {
-            let _ = fs::remove_dir(parent.join(id));
+            match fs::remove_dir(parent.join(id)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(_) => gone = false,
+            }
         }
+        gone
     }
 
     /// The ids of the VMs that have cgroups here (each parent's children).
