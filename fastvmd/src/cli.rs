@@ -115,6 +115,11 @@ pub struct ImageBuildArgs {
     /// Parallel kernel build jobs (default: the number of CPUs).
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
+    /// Keep the kernel's source and object tree (about 1.6 GB) in the
+    /// cache after a build, so a changed config rebuilds incrementally;
+    /// by default it is removed once the kernel is built.
+    #[arg(long)]
+    pub keep_kernel_tree: bool,
 }
 
 /// Runs `fastvmd image build`.
@@ -130,6 +135,7 @@ pub fn run_image_build(args: ImageBuildArgs) -> ExitCode {
         cache,
         agent: args.agent,
         jobs: jobs.max(1),
+        keep_kernel_tree: args.keep_kernel_tree,
     };
     let start = std::time::Instant::now();
     let progress = |line: &str| eprintln!("image: {line}");

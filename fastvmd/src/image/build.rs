@@ -23,6 +23,9 @@ pub struct BuildOptions {
     pub agent: Option<PathBuf>,
     /// Parallel jobs for the kernel build.
     pub jobs: usize,
+    /// Keep the kernel source tree after a build (incremental rebuilds)
+    /// instead of removing it.
+    pub keep_kernel_tree: bool,
 }
 
 /// What a build produced.
@@ -108,6 +111,14 @@ pub fn build(opts: &BuildOptions, progress: &dyn Fn(&str)) -> Result<Built, Imag
             jobs: opts.jobs,
         }
         .build(&kernel_dir, progress)?;
+        if !opts.keep_kernel_tree {
+            let tree = work.join(format!("{package}-{source_version}"));
+            progress(&format!(
+                "kernel: removing the build tree {}",
+                tree.display()
+            ));
+            let _ = fs::remove_dir_all(&tree);
+        }
         progress(&format!("kernel: built ({})", kernel_dir.display()));
     }
 

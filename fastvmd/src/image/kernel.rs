@@ -130,7 +130,8 @@ pub struct KernelBuild<'a> {
     pub version: &'a str,
     /// The config fragment.
     pub fragment: &'a str,
-    /// Scratch space for the source tree (kept for incremental rebuilds).
+    /// Scratch space for the source tree (a later build with the same
+    /// tree rebuilds incrementally unless the caller removes it).
     pub work_dir: PathBuf,
     /// Parallel make jobs.
     pub jobs: usize,
