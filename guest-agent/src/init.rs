@@ -118,34 +118,11 @@ fn set_hostname() -> io::Result<()> {
     }
 }
 
-/// Sets IFF_UP on the loopback interface.
+/// Sets `lo` up (`IFF_UP` over rtnetlink).
 pub fn loopback_up() -> io::Result<()> {
-    // SAFETY: socket() takes plain integers.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is new and owned here only.
-    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    use std::os::fd::AsRawFd;
-    // SAFETY: ifreq is plain data; zeroed is valid.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
-        *dst = *src as libc::c_char;
-    }
-    // SAFETY: SIOCGIFFLAGS reads the flags into `req`, a valid ifreq.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the flags member of the union was just filled by the kernel.
-    unsafe {
-        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-    }
-    // SAFETY: SIOCSIFFLAGS reads `req`, a valid ifreq.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    let mut rtnl = crate::rtnl::Rtnl::open()?;
+    let lo = rtnl.link("lo")?;
+    rtnl.set_link(lo.index, Some(true), None)
 }
 
 /// Sets up the guest as PID 1. Failures are printed and skipped: a guest

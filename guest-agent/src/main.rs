@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use fastvm_proto::agent::AGENT_PORT;
 use guest_agent::session::Options;
-use guest_agent::{init, listen, network, reaper};
+use guest_agent::{grow_root, init, listen, network, reaper};
 
 const USAGE: &str = "usage: guest-agent (as PID 1) | --unix PATH | --vsock [PORT]";
 
@@ -71,6 +71,7 @@ fn run_as_init(args: &[&str]) -> ExitCode {
         },
         None => {
             network::configure_from_cmdline();
+            grow_root::start();
             listen::serve_vsock(
                 AGENT_PORT,
                 Options {

@@ -1,29 +1,132 @@
 //! The guest's IPv6 network on `eth0`: at boot from the kernel command line
 //! (`fastvm.ip6=ADDR/LEN fastvm.gw6=GW`, written by the daemon), and again
 //! when the host sends `SetNetwork` (a clone restored from a snapshot has a
-//! new MAC and address). Applied with `ip` (busybox's applet in the image);
-//! duplicate address detection is turned off first, as the address is the
-//! host's to give and the link has no other guest on it.
+//! new MAC and address). The agent applies it itself over rtnetlink
+//! ([`crate::rtnl`]), so it needs no `ip` or busybox in the image;
+//! duplicate address detection is turned off, as the address is the host's
+//! to give and the link has no other guest on it.
+//!
+//! [`GuestNetwork::steps`] plans the changes from what the link has now;
+//! [`GuestNetwork::apply`] runs them.
 
-use std::io::Read;
+use std::fmt;
 use std::net::Ipv6Addr;
-use std::process::{Command, Stdio};
+use std::str::FromStr;
 
-use crate::reaper;
+use crate::rtnl::Rtnl;
 
 /// The NIC the daemon's virtio-net device shows up as.
 pub const DEVICE: &str = "eth0";
+
+/// A MAC address (`02:aa:bb:cc:dd:ee`; any case when parsed, lower case
+/// when shown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mac(pub [u8; 6]);
+
+impl FromStr for Mac {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Mac, ()> {
+        let mut mac = [0u8; 6];
+        let mut parts = s.split(':');
+        for byte in &mut mac {
+            let part = parts.next().ok_or(())?;
+            if part.len() != 2 || !part.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(());
+            }
+            *byte = u8::from_str_radix(part, 16).map_err(|_| ())?;
+        }
+        match parts.next() {
+            None => Ok(Mac(mac)),
+            Some(_) => Err(()),
+        }
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
 
 /// What the guest's network should be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestNetwork {
     /// New MAC for the NIC; `None` keeps the one the device reported.
-    pub mac: Option<String>,
+    pub mac: Option<Mac>,
     /// Address and prefix length.
     pub addr: Ipv6Addr,
     pub prefix_len: u8,
     /// Default gateway (link-local on the host's tap).
     pub gateway: Ipv6Addr,
+}
+
+/// One change to the link, as [`GuestNetwork::steps`] plans them and
+/// [`GuestNetwork::apply`] makes them over rtnetlink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetStep {
+    /// Clear `IFF_UP` (`RTM_NEWLINK`), so the MAC may change.
+    LinkDown,
+    /// Set the MAC (`RTM_NEWLINK` with `IFLA_ADDRESS`).
+    SetMac(Mac),
+    /// Set `IFF_UP` (`RTM_NEWLINK`).
+    LinkUp,
+    /// Delete every global-scope IPv6 address of the link (`RTM_GETADDR`
+    /// dump, then `RTM_DELADDR` each).
+    FlushGlobalV6,
+    /// Add the address with its prefix length, without duplicate address
+    /// detection (`RTM_NEWADDR`, `IFA_F_NODAD`).
+    AddAddr(Ipv6Addr, u8),
+    /// Create or replace `default via GW dev DEV` in the main IPv6 table
+    /// (`RTM_NEWROUTE`, `NLM_F_CREATE | NLM_F_REPLACE`).
+    ReplaceDefaultRoute(Ipv6Addr),
+}
+
+impl fmt::Display for NetStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NetStep::LinkDown => write!(f, "link down"),
+            NetStep::SetMac(mac) => write!(f, "set MAC {mac}"),
+            NetStep::LinkUp => write!(f, "link up"),
+            NetStep::FlushGlobalV6 => write!(f, "flush global IPv6 addresses"),
+            NetStep::AddAddr(addr, len) => write!(f, "add address {addr}/{len}"),
+            NetStep::ReplaceDefaultRoute(gw) => write!(f, "replace default route via {gw}"),
+        }
+    }
+}
+
+impl NetStep {
+    /// Makes this change to link `index` over `rtnl`; the error is the
+    /// kernel's (its errno text), or each address that could not go.
+    fn run(self, rtnl: &mut Rtnl, index: u32) -> Result<(), String> {
+        let result = match self {
+            NetStep::LinkDown => rtnl.set_link(index, Some(false), None),
+            NetStep::SetMac(mac) => rtnl.set_link(index, None, Some(mac.0)),
+            NetStep::LinkUp => rtnl.set_link(index, Some(true), None),
+            NetStep::FlushGlobalV6 => {
+                let addrs = rtnl.addresses6(index).map_err(|e| e.to_string())?;
+                let failed: Vec<String> = addrs
+                    .iter()
+                    .filter(|a| a.global)
+                    .filter_map(|a| match rtnl.del_address6(index, a.addr, a.prefix_len) {
+                        Ok(()) => None,
+                        // Gone since the dump: that is what was wanted.
+                        Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => None,
+                        Err(e) => Some(format!("{}/{}: {e}", a.addr, a.prefix_len)),
+                    })
+                    .collect();
+                return if failed.is_empty() {
+                    Ok(())
+                } else {
+                    Err(failed.join(", "))
+                };
+            }
+            NetStep::AddAddr(addr, len) => rtnl.add_address6(index, addr, len),
+            NetStep::ReplaceDefaultRoute(gw) => rtnl.replace_default_route6(index, gw),
+        };
+        result.map_err(|e| e.to_string())
+    }
 }
 
 impl GuestNetwork {
@@ -42,18 +145,14 @@ impl GuestNetwork {
         let gateway: Ipv6Addr = gw6
             .parse()
             .map_err(|_| format!("gw6: {gw6:?} is not an IPv6 address"))?;
-        if let Some(mac) = mac {
-            let bytes: Vec<&str> = mac.split(':').collect();
-            let ok = bytes.len() == 6
-                && bytes
-                    .iter()
-                    .all(|b| b.len() == 2 && b.chars().all(|c| c.is_ascii_hexdigit()));
-            if !ok {
-                return Err(format!("mac: {mac:?} is not a MAC address"));
-            }
-        }
+        let mac = mac
+            .map(|m| {
+                m.parse::<Mac>()
+                    .map_err(|()| format!("mac: {m:?} is not a MAC address"))
+            })
+            .transpose()?;
         Ok(GuestNetwork {
-            mac: mac.map(str::to_owned),
+            mac,
             addr,
             prefix_len,
             gateway,
@@ -72,35 +171,29 @@ impl GuestNetwork {
         Some(GuestNetwork::parse(None, ip6, gw6))
     }
 
-    /// The `ip` invocations that take `dev` from `now` to this network, in
-    /// order. Nothing that is already right is redone: the link goes down
-    /// only to change its MAC, and an address already in place stays (a
-    /// flush would cut the guest's connections).
-    pub fn commands(&self, dev: &str, now: &LinkState) -> Vec<Vec<String>> {
-        let mut cmds = Vec::new();
-        let v = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
-        let new_mac = self.mac.as_ref().filter(|mac| {
-            !now.mac
-                .as_deref()
-                .is_some_and(|m| m.eq_ignore_ascii_case(mac))
-        });
+    /// The steps that take a link from `now` to this network, in order.
+    /// Nothing that is already right is redone: the link goes down only to
+    /// change its MAC, and an address already in place stays (a flush
+    /// would cut the guest's connections). Taking the link down drops its
+    /// IPv6 addresses (unless `keep_addr_on_down` is set), so after a MAC
+    /// change the address is always set again.
+    pub fn steps(&self, now: &LinkState) -> Vec<NetStep> {
+        let mut steps = Vec::new();
+        let new_mac = self.mac.filter(|mac| now.mac != Some(*mac));
         if let Some(mac) = new_mac {
-            cmds.push(v(&["link", "set", "dev", dev, "down"]));
-            cmds.push(v(&["link", "set", "dev", dev, "address", mac]));
+            steps.push(NetStep::LinkDown);
+            steps.push(NetStep::SetMac(mac));
         }
         if new_mac.is_some() || !now.up {
-            cmds.push(v(&["link", "set", "dev", dev, "up"]));
+            steps.push(NetStep::LinkUp);
         }
-        let addr = format!("{}/{}", self.addr, self.prefix_len);
-        if !now.addrs.contains(&(self.addr, self.prefix_len)) {
-            cmds.push(v(&["-6", "addr", "flush", "dev", dev, "scope", "global"]));
-            cmds.push(v(&["-6", "addr", "add", &addr, "dev", dev]));
+        let has_addr = new_mac.is_none() && now.addrs.contains(&(self.addr, self.prefix_len));
+        if !has_addr {
+            steps.push(NetStep::FlushGlobalV6);
+            steps.push(NetStep::AddAddr(self.addr, self.prefix_len));
         }
-        let gw = self.gateway.to_string();
-        cmds.push(v(&[
-            "-6", "route", "replace", "default", "via", &gw, "dev", dev,
-        ]));
-        cmds
+        steps.push(NetStep::ReplaceDefaultRoute(self.gateway));
+        steps
     }
 
     /// Applies it to `dev`. Every step runs even when one before it failed
@@ -109,14 +202,15 @@ impl GuestNetwork {
     pub fn apply(&self, dev: &str) -> Result<(), String> {
         let dad = format!("/proc/sys/net/ipv6/conf/{dev}/accept_dad");
         let _ = std::fs::write(&dad, "0");
-        let now = LinkState::read(dev);
+        let mut rtnl = Rtnl::open().map_err(|e| format!("netlink socket: {e}"))?;
+        let (index, now) = LinkState::read(&mut rtnl, dev)?;
         let failed: Vec<String> = self
-            .commands(dev, &now)
-            .iter()
-            .filter_map(|args| {
-                run_ip(args)
+            .steps(&now)
+            .into_iter()
+            .filter_map(|step| {
+                step.run(&mut rtnl, index)
                     .err()
-                    .map(|e| format!("ip {}: {e}", args.join(" ")))
+                    .map(|e| format!("{step} on {dev}: {e}"))
             })
             .collect();
         if failed.is_empty() {
@@ -127,68 +221,41 @@ impl GuestNetwork {
     }
 }
 
-/// What a link has now, as far as [`GuestNetwork::commands`] cares.
+/// What a link has now, as far as [`GuestNetwork::steps`] cares.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LinkState {
-    /// Its MAC (`/sys/class/net/DEV/address`).
-    pub mac: Option<String>,
-    /// Administratively up (`IFF_UP` in `/sys/class/net/DEV/flags`).
+    /// Its MAC (`None` when it has none of six bytes).
+    pub mac: Option<Mac>,
+    /// Administratively up (`IFF_UP`).
     pub up: bool,
-    /// Its IPv6 addresses with prefix lengths (`/proc/net/if_inet6`).
+    /// Its IPv6 addresses with prefix lengths.
     pub addrs: Vec<(Ipv6Addr, u8)>,
 }
 
 impl LinkState {
-    /// Reads `dev`'s state; what cannot be read counts as unset.
-    pub fn read(dev: &str) -> LinkState {
-        let sys = |f: &str| std::fs::read_to_string(format!("/sys/class/net/{dev}/{f}")).ok();
-        let flags = sys("flags")
-            .and_then(|f| u32::from_str_radix(f.trim().trim_start_matches("0x"), 16).ok())
-            .unwrap_or(0);
-        LinkState {
-            mac: sys("address").map(|m| m.trim().to_string()),
-            up: flags & 1 != 0,
-            addrs: parse_if_inet6(
-                &std::fs::read_to_string("/proc/net/if_inet6").unwrap_or_default(),
-                dev,
-            ),
-        }
-    }
-}
-
-/// The addresses of `dev` in `/proc/net/if_inet6` text (`ADDR32HEX IFINDEX
-/// PREFIXLEN SCOPE FLAGS DEV` per line).
-fn parse_if_inet6(text: &str, dev: &str) -> Vec<(Ipv6Addr, u8)> {
-    text.lines()
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() != 6 || f[5] != dev || f[0].len() != 32 {
-                return None;
-            }
-            let bits = u128::from_str_radix(f[0], 16).ok()?;
-            let len = u8::from_str_radix(f[2], 16).ok()?;
-            Some((Ipv6Addr::from(bits), len))
-        })
-        .collect()
-}
-
-/// Runs `ip ARGS` through the reaper (as PID 1 it waits for every child);
-/// the error is what `ip` printed.
-fn run_ip(args: &[String]) -> Result<(), String> {
-    let mut cmd = Command::new("ip");
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let (mut child, status) = reaper::spawn(&mut cmd).map_err(|e| e.to_string())?;
-    let mut stderr = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        let _ = pipe.read_to_string(&mut stderr);
-    }
-    match status.recv() {
-        Ok(s) if s.exit_code() == 0 => Ok(()),
-        Ok(s) => Err(format!("exit {}: {}", s.exit_code(), stderr.trim())),
-        Err(_) => Err("its exit status was lost".into()),
+    /// Reads `dev`'s state over `rtnl` (`RTM_GETLINK`, `RTM_GETADDR`), with
+    /// its interface index. A link that cannot be found is an error;
+    /// addresses that cannot be listed count as none.
+    pub fn read(rtnl: &mut Rtnl, dev: &str) -> Result<(u32, LinkState), String> {
+        let link = rtnl.link(dev).map_err(|e| format!("{dev}: {e}"))?;
+        let addrs = rtnl
+            .addresses6(link.index)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|a| (a.addr, a.prefix_len))
+            .collect();
+        let mac = link
+            .mac
+            .and_then(|m| <[u8; 6]>::try_from(m.as_slice()).ok())
+            .map(Mac);
+        Ok((
+            link.index,
+            LinkState {
+                mac,
+                up: link.up,
+                addrs,
+            },
+        ))
     }
 }
 
@@ -213,6 +280,10 @@ pub fn configure_from_cmdline() {
 mod tests {
     use super::*;
 
+    fn mac(s: &str) -> Mac {
+        s.parse().unwrap()
+    }
+
     #[test]
     fn command_line_values_are_read_and_checked() {
         let net = GuestNetwork::from_cmdline(
@@ -221,7 +292,7 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(net.addr, "fd00:1::ff:fe00:1".parse::<Ipv6Addr>().unwrap());
-        assert_eq!((net.prefix_len, net.mac.as_deref()), (128, None));
+        assert_eq!((net.prefix_len, net.mac), (128, None));
         assert!(GuestNetwork::from_cmdline("console=ttyS0").is_none());
         assert!(
             GuestNetwork::from_cmdline("fastvm.ip6=10.0.0.1/24")
@@ -231,32 +302,36 @@ mod tests {
         assert!(GuestNetwork::parse(None, "fd00::1/129", "fe80::1").is_err());
         assert!(GuestNetwork::parse(Some("02:00:00:00:00"), "fd00::1", "fe80::1").is_err());
         assert!(GuestNetwork::parse(Some("02:00:00:00:00:zz"), "fd00::1", "fe80::1").is_err());
+        assert!(GuestNetwork::parse(Some("02:00:00:00:00:00:00"), "fd00::1", "fe80::1").is_err());
+        assert!(GuestNetwork::parse(Some("02:00:00:00:00:+f"), "fd00::1", "fe80::1").is_err());
     }
 
-    fn joined(net: &GuestNetwork, now: &LinkState) -> Vec<String> {
-        net.commands("eth0", now)
-            .iter()
-            .map(|c| c.join(" "))
-            .collect()
+    #[test]
+    fn macs_parse_in_any_case_and_show_in_lower_case() {
+        assert_eq!(
+            mac("02:AA:bb:0C:dd:EE").0,
+            [0x02, 0xaa, 0xbb, 0x0c, 0xdd, 0xee]
+        );
+        assert_eq!(mac("02:AA:bb:0C:dd:EE").to_string(), "02:aa:bb:0c:dd:ee");
     }
 
     #[test]
     fn a_new_mac_takes_the_link_down_first() {
         let net = GuestNetwork::parse(Some("02:aa:bb:cc:dd:ee"), "fd00::2/128", "fe80::1").unwrap();
         let now = LinkState {
-            mac: Some("02:11:22:33:44:55".into()),
+            mac: Some(mac("02:11:22:33:44:55")),
             up: true,
             addrs: vec![("fd00::1".parse().unwrap(), 128)],
         };
         assert_eq!(
-            joined(&net, &now),
+            net.steps(&now),
             [
-                "link set dev eth0 down",
-                "link set dev eth0 address 02:aa:bb:cc:dd:ee",
-                "link set dev eth0 up",
-                "-6 addr flush dev eth0 scope global",
-                "-6 addr add fd00::2/128 dev eth0",
-                "-6 route replace default via fe80::1 dev eth0",
+                NetStep::LinkDown,
+                NetStep::SetMac(mac("02:aa:bb:cc:dd:ee")),
+                NetStep::LinkUp,
+                NetStep::FlushGlobalV6,
+                NetStep::AddAddr("fd00::2".parse().unwrap(), 128),
+                NetStep::ReplaceDefaultRoute("fe80::1".parse().unwrap()),
             ]
         );
     }
@@ -265,13 +340,13 @@ mod tests {
     fn nothing_that_is_already_right_is_redone() {
         let net = GuestNetwork::parse(Some("02:AA:bb:cc:dd:ee"), "fd00::2/128", "fe80::1").unwrap();
         let now = LinkState {
-            mac: Some("02:aa:bb:cc:dd:ee".into()),
+            mac: Some(mac("02:aa:bb:cc:dd:ee")),
             up: true,
             addrs: vec![("fd00::2".parse().unwrap(), 128)],
         };
         assert_eq!(
-            joined(&net, &now),
-            ["-6 route replace default via fe80::1 dev eth0"]
+            net.steps(&now),
+            [NetStep::ReplaceDefaultRoute("fe80::1".parse().unwrap())]
         );
         let down = LinkState {
             up: false,
@@ -279,28 +354,71 @@ mod tests {
             ..now
         };
         assert_eq!(
-            joined(&net, &down),
+            net.steps(&down),
             [
-                "link set dev eth0 up",
-                "-6 addr flush dev eth0 scope global",
-                "-6 addr add fd00::2/128 dev eth0",
-                "-6 route replace default via fe80::1 dev eth0",
+                NetStep::LinkUp,
+                NetStep::FlushGlobalV6,
+                NetStep::AddAddr("fd00::2".parse().unwrap(), 128),
+                NetStep::ReplaceDefaultRoute("fe80::1".parse().unwrap()),
             ]
+        );
+        // No MAC asked for: the device's stays, whatever it is.
+        let keep = GuestNetwork { mac: None, ..net };
+        let unknown = LinkState {
+            mac: None,
+            up: true,
+            addrs: vec![("fd00::2".parse().unwrap(), 128)],
+        };
+        assert_eq!(
+            keep.steps(&unknown),
+            [NetStep::ReplaceDefaultRoute("fe80::1".parse().unwrap())]
         );
     }
 
     #[test]
-    fn if_inet6_lines_give_the_device_addresses() {
-        let text = "fd000000000000000000000000000002 02 80 00 80     eth0\n\
-                    fe800000000000000000000000000001 02 40 20 80     eth0\n\
-                    00000000000000000000000000000001 01 80 10 80       lo\n";
+    fn an_address_kept_across_a_new_mac_is_set_again() {
+        // Taking the link down to change the MAC drops its addresses.
+        let net = GuestNetwork::parse(Some("02:aa:bb:cc:dd:ee"), "fd00::2/128", "fe80::1").unwrap();
+        let now = LinkState {
+            mac: Some(mac("02:11:22:33:44:55")),
+            up: true,
+            addrs: vec![("fd00::2".parse().unwrap(), 128)],
+        };
+        let steps = net.steps(&now);
         assert_eq!(
-            parse_if_inet6(text, "eth0"),
+            steps[..3],
             [
-                ("fd00::2".parse().unwrap(), 128),
-                ("fe80::1".parse().unwrap(), 64)
+                NetStep::LinkDown,
+                NetStep::SetMac(mac("02:aa:bb:cc:dd:ee")),
+                NetStep::LinkUp
             ]
         );
-        assert!(parse_if_inet6(text, "eth1").is_empty());
+        assert!(steps.contains(&NetStep::AddAddr("fd00::2".parse().unwrap(), 128)));
+    }
+
+    #[test]
+    fn steps_name_themselves_for_error_messages() {
+        let names: Vec<String> = [
+            NetStep::LinkDown,
+            NetStep::SetMac(mac("02:AA:bb:cc:dd:ee")),
+            NetStep::LinkUp,
+            NetStep::FlushGlobalV6,
+            NetStep::AddAddr("fd00::2".parse().unwrap(), 128),
+            NetStep::ReplaceDefaultRoute("fe80::1".parse().unwrap()),
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        assert_eq!(
+            names,
+            [
+                "link down",
+                "set MAC 02:aa:bb:cc:dd:ee",
+                "link up",
+                "flush global IPv6 addresses",
+                "add address fd00::2/128",
+                "replace default route via fe80::1",
+            ]
+        );
     }
 }
