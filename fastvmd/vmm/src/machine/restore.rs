@@ -138,12 +138,17 @@ pub fn build(
                 saved.base, saved.irq
             )));
         }
+        // A disk given larger than the one saved: the guest is told, and
+        // its agent grows the file system onto the new space.
+        let mut config_changed = false;
         let device: Box<dyn VirtioDevice> = match &saved.transport.device {
             VirtioDeviceState::Block(block) => {
                 let path = disk_path
                     .as_deref()
                     .ok_or_else(|| device_err("vmstate has a disk but the snapshot has none"))?;
-                Box::new(Block::restore(path, block).map_err(device_err)?)
+                let device = Block::restore(path, block).map_err(device_err)?;
+                config_changed = device.capacity_sectors() > block.capacity_sectors;
+                Box::new(device)
             }
             VirtioDeviceState::Vsock(vsock) => {
                 let cid = cfg.vsock_cid.unwrap_or(vsock.guest_cid);
@@ -160,7 +165,13 @@ pub fn build(
                 Box::new(device)
             }
         };
-        let transport = MmioTransport::restore(mem.clone(), device, interrupt, &saved.transport)?;
+        let mut transport =
+            MmioTransport::restore(mem.clone(), device, interrupt, &saved.transport)?;
+        if config_changed && transport.is_activated() {
+            transport
+                .notify_config_change()
+                .map_err(|e| device_err(format!("configuration-change interrupt: {e}")))?;
+        }
         virtio.push(VirtioSlot {
             base,
             irq,

@@ -160,6 +160,15 @@ impl MmioTransport {
         self.acked_features
     }
 
+    /// Tells the driver that the device's configuration changed (a disk
+    /// restored larger than the one saved): ConfigGeneration moves on and
+    /// the configuration-change interrupt is raised, so the driver reads
+    /// the configuration again.
+    pub fn notify_config_change(&mut self) -> std::io::Result<()> {
+        self.config_generation = self.config_generation.wrapping_add(1);
+        self.interrupt.trigger(Interrupt::CONFIG)
+    }
+
     fn has(&self, bits: u32) -> bool {
         self.status & bits == bits
     }

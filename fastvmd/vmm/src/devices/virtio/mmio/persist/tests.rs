@@ -290,3 +290,34 @@ fn bad_states_are_refused() {
         })
     ));
 }
+
+#[test]
+fn a_disk_restored_larger_is_announced_to_the_driver() {
+    let dir = tempfile::tempdir().unwrap();
+    let mem = memory();
+    let mock = MockSplitQueue::create(&mem, GuestAddress(0), QSIZE);
+    let path = disk(dir.path(), "disk", SECTORS);
+    let mut t = used_transport(&mem, &mock, &path);
+    t.pause_device();
+    let state = t.save();
+    drop(t);
+    let larger = disk(dir.path(), "larger", SECTORS * 4);
+    let mut t = restore_blk(&larger, &state).unwrap();
+    let generation = rd(&mut t, VIRTIO_MMIO_CONFIG_GENERATION);
+    let capacity = |t: &mut MmioTransport| {
+        let mut b = [0u8; 8];
+        t.read(u64::from(VIRTIO_MMIO_CONFIG), &mut b);
+        u64::from_le_bytes(b)
+    };
+    assert_eq!(capacity(&mut t), SECTORS * 4, "served at its own size");
+    // Nothing pending on the IRQ before the announcement.
+    let _ = t.interrupt().irqfd().read();
+    t.notify_config_change().unwrap();
+    assert_eq!(rd(&mut t, VIRTIO_MMIO_CONFIG_GENERATION), generation + 1);
+    assert_ne!(
+        rd(&mut t, VIRTIO_MMIO_INTERRUPT_STATUS) & Interrupt::CONFIG,
+        0,
+        "configuration-change bit"
+    );
+    assert_eq!(t.interrupt().irqfd().read().unwrap(), 1, "IRQ raised");
+}
