@@ -103,6 +103,11 @@ pub async fn wait(vsock: &Path, wait: Duration, nic: Option<&NicSpec>) -> Readin
         {
             Ok(Applied::Yes) => {}
             Ok(Applied::Refused(why)) => problems.push(SetupProblem::NetworkRefused(why)),
+            // Still working on it (a slow guest): not ready yet. The caller
+            // waits longer and sends it again; applying it is idempotent.
+            Err(e @ crate::agent::AgentError::Timeout(_)) => {
+                return Readiness::NotReady(format!("guest network not applied yet: {e}"));
+            }
             Err(e) => problems.push(SetupProblem::NetworkFailed(e.to_string())),
         }
     }

@@ -208,20 +208,29 @@ fn a_refused_network_is_reported_in_the_agents_words() {
 }
 
 #[test]
-fn a_network_never_confirmed_is_fatal() {
-    for reply in [Reply::Close, Reply::Hang] {
-        let fake = Fake {
-            clock: Reply::Pong,
-            network: reply,
-        };
-        let (r, _) = run(fake, Some(&nic()));
-        let p = problems(&r);
-        assert!(
-            matches!(&p[..], [SetupProblem::NetworkFailed(_)]),
-            "{reply:?}: {p:?}"
-        );
-        assert!(p[0].is_fatal(), "{reply:?}");
-    }
+fn a_network_cut_off_is_fatal() {
+    let fake = Fake {
+        clock: Reply::Pong,
+        network: Reply::Close,
+    };
+    let (r, _) = run(fake, Some(&nic()));
+    let p = problems(&r);
+    assert!(matches!(&p[..], [SetupProblem::NetworkFailed(_)]), "{p:?}");
+    assert!(p[0].is_fatal());
+}
+
+#[test]
+fn a_network_not_confirmed_in_time_is_not_ready_yet() {
+    let fake = Fake {
+        clock: Reply::Pong,
+        network: Reply::Hang,
+    };
+    let (r, seen) = run(fake, Some(&nic()));
+    assert!(
+        matches!(&r, Readiness::NotReady(why) if why.contains("not applied yet")),
+        "{r:?}"
+    );
+    assert!(seen.iter().any(|s| s.starts_with("network")), "{seen:?}");
 }
 
 #[test]
