@@ -1,5 +1,6 @@
 //! The scenario's steps, in order: create, exec, console, network and
-//! firewall, snapshot and clone, a daemon crash and restart, delete; and
+//! firewall, disks grown at boot and under a running clone, snapshot and
+//! clone, a daemon crash and restart, delete; and
 //! throughout, no VM ever reported `error`.
 
 use std::path::Path;
@@ -14,6 +15,12 @@ use super::{DATA_DIR, Daemon, FASTVMD, Runner, Watch};
 const BOOT_WAIT: Duration = Duration::from_secs(240);
 /// The exec output cap (stdout and stderr each).
 const OUTPUT_CAP: usize = fastvm_proto::agent::DEFAULT_OUTPUT_CAP as usize;
+
+/// The first VM's disk: larger than its image's file system, which the
+/// agent grows at boot.
+const A_DISK_GIB: u64 = 20;
+/// Its clone's disk, larger again: grown while the restored guest runs.
+const B_DISK_GIB: u64 = 22;
 
 /// What later steps need from earlier ones.
 struct Vm {
@@ -40,6 +47,32 @@ fn create(d: &Daemon, body: Value) -> Result<Vm, String> {
         .ok_or_else(|| format!("VM {id} has no publicIpv6: {vm}"))?
         .to_string();
     Ok(Vm { id, addr })
+}
+
+/// `df` in VM `id` shows a root file system of nearly `disk_gib` GiB
+/// (ext4 keeps a little for itself), within `wait`.
+fn root_fs_reaches(d: &Daemon, id: &str, disk_gib: u64, wait: Duration) -> Result<(), String> {
+    let want_kib = (disk_gib << 20) * 95 / 100;
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let out = sh(d, id, "df -k /")?;
+        let kib: u64 = out
+            .lines()
+            .nth(1)
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| format!("df: {out:?}"))?;
+        if kib >= want_kib {
+            println!("info: root file system of {id}: {kib} KiB on a {disk_gib} GiB disk");
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!(
+                "root file system is {kib} KiB on a {disk_gib} GiB disk: {out}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// eth0 of VM `vm` is up, has its address, and L1 reaches it.
@@ -74,12 +107,16 @@ pub(super) fn run_all(r: &mut Runner) {
     r.step("create", || {
         a = Some(create(
             &d,
-            json!({"machineType": "c1m2", "name": "linux-a", "firewall": {"mode": "open"}}),
+            json!({"machineType": "c1m2", "name": "linux-a", "diskGiB": A_DISK_GIB,
+                "firewall": {"mode": "open"}}),
         )?);
         Ok(())
     });
     let Some(a) = a else { return };
     exec_steps(r, &d, &a.id);
+    r.step("grown-disk", || {
+        root_fs_reaches(&d, &a.id, A_DISK_GIB, Duration::ZERO)
+    });
     r.step("console", || console(&d, &a.id));
     let mut mac_a = String::new();
     r.step("network", || {
@@ -113,12 +150,18 @@ pub(super) fn run_all(r: &mut Runner) {
         std::thread::sleep(Duration::from_secs(5));
         b = Some(create(
             &d,
-            json!({"snapshotId": snapshot, "name": "linux-b", "firewall": {"mode": "open"}}),
+            json!({"snapshotId": snapshot, "name": "linux-b", "diskGiB": B_DISK_GIB,
+                "firewall": {"mode": "open"}}),
         )?);
         Ok(())
     });
     let Some(b) = b else { return };
     r.step("clone-identity", || clone_identity(&d, &a, &b, &mac_a));
+    // The clone's disk grew after its kernel had booted: the kernel hears
+    // of it from the device, the agent from the kernel.
+    r.step("clone-grown-disk", || {
+        root_fs_reaches(&d, &b.id, B_DISK_GIB, Duration::from_secs(30))
+    });
     r.step("diverge", || {
         sh(&d, &a.id, "echo a-after > /root/marker")?;
         let got = sh(&d, &b.id, "cat /root/marker; echo b > /root/marker")?;
