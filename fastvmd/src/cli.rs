@@ -120,6 +120,25 @@ pub struct ImageBuildArgs {
     /// by default it is removed once the kernel is built.
     #[arg(long)]
     pub keep_kernel_tree: bool,
+    /// Also build a full userland as a named image: `debian` installs
+    /// Debian (debootstrap minbase with python3, git, curl, ca-certificates
+    /// and iproute2) from the host's apt mirror as the image `debian`
+    /// (`"image": "debian"` in createVM). Needs root and the mirror.
+    #[arg(long, value_enum, value_name = "USERLAND")]
+    pub userland: Option<Userland>,
+    /// The Debian suite for --userland (default: the host's codename).
+    #[arg(long, value_name = "SUITE", requires = "userland")]
+    pub suite: Option<String>,
+    /// The Debian mirror for --userland (default: the host's apt mirror).
+    #[arg(long, value_name = "URL", requires = "userland")]
+    pub mirror: Option<String>,
+}
+
+/// A userland `fastvmd image build` can add.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Userland {
+    /// Debian from its packages, as the image `debian`.
+    Debian,
 }
 
 /// Runs `fastvmd image build`.
@@ -161,10 +180,58 @@ pub fn run_image_build(args: ImageBuildArgs) -> ExitCode {
                     "built"
                 },
             );
-            ExitCode::SUCCESS
+            match args.userland {
+                None => ExitCode::SUCCESS,
+                Some(Userland::Debian) => {
+                    build_debian(&opts.cache, &built.image.agent, args.suite, args.mirror)
+                }
+            }
         }
         Err(e) => {
             eprintln!("fastvmd image build: error: {e}");
+            ExitCode::from(EXIT_ERROR as u8)
+        }
+    }
+}
+
+/// `--userland debian`: the `debian` image, with the built image's agent.
+fn build_debian(
+    cache: &std::path::Path,
+    agent: &std::path::Path,
+    suite: Option<String>,
+    mirror: Option<String>,
+) -> ExitCode {
+    use crate::image::userland;
+    let start = std::time::Instant::now();
+    let progress = |line: &str| eprintln!("image: {line}");
+    let made = std::fs::read(agent)
+        .map_err(crate::image::io_err(agent))
+        .and_then(|agent| {
+            let source = match (suite, mirror) {
+                (Some(suite), Some(mirror)) => userland::Source { suite, mirror },
+                (suite, mirror) => {
+                    let host = userland::Source::of_host()?;
+                    userland::Source {
+                        suite: suite.unwrap_or(host.suite),
+                        mirror: mirror.unwrap_or(host.mirror),
+                    }
+                }
+            };
+            userland::build(cache, &source, &agent, &progress)
+        });
+    match made {
+        Ok(made) => {
+            eprintln!(
+                "image: {} {} in {:.1}s (createVM with \"image\": \"{}\")",
+                userland::NAME,
+                if made { "ready" } else { "up to date" },
+                start.elapsed().as_secs_f64(),
+                userland::NAME
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("fastvmd image build --userland: error: {e}");
             ExitCode::from(EXIT_ERROR as u8)
         }
     }

@@ -75,6 +75,19 @@ pub fn import(
     agent: &[u8],
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<(PathBuf, ImageInfo), ImportError> {
+    let source = if input == "-" { "standard input" } else { input };
+    import_labelled(cache, name, input, source, agent, progress)
+}
+
+/// [`import`], with `source` as what the image says it came from.
+pub fn import_labelled(
+    cache: &Path,
+    name: &str,
+    input: &str,
+    source: &str,
+    agent: &[u8],
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<(PathBuf, ImageInfo), ImportError> {
     check_name(name)?;
     let named = cache.join(NAMED);
     fs::DirBuilder::new()
@@ -94,7 +107,7 @@ pub fn import(
         .mode(0o700)
         .create(&work)
         .map_err(io("the work directory"))?;
-    let done = build(&work, name, input, agent, progress).and_then(|info| {
+    let done = build(&work, name, input, source, agent, progress).and_then(|info| {
         fs::rename(&work, &dest).map_err(io("the image directory"))?;
         Ok((dest.clone(), info))
     });
@@ -108,6 +121,7 @@ fn build(
     work: &Path,
     name: &str,
     input: &str,
+    source_label: &str,
     agent: &[u8],
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<ImageInfo, ImportError> {
@@ -137,11 +151,7 @@ fn build(
     }
     let info = ImageInfo {
         name: name.to_string(),
-        source: if input == "-" {
-            "standard input".into()
-        } else {
-            input.to_string()
-        },
+        source: source_label.to_string(),
         layers: unpacked.layers,
         rootfs_bytes,
         run: unpacked.run,

@@ -27,6 +27,7 @@ pub mod key;
 pub mod oci;
 pub mod rootfs;
 pub mod tools;
+pub mod userland;
 
 use std::path::{Path, PathBuf};
 
