@@ -17,6 +17,9 @@ pub const L1_MEMORY_MIB: u32 = 6144;
 pub const ROOTFS_SPARE_MIB: u64 = 64;
 /// Free space left in the demo container image's shrunk file system.
 pub const DEMO_SPARE_MIB: u64 = 8;
+/// Free space left in the Debian userland's shrunk file system (the
+/// agent grows it to the VM's disk at boot).
+pub const USERLAND_SPARE_MIB: u64 = 32;
 
 /// The built guest image, from `$FASTVM_IMAGE_CACHE` or the default data
 /// directory's cache.
@@ -100,6 +103,27 @@ pub fn prepare(
         &demo.join(image::ROOTFS),
         &format!("{named}/{}", image::ROOTFS),
         DEMO_SPARE_MIB,
+    )?;
+    // The Debian userland, as `fastvmd image build --userland debian` left it.
+    let userland = image::userland::NAME;
+    let host_cache = image::cache_dir(&crate::serve::default_data_dir());
+    let debian = image::import::rootfs_of(&host_cache, userland).ok_or_else(|| {
+        NestedError::Missing(format!(
+            "no {userland} image in {}: run `fastvmd image build --userland {userland}`",
+            host_cache.display()
+        ))
+    })?;
+    progress(&format!("L1: adding the {userland} image"));
+    let named = format!("{L1_IMAGE_CACHE}/{}/{userland}", image::import::NAMED);
+    tree.add_file(
+        &debian.with_file_name(image::import::IMAGE_JSON),
+        &format!("{named}/{}", image::import::IMAGE_JSON),
+        0o644,
+    )?;
+    tree.add_shrunk_ext4(
+        &debian,
+        &format!("{named}/{}", image::ROOTFS),
+        USERLAND_SPARE_MIB,
     )?;
     let initrd = workdir.path().join("l1.cpio");
     tree.write(&initrd)?;

@@ -212,6 +212,7 @@ pub(super) fn run_all(r: &mut Runner) {
         Ok(())
     });
     r.step("imported-image", || imported_image(&d));
+    r.step("debian-userland", || debian_userland(&d));
     r.step("never-error", || {
         let errors = watch.errors();
         check(errors.is_empty(), || {
@@ -267,6 +268,30 @@ fn imported_image(d: &Daemon) -> Result<(), String> {
     check(seen.contains(note), || {
         format!("the console does not say so: {seen:?}")
     })?;
+    d.expect("DELETE", &format!("/v1/vms/{}", vm.id), None, 200)?;
+    Ok(())
+}
+
+/// A VM of the Debian userland (`fastvmd image build --userland debian`):
+/// a normal Linux, with Python, git and curl.
+fn debian_userland(d: &Daemon) -> Result<(), String> {
+    let name = fastvmd::image::userland::NAME;
+    let vm = create(
+        d,
+        json!({"machineType": "c1m2", "image": name, "firewall": {"mode": "open"}}),
+    )?;
+    let info = d.expect("GET", &format!("/v1/vms/{}", vm.id), None, 200)?;
+    check(info["sourceName"] == name, || format!("sourceName: {info}"))?;
+    let python = sh(d, &vm.id, "python3 -c 'print(6*7)'")?;
+    check(python == "42\n", || format!("python3: {python:?}"))?;
+    let git = sh(d, &vm.id, "git --version")?;
+    check(git.starts_with("git version "), || format!("git: {git:?}"))?;
+    let tools = sh(d, &vm.id, "curl --version | head -1; ls /etc/ssl/certs | wc -l")?;
+    check(tools.starts_with("curl "), || format!("curl: {tools:?}"))?;
+    println!("info: {name}: {} / {}", python.trim(), git.trim());
+    root_fs_reaches(d, &vm.id, fastvm_proto::api::DEFAULT_DISK_GIB, Duration::ZERO)?;
+    // Its network came from the agent alone (no `ip` of the image's used).
+    network_is_up(d, &vm)?;
     d.expect("DELETE", &format!("/v1/vms/{}", vm.id), None, 200)?;
     Ok(())
 }
