@@ -51,6 +51,16 @@
 //!   `revokeApiKey` (params `{"id"}`), `setQuotaLimits` (body `{"orgId",
 //!   "limits": OrgQuotaValues}`), `mintToken` (body `{"orgId", "ttlSec"?}` ->
 //!   `{"token", "expiresAt"}`, an HS256 JWT).
+//! - Named images (what createVM's `image` names; shared by every org):
+//!   `listImages` (no body, or `{}`; any caller) -> status 200,
+//!   `{"images": [ImageSummary...]}` by name
+//!   ([`crate::api::ImageList`]); admin only: `importImage` (body `{"name",
+//!   "path"}`, `path` an absolute path on the daemon's host to a `docker
+//!   save` archive or an OCI image layout, directory or tar) -> status 201,
+//!   the [`crate::api::ImageSummary`]; 400 when the name or the image is
+//!   not valid, 409 when the name is taken; `deleteImage` (body `{"name"}`)
+//!   -> status 204, body `{}`; 404 when there is no such image, 409 while a
+//!   VM of any org booted from it is not deleted.
 //!
 //! # Events
 //!
@@ -310,6 +320,12 @@ ops! {
     SetQuotaLimits = "setQuotaLimits",
     /// Admin: mint a JWT for an org.
     MintToken = "mintToken",
+    /// Socket only: the named images.
+    ListImages = "listImages",
+    /// Admin: import a container image on the daemon's host as a named image.
+    ImportImage = "importImage",
+    /// Admin: delete a named image no VM uses.
+    DeleteImage = "deleteImage",
 }
 
 impl Op {
@@ -322,6 +338,8 @@ impl Op {
                 | Op::RevokeApiKey
                 | Op::SetQuotaLimits
                 | Op::MintToken
+                | Op::ImportImage
+                | Op::DeleteImage
         )
     }
 }

@@ -23,6 +23,7 @@
 //!   (so that 0 and 65536 reach validation and get a message naming the field).
 
 mod cidr;
+mod images;
 mod types;
 mod validate;
 
@@ -30,6 +31,7 @@ mod validate;
 mod tests;
 
 pub use cidr::{CidrError, Ipv6Cidr};
+pub use images::{ImageList, ImageRunDefaults, ImageSummary};
 pub use types::*;
 pub use uuid::Uuid;
 pub use validate::{

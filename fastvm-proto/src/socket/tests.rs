@@ -130,13 +130,21 @@ fn ops() {
         "setQuotaLimits",
         "mintToken",
     ];
+    let images = ["listImages", "importImage", "deleteImage"];
     let all: Vec<&str> = Op::ALL.iter().map(|o| o.name()).collect();
-    let want: Vec<&str> = api.iter().chain(&extra).chain(&admin).copied().collect();
+    let want: Vec<&str> = api
+        .iter()
+        .chain(&extra)
+        .chain(&admin)
+        .chain(&images)
+        .copied()
+        .collect();
     assert_eq!(all, want);
-    for name in admin {
-        assert!(Op::from_name(name).unwrap().is_admin());
+    for name in admin.iter().chain(&["importImage", "deleteImage"]) {
+        assert!(Op::from_name(name).unwrap().is_admin(), "{name}");
     }
     assert!(!Op::CreateVm.is_admin());
+    assert!(!Op::ListImages.is_admin(), "every org boots images");
     assert_eq!(Op::from_name("createvm"), None);
     assert_eq!(Op::from_name("connectVMConsoleWebsocket"), None);
 }

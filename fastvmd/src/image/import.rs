@@ -75,7 +75,11 @@ pub fn import(
     agent: &[u8],
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<(PathBuf, ImageInfo), ImportError> {
-    let source = if input == "-" { "standard input" } else { input };
+    let source = if input == "-" {
+        "standard input"
+    } else {
+        input
+    };
     import_labelled(cache, name, input, source, agent, progress)
 }
 

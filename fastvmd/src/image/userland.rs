@@ -174,10 +174,12 @@ pub fn build(
             p.bytes >> 20
         ))
     };
-    let input = layer_dir.to_str().ok_or_else(|| ImageError::NotBuilt(format!(
-        "the image cache path {} is not UTF-8",
-        cache.display()
-    )))?;
+    let input = layer_dir.to_str().ok_or_else(|| {
+        ImageError::NotBuilt(format!(
+            "the image cache path {} is not UTF-8",
+            cache.display()
+        ))
+    })?;
     super::import::import_labelled(cache, NAME, input, &label, agent, &mut report).map_err(
         |e| ImageError::Step {
             step: format!("import the {NAME} userland"),

@@ -13,6 +13,7 @@ pub mod exec_slots;
 mod failure_tests;
 #[cfg(test)]
 mod fake_machines;
+mod images;
 mod local_console;
 pub mod operation;
 mod per_key;

@@ -90,6 +90,17 @@ pub enum Operation {
         org_id: String,
         ttl_sec: Option<u64>,
     },
+    /// The named images (socket only; any caller).
+    ListImages,
+    /// Import the container image at `path` on the daemon's host as `name`.
+    ImportImage {
+        name: String,
+        path: String,
+    },
+    /// Delete named image `name`, unless a VM booted from it is not deleted.
+    DeleteImage {
+        name: String,
+    },
 }
 
 /// What an operation answers.
@@ -140,6 +151,9 @@ impl Operation {
             Operation::RevokeApiKey { .. } => Op::RevokeApiKey,
             Operation::SetQuotaLimits { .. } => Op::SetQuotaLimits,
             Operation::MintToken { .. } => Op::MintToken,
+            Operation::ListImages => Op::ListImages,
+            Operation::ImportImage { .. } => Op::ImportImage,
+            Operation::DeleteImage { .. } => Op::DeleteImage,
         }
     }
 }
@@ -234,6 +248,14 @@ impl Service {
                 let token = self.mint_token(org_id, Duration::from_secs(ttl)).await?;
                 let expires_at = format_rfc3339(now_ms() + (ttl as i64) * 1000);
                 json_reply(200, json!({ "token": token, "expiresAt": expires_at }))
+            }
+            Operation::ListImages => json_reply(200, self.list_images().await?),
+            Operation::ImportImage { name, path } => {
+                json_reply(201, self.import_image(name, path).await?)
+            }
+            Operation::DeleteImage { name } => {
+                self.delete_image(name).await?;
+                json_reply(204, json!({}))
             }
         }
     }

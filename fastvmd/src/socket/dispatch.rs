@@ -73,6 +73,19 @@ struct MintTokenBody {
     ttl_sec: Option<u64>,
 }
 
+/// Body of `importImage`.
+#[derive(Deserialize)]
+struct ImportImageBody {
+    name: String,
+    path: String,
+}
+
+/// Body of `deleteImage`.
+#[derive(Deserialize)]
+struct DeleteImageBody {
+    name: String,
+}
+
 /// Runs `req`. Errors of any kind come back as a [`Outcome::Reply`] with
 /// the error's status and `{"error": "..."}` body.
 pub async fn dispatch(service: &Service, req: &SocketRequest) -> Outcome {
@@ -200,5 +213,13 @@ fn decode(op: Op, req: &SocketRequest) -> Result<Operation, ServiceError> {
             let MintTokenBody { org_id, ttl_sec } = body(req)?;
             Operation::MintToken { org_id, ttl_sec }
         }
+        Op::ListImages => Operation::ListImages,
+        Op::ImportImage => {
+            let ImportImageBody { name, path } = body(req)?;
+            Operation::ImportImage { name, path }
+        }
+        Op::DeleteImage => Operation::DeleteImage {
+            name: body::<DeleteImageBody>(req)?.name,
+        },
     })
 }

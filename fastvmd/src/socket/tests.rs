@@ -29,12 +29,18 @@ impl Drop for Daemon {
 }
 
 async fn daemon() -> Daemon {
+    daemon_with(|_| {}).await
+}
+
+/// A daemon whose config `adjust` changed first.
+async fn daemon_with(adjust: impl FnOnce(&mut ServiceConfig)) -> Daemon {
     let dir = tempfile::tempdir().unwrap();
-    let config = ServiceConfig::new(
+    let mut config = ServiceConfig::new(
         dir.path().join("home"),
         GuestChoice::Test,
         "/nonexistent/fastvmd".into(),
     );
+    adjust(&mut config);
     let service = Service::open(config).await.unwrap().service;
     let path = dir.path().join(SOCKET_FILE);
     let listener = bind(&path).unwrap();
@@ -75,25 +81,38 @@ impl Client {
     }
 
     async fn frame(&mut self) -> ServerFrame {
+        self.frame_within(Duration::from_secs(10)).await
+    }
+
+    async fn frame_within(&mut self, wait: Duration) -> ServerFrame {
         let mut line = String::new();
         let read = self.reader.read_line(&mut line);
-        tokio::time::timeout(Duration::from_secs(10), read)
+        tokio::time::timeout(wait, read)
             .await
-            .expect("a frame within 10 s")
+            .unwrap_or_else(|_| panic!("a frame within {wait:?}"))
             .unwrap();
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
     }
 
     async fn response(&mut self) -> SocketResponse {
-        match self.frame().await {
+        self.response_within(Duration::from_secs(10)).await
+    }
+
+    async fn response_within(&mut self, wait: Duration) -> SocketResponse {
+        match self.frame_within(wait).await {
             ServerFrame::Response(r) => r,
             ServerFrame::Event(e) => panic!("expected a response, got {e:?}"),
         }
     }
 
     async fn call(&mut self, req: SocketRequest) -> SocketResponse {
+        self.call_within(req, Duration::from_secs(10)).await
+    }
+
+    /// [`Client::call`] for an operation that may take `wait`.
+    async fn call_within(&mut self, req: SocketRequest, wait: Duration) -> SocketResponse {
         let id = self.send(req).await;
-        let resp = self.response().await;
+        let resp = self.response_within(wait).await;
         assert_eq!(resp.id, id);
         resp
     }
@@ -358,3 +377,5 @@ async fn call_client_exit_statuses() {
     .await
     .unwrap();
 }
+
+mod images;

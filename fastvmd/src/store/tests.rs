@@ -401,3 +401,42 @@ fn a_new_monitor_is_recorded_only_while_the_vm_is_provisioning() {
     assert!(!s.record_new_vm_monitor(&other.id, 8).unwrap());
     assert_eq!(s.get_vm_any(&other.id).unwrap().unwrap().monitor_pid, None);
 }
+
+#[test]
+fn vms_booted_from_an_image_across_orgs_live_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir);
+    let a = s.create_org("a").unwrap().id;
+    let b = s.create_org("b").unwrap().id;
+    let from = |org: &str, source: Option<&str>, snapshot: Option<&str>| {
+        let new = NewVm {
+            source_name: source.map(str::to_string),
+            source_snapshot_id: snapshot.map(str::to_string),
+            ..new_vm(org, 1, 1, 1)
+        };
+        s.create_vm_within_quota(new).unwrap().id
+    };
+    assert!(s.vms_booted_from("ubuntu").unwrap().is_empty());
+    let first = from(&a, Some("ubuntu"), None);
+    let second = from(&b, Some("ubuntu"), None);
+    let gone = from(&a, Some("ubuntu"), None);
+    assert!(s.mark_vm_deleted(&gone).unwrap());
+    // Restored from a snapshot named like the image, another image, none.
+    let snap_vm = from(&a, Some("ubuntu"), None);
+    let snap = s
+        .create_snapshot_within_quota(new_snap(&a, &snap_vm))
+        .unwrap();
+    from(&a, Some("ubuntu"), Some(&snap.id));
+    from(&a, Some("alpine"), None);
+    from(&b, None, None);
+    let ids: Vec<String> = s
+        .vms_booted_from("ubuntu")
+        .unwrap()
+        .into_iter()
+        .map(|vm| vm.id)
+        .collect();
+    assert_eq!(ids, [first, second, snap_vm.clone()]);
+    assert!(s.mark_vm_deleted(&snap_vm).unwrap());
+    assert_eq!(s.vms_booted_from("ubuntu").unwrap().len(), 2);
+    assert!(s.vms_booted_from("ubunt").unwrap().is_empty());
+}

@@ -231,6 +231,17 @@ impl Store {
         self.query_vms("WHERE deleted_at IS NULL", [])
     }
 
+    /// The live VMs of every org booted from named image `name` (source
+    /// `name`, not restored from a snapshot), oldest first. A VM of the
+    /// daemon's own guest has that guest's name (`linux`, `test`) as its
+    /// source, so it counts for an image of that name too.
+    pub fn vms_booted_from(&self, name: &str) -> Result<Vec<VmRow>> {
+        self.query_vms(
+            "WHERE source_name = ?1 AND source_snapshot_id IS NULL AND deleted_at IS NULL",
+            [name],
+        )
+    }
+
     fn query_vms<P: rusqlite::Params>(&self, filter: &str, p: P) -> Result<Vec<VmRow>> {
         let c = self.lock()?;
         let mut st = c.prepare(&format!(

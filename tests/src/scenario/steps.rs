@@ -286,10 +286,19 @@ fn debian_userland(d: &Daemon) -> Result<(), String> {
     check(python == "42\n", || format!("python3: {python:?}"))?;
     let git = sh(d, &vm.id, "git --version")?;
     check(git.starts_with("git version "), || format!("git: {git:?}"))?;
-    let tools = sh(d, &vm.id, "curl --version | head -1; ls /etc/ssl/certs | wc -l")?;
+    let tools = sh(
+        d,
+        &vm.id,
+        "curl --version | head -1; ls /etc/ssl/certs | wc -l",
+    )?;
     check(tools.starts_with("curl "), || format!("curl: {tools:?}"))?;
     println!("info: {name}: {} / {}", python.trim(), git.trim());
-    root_fs_reaches(d, &vm.id, fastvm_proto::api::DEFAULT_DISK_GIB, Duration::ZERO)?;
+    root_fs_reaches(
+        d,
+        &vm.id,
+        fastvm_proto::api::DEFAULT_DISK_GIB,
+        Duration::ZERO,
+    )?;
     // Its network came from the agent alone (no `ip` of the image's used).
     network_is_up(d, &vm)?;
     d.expect("DELETE", &format!("/v1/vms/{}", vm.id), None, 200)?;
