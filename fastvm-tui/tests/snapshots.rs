@@ -195,6 +195,30 @@ fn create_form() {
 }
 
 #[test]
+fn create_form_with_images() {
+    let mut app = fixture();
+    key(&mut app, KeyCode::Char('c'));
+    let images = json!({"images": [
+        {"name": "alpine", "source": "alpine.tar", "layers": 1, "rootfsBytes": 10u64 << 30,
+         "run": {}, "createdMs": 1},
+        {"name": "web", "source": "web.tar", "layers": 3, "rootfsBytes": 10u64 << 30,
+         "run": {"cmd": ["/srv/web"]}, "createdMs": 2},
+    ]});
+    app.on_client(ClientEvent::Answer {
+        purpose: Purpose::ListImages,
+        response: SocketResponse {
+            id: 3,
+            status: 200,
+            body: images,
+        },
+    });
+    key(&mut app, KeyCode::Tab);
+    key(&mut app, KeyCode::Tab);
+    key(&mut app, KeyCode::Left); // wraps to the last image
+    insta::assert_snapshot!(render(&mut app, 100, 24));
+}
+
+#[test]
 fn delete_confirmation() {
     let mut app = fixture();
     key(&mut app, KeyCode::Char('d'));

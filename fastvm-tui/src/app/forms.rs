@@ -1,5 +1,6 @@
 //! Text input and the create-VM form: editing state and turning it into a
-//! `CreateVMRequest`.
+//! `CreateVMRequest`. The form offers the daemon's named images
+//! (`listImages`, asked for when the form opens) besides its default one.
 
 use fastvm_proto::api::{CreateVmRequest, MachineType, SnapshotObject, SnapshotStatus, Uuid};
 
@@ -106,14 +107,24 @@ pub enum FormField {
     Name,
     /// Machine type or snapshot.
     Source,
+    /// The image a machine type boots: the default or a named one.
+    Image,
     /// Disk size in GiB (optional).
     Disk,
 }
 
 impl FormField {
     /// Every field, in focus order.
-    pub const ALL: [FormField; 3] = [FormField::Name, FormField::Source, FormField::Disk];
+    pub const ALL: [FormField; 4] = [
+        FormField::Name,
+        FormField::Source,
+        FormField::Image,
+        FormField::Disk,
+    ];
 }
+
+/// How the form names the daemon's own image (createVM without `image`).
+pub const DEFAULT_IMAGE: &str = "default";
 
 /// The create-VM form.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +135,10 @@ pub struct CreateForm {
     pub sources: Vec<Source>,
     /// Index of the chosen source.
     pub source: usize,
+    /// The named images the daemon has, by name (empty until it answers).
+    pub images: Vec<String>,
+    /// The chosen image: 0 is [`DEFAULT_IMAGE`], `i` is `images[i - 1]`.
+    pub image: usize,
     /// Disk field (GiB; empty = the default).
     pub disk: TextInput,
     /// Focused field.
@@ -157,6 +172,8 @@ impl CreateForm {
             name: TextInput::default(),
             sources,
             source,
+            images: Vec::new(),
+            image: 0,
             disk: TextInput::default(),
             focus: FormField::Name,
             error: None,
@@ -189,12 +206,47 @@ impl CreateForm {
         }
     }
 
+    /// Offers the named images `names` (the `listImages` answer); the
+    /// chosen one stays chosen while it is still there.
+    pub fn set_images(&mut self, mut names: Vec<String>) {
+        names.sort();
+        names.dedup();
+        let chosen = self.chosen_image().map(str::to_string);
+        self.image = chosen
+            .and_then(|c| names.iter().position(|n| *n == c))
+            .map_or(0, |i| i + 1);
+        self.images = names;
+    }
+
+    /// Chooses the next or previous image ([`DEFAULT_IMAGE`] first).
+    pub fn cycle_image(&mut self, forward: bool) {
+        let n = self.images.len() + 1;
+        self.image = if forward {
+            (self.image + 1) % n
+        } else {
+            (self.image + n - 1) % n
+        };
+    }
+
+    /// The chosen named image; `None` for [`DEFAULT_IMAGE`].
+    pub fn chosen_image(&self) -> Option<&str> {
+        self.image
+            .checked_sub(1)
+            .and_then(|i| self.images.get(i))
+            .map(String::as_str)
+    }
+
+    /// How the form shows the chosen image.
+    pub fn image_label(&self) -> &str {
+        self.chosen_image().unwrap_or(DEFAULT_IMAGE)
+    }
+
     /// The focused text field, if the focus is on one.
     pub fn focused_input(&mut self) -> Option<&mut TextInput> {
         match self.focus {
             FormField::Name => Some(&mut self.name),
             FormField::Disk => Some(&mut self.disk),
-            FormField::Source => None,
+            FormField::Source | FormField::Image => None,
         }
     }
 
@@ -215,10 +267,18 @@ impl CreateForm {
             disk_gib,
             ..CreateVmRequest::default()
         };
-        match self.sources.get(self.source) {
-            Some(Source::Machine(m)) => req.machine_type = Some(*m),
-            Some(Source::Snapshot(id, _)) => req.snapshot_id = Some(*id),
-            None => return Err("no source to create from".into()),
+        match (self.sources.get(self.source), self.chosen_image()) {
+            (Some(Source::Machine(m)), image) => {
+                req.machine_type = Some(*m);
+                req.image = image.map(str::to_string);
+            }
+            (Some(Source::Snapshot(id, _)), None) => req.snapshot_id = Some(*id),
+            (Some(Source::Snapshot(..)), Some(_)) => {
+                return Err(format!(
+                    "image: a snapshot brings its own image; choose {DEFAULT_IMAGE}"
+                ));
+            }
+            (None, _) => return Err("no source to create from".into()),
         }
         Ok(req)
     }

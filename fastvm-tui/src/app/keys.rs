@@ -272,6 +272,12 @@ impl App {
                     _ => None,
                 };
                 self.mode = Mode::Form(CreateForm::new(&self.snapshots, preselect));
+                return vec![Command::call(
+                    Purpose::ListImages,
+                    Op::ListImages,
+                    None,
+                    None,
+                )];
             }
             Action::Rename => self.start_rename(),
             Action::Delete => self.start_delete(),
@@ -442,6 +448,10 @@ impl App {
             KeyCode::Left if form.focus == FormField::Source => form.cycle_source(false),
             KeyCode::Right | KeyCode::Char(' ') if form.focus == FormField::Source => {
                 form.cycle_source(true)
+            }
+            KeyCode::Left if form.focus == FormField::Image => form.cycle_image(false),
+            KeyCode::Right | KeyCode::Char(' ') if form.focus == FormField::Image => {
+                form.cycle_image(true)
             }
             _ => {
                 if let Some(input) = form.focused_input() {

@@ -15,14 +15,14 @@ mod tests;
 use std::collections::VecDeque;
 
 use fastvm_proto::api::{
-    ExecVmResponse, OrgQuotaUsage, SnapshotObject, Uuid, VmInstance, parse_rfc3339,
+    ExecVmResponse, ImageList, OrgQuotaUsage, SnapshotObject, Uuid, VmInstance, parse_rfc3339,
 };
 use fastvm_proto::socket::{EventKind, EventOp, SocketEvent, SocketResponse};
 use time::OffsetDateTime;
 
 use crate::client::{ClientEvent, Command, Purpose};
 use crate::console::ConsolePane;
-pub use forms::{CreateForm, FormField, TextInput};
+pub use forms::{CreateForm, DEFAULT_IMAGE, FormField, TextInput};
 pub use table::{SNAPSHOT_COLUMNS, Sort, VM_COLUMNS};
 
 /// The top-level views, in tab order.
@@ -428,6 +428,14 @@ impl App {
                     self.quotas = Some(q);
                 }
             }
+            Purpose::ListImages => {
+                if let (Mode::Form(form), Ok(list)) = (
+                    &mut self.mode,
+                    serde_json::from_value::<ImageList>(resp.body),
+                ) {
+                    form.set_images(list.images.into_iter().map(|i| i.name).collect());
+                }
+            }
             Purpose::Exec => {
                 let result = serde_json::from_value::<ExecVmResponse>(resp.body)
                     .map_err(|e| format!("unreadable exec answer: {e}"));
@@ -471,6 +479,8 @@ impl App {
             Purpose::ListVms | Purpose::ListSnapshots | Purpose::Quotas => {
                 self.error(format!("cannot list ({status}): {msg}"));
             }
+            // The form offers only the default image then; nothing to say.
+            Purpose::ListImages => {}
             Purpose::Created | Purpose::Action(_) => self.error(format!("error {status}: {msg}")),
         }
         Vec::new()

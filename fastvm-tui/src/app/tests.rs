@@ -1,8 +1,8 @@
 //! State updates and input handling, without drawing.
 
 use fastvm_proto::api::{
-    FirewallPolicy, OrgQuotaUsage, OrgQuotaValues, SnapshotObject, SnapshotStatus, Uuid,
-    VmInstance, VmStatus,
+    FirewallPolicy, ImageList, ImageSummary, OrgQuotaUsage, OrgQuotaValues, SnapshotObject,
+    SnapshotStatus, Uuid, VmInstance, VmStatus,
 };
 use fastvm_proto::socket::{EventKind, EventOp, Op, SocketEvent, SocketResponse};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -246,6 +246,7 @@ fn create_form_builds_the_request() {
     type_text(&mut app, "dev");
     app.on_key(key(KeyCode::Tab));
     app.on_key(key(KeyCode::Right)); // c2m4
+    app.on_key(key(KeyCode::Tab)); // image: default
     app.on_key(key(KeyCode::Tab));
     type_text(&mut app, "x");
     assert!(
@@ -280,6 +281,146 @@ fn create_form_builds_the_request() {
             Some(body)
         )]
     );
+}
+
+fn image(name: &str) -> ImageSummary {
+    ImageSummary {
+        name: name.into(),
+        source: format!("{name}.tar"),
+        layers: 1,
+        rootfs_bytes: 10 << 30,
+        run: Default::default(),
+        created_ms: 1,
+    }
+}
+
+fn images_answer(names: &[&str]) -> ClientEvent {
+    let list = ImageList {
+        images: names.iter().map(|n| image(n)).collect(),
+    };
+    answer(Purpose::ListImages, 200, json!(list))
+}
+
+fn form(app: &App) -> &CreateForm {
+    match &app.mode {
+        Mode::Form(f) => f,
+        other => panic!("not the form: {other:?}"),
+    }
+}
+
+#[test]
+fn create_form_offers_the_daemons_images() {
+    let mut app = loaded(&[]);
+    let cmds = app.on_key(key(KeyCode::Char('c')));
+    assert_eq!(
+        cmds,
+        [Command::call(
+            Purpose::ListImages,
+            Op::ListImages,
+            None,
+            None
+        )],
+        "the images are asked for when the form opens"
+    );
+    assert_eq!(form(&app).image_label(), DEFAULT_IMAGE);
+    app.on_client(images_answer(&["web", "alpine"]));
+    assert_eq!(form(&app).images, ["alpine", "web"]);
+
+    app.on_key(key(KeyCode::Tab));
+    app.on_key(key(KeyCode::Tab));
+    assert_eq!(form(&app).focus, FormField::Image);
+    type_text(&mut app, "zz"); // not a text field
+    app.on_key(key(KeyCode::Right));
+    assert_eq!(form(&app).image_label(), "alpine");
+    app.on_key(key(KeyCode::Right));
+    app.on_key(key(KeyCode::Right));
+    assert_eq!(form(&app).image_label(), DEFAULT_IMAGE, "wraps");
+    app.on_key(key(KeyCode::Left));
+    assert_eq!(form(&app).image_label(), "web");
+    // A later list keeps the choice while it is there.
+    app.on_client(images_answer(&["web", "alpine", "busybox"]));
+    assert_eq!(form(&app).image_label(), "web");
+    app.on_client(images_answer(&["alpine"]));
+    assert_eq!(form(&app).image_label(), DEFAULT_IMAGE);
+    app.on_client(images_answer(&["web", "alpine"]));
+    app.on_key(key(KeyCode::Left));
+    let cmds = app.on_key(key(KeyCode::Enter));
+    assert_eq!(
+        cmds,
+        [Command::call(
+            Purpose::Created,
+            Op::CreateVm,
+            None,
+            Some(json!({"machineType": "c1m2", "image": "web"}))
+        )]
+    );
+
+    // The default image: no `image` member.
+    app.on_key(key(KeyCode::Char('c')));
+    app.on_client(images_answer(&["web"]));
+    let cmds = app.on_key(key(KeyCode::Enter));
+    assert_eq!(
+        cmds,
+        [Command::call(
+            Purpose::Created,
+            Op::CreateVm,
+            None,
+            Some(json!({"machineType": "c1m2"}))
+        )]
+    );
+}
+
+#[test]
+fn a_snapshot_with_a_named_image_is_refused_in_the_form() {
+    let mut app = loaded(&[vm(1, "a", VmStatus::Running)]);
+    app.on_client(answer(
+        Purpose::ListSnapshots,
+        200,
+        json!([snap(9, "base", id(1))]),
+    ));
+    app.on_key(key(KeyCode::Char('c')));
+    app.on_client(images_answer(&["web"]));
+    app.on_key(key(KeyCode::Tab));
+    app.on_key(key(KeyCode::Left)); // the last source: the snapshot
+    app.on_key(key(KeyCode::Tab));
+    app.on_key(key(KeyCode::Right)); // web
+    assert!(app.on_key(key(KeyCode::Enter)).is_empty());
+    assert!(form(&app).error.as_deref().unwrap().starts_with("image: "));
+    app.on_key(key(KeyCode::Left)); // default
+    let cmds = app.on_key(key(KeyCode::Enter));
+    assert_eq!(
+        cmds,
+        [Command::call(
+            Purpose::Created,
+            Op::CreateVm,
+            None,
+            Some(json!({"snapshotId": id(9)}))
+        )]
+    );
+}
+
+#[test]
+fn without_a_list_of_images_the_form_offers_the_default_quietly() {
+    let mut app = loaded(&[]);
+    app.on_key(key(KeyCode::Char('c')));
+    app.on_client(answer(
+        Purpose::ListImages,
+        404,
+        json!({"error": "unknown op \"listImages\""}),
+    ));
+    assert_eq!(app.status, None, "no error shown");
+    assert!(form(&app).images.is_empty());
+    app.on_client(answer(Purpose::ListImages, 200, json!({"unexpected": 1})));
+    assert!(form(&app).images.is_empty());
+    app.on_key(key(KeyCode::Tab));
+    app.on_key(key(KeyCode::Tab));
+    app.on_key(key(KeyCode::Right));
+    assert_eq!(form(&app).image_label(), DEFAULT_IMAGE, "only the default");
+    // An answer after the form closed changes nothing.
+    app.on_key(key(KeyCode::Esc));
+    app.on_client(images_answer(&["web"]));
+    assert_eq!(app.mode, Mode::Normal);
+    assert_eq!(app.status, None);
 }
 
 #[test]

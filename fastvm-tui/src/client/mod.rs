@@ -31,6 +31,9 @@ pub enum Purpose {
     ListSnapshots,
     /// `getOrgQuotas`: replaces the quotas.
     Quotas,
+    /// `listImages`: the images the open create form offers (a failure
+    /// leaves only the default, quietly).
+    ListImages,
     /// `execVM`: fills the exec pane.
     Exec,
     /// `createVM`: selects the new VM.

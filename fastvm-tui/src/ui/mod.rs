@@ -234,7 +234,7 @@ pub fn hints(app: &App) -> Vec<(&'static str, &'static str)> {
         Mode::Palette(_) => vec![("↑↓", "choose"), ("Enter", "run"), ("Esc", "close")],
         Mode::Form(_) => vec![
             ("Tab", "next field"),
-            ("←→", "source"),
+            ("←→", "choose"),
             ("Enter", "create"),
             ("Esc", "cancel"),
         ],

@@ -9,6 +9,7 @@ use ratatui::text::{Line, Span, Text};
 use ratatui::widgets::{Clear, Paragraph, Row, Table, Wrap};
 
 use super::titled;
+use crate::app::forms::Source;
 use crate::app::keys::{HELP, palette_matches};
 use crate::app::{App, CreateForm, ExecView, FormField, Mode, Palette, Prompt, TextInput};
 
@@ -119,7 +120,7 @@ fn palette(frame: &mut Frame, area: Rect, p: &Palette) {
 }
 
 fn form(frame: &mut Frame, area: Rect, f: &CreateForm) {
-    let r = centered(area, 64, 11);
+    let r = centered(area, 64, 13);
     frame.render_widget(Clear, r);
     let label = |field: FormField, name: &'static str| {
         let style = if f.focus == field {
@@ -133,10 +134,22 @@ fn form(frame: &mut Frame, area: Rect, f: &CreateForm) {
         .sources
         .get(f.source)
         .map_or_else(|| "-".into(), |s| s.label());
-    let source_style = if f.focus == FormField::Source {
-        Style::new().add_modifier(Modifier::REVERSED)
+    let chooser = |field: FormField| {
+        if f.focus == field {
+            Style::new().add_modifier(Modifier::REVERSED)
+        } else {
+            Style::new()
+        }
+    };
+    let snapshot = matches!(f.sources.get(f.source), Some(Source::Snapshot(..)));
+    let image_note = if snapshot {
+        "         (a snapshot brings its own image)".to_string()
     } else {
-        Style::new()
+        format!(
+            "         {} of {} (the daemon's default, then imported images)",
+            f.image + 1,
+            f.images.len() + 1
+        )
     };
     let mut lines = vec![
         prefixed(
@@ -147,7 +160,7 @@ fn form(frame: &mut Frame, area: Rect, f: &CreateForm) {
         Line::from(vec![
             label(FormField::Source, "source"),
             Span::raw("◀ "),
-            Span::styled(source, source_style),
+            Span::styled(source, chooser(FormField::Source)),
             Span::raw(" ▶"),
         ]),
         Line::from(
@@ -158,6 +171,13 @@ fn form(frame: &mut Frame, area: Rect, f: &CreateForm) {
             )
             .fg(Color::DarkGray),
         ),
+        Line::from(vec![
+            label(FormField::Image, "image"),
+            Span::raw("◀ "),
+            Span::styled(f.image_label().to_string(), chooser(FormField::Image)),
+            Span::raw(" ▶"),
+        ]),
+        Line::from(image_note.fg(Color::DarkGray)),
         prefixed(
             label(FormField::Disk, "disk GiB"),
             input_line(&f.disk, f.focus == FormField::Disk),
