@@ -476,6 +476,9 @@ fn run_machine(args: VmmArgs, early: Option<KvmThread>) -> Result<ExitEvent, Str
         return Err("--mac and --firewall describe a NIC: give --tap too".into());
     }
     let jail = args.jail()?;
+    if let Some((ids, seccomp)) = jail {
+        jail::root::prepare(ids, seccomp);
+    }
     // The first step entered the VM directory: the monitor names what is
     // in it relatively, which stays true inside the jail, where it is `/`.
     let dir = PathBuf::from(".");

@@ -1,7 +1,9 @@
 //! Every monitor thread starts here: named, of a [`ThreadKind`], and
 //! confined by that kind's seccomp filter before it does anything else.
 //! Threads made while the monitor is still building its VM (device
-//! backends, the console of a restore) wait until the jail is entered.
+//! backends, the console of a restore, a restore's vCPU 0) install their
+//! filters as soon as the jail's ids are known, then wait for the jail to
+//! be entered to drop to those ids.
 
 use std::sync::{Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -37,11 +39,38 @@ pub fn jail_entered() {
     set(Confinement::On);
 }
 
-/// Confines the calling thread as `kind` (waiting for the jail if one is
-/// being entered). A thread that cannot be confined ends the monitor.
+/// The jail's ids and filter mode are known: threads waiting for the jail
+/// may install their filters.
+pub fn filters_prepared() {
+    let _state = STATE.lock().unwrap_or_else(|e| e.into_inner());
+    DECIDED.notify_all();
+}
+
+thread_local! {
+    /// This thread confined itself already.
+    static CONFINED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Confines the calling thread as `kind`, once: its filter goes on as soon
+/// as filters are prepared (while the jail is still being entered, so the
+/// kernel's work on it is off the path to a running guest; the filter lets
+/// the thread drop to the jail's ids and to no other), and its ids drop
+/// when the jail is entered. A thread that cannot be confined ends the
+/// monitor.
 pub fn confine_current(kind: ThreadKind) {
+    if CONFINED.get() {
+        return;
+    }
+    let mut filtered = false;
     let mut state = STATE.lock().unwrap_or_else(|e| e.into_inner());
     while *state == Confinement::Pending {
+        if !filtered && seccomp::is_prepared() {
+            drop(state);
+            install_filter(kind);
+            filtered = true;
+            state = STATE.lock().unwrap_or_else(|e| e.into_inner());
+            continue;
+        }
         state = DECIDED.wait(state).unwrap_or_else(|e| e.into_inner());
     }
     let on = *state == Confinement::On;
@@ -49,12 +78,25 @@ pub fn confine_current(kind: ThreadKind) {
     if !on {
         return;
     }
+    if !filtered {
+        install_filter(kind);
+    }
     let start = std::time::Instant::now();
-    let confined = super::jail::root::drop_this_thread()
-        .map_err(|e| e.to_string())
-        .and_then(|()| seccomp::install(kind));
+    let dropped = super::jail::root::drop_this_thread();
     super::jail::add_cost(start.elapsed());
-    if let Err(e) = confined {
+    if let Err(e) = dropped {
+        tracing::error!("{e}: the monitor does not run unconfined");
+        std::process::abort();
+    }
+    CONFINED.set(true);
+}
+
+/// Installs `kind`'s filter on this thread, or ends the monitor.
+fn install_filter(kind: ThreadKind) {
+    let start = std::time::Instant::now();
+    let installed = seccomp::install(kind);
+    super::jail::add_cost(start.elapsed());
+    if let Err(e) = installed {
         tracing::error!("{e}: the monitor does not run unconfined");
         std::process::abort();
     }

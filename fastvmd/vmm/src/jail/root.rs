@@ -45,8 +45,7 @@ pub fn enter_root(ids: JailIds) -> Result<(), JailError> {
 /// left), and the threads waiting for the jail drop theirs and install
 /// their seccomp filters (compiled for `seccomp`).
 pub fn drop_to(ids: JailIds, seccomp: SeccompMode) -> Result<(), JailError> {
-    crate::seccomp::prepare(seccomp);
-    let _ = IDS.set(ids);
+    prepare(ids, seccomp);
     drop_ids(ids)?;
     JAILED.store(true, Ordering::SeqCst);
     // Threads waiting for the jail install their filters now.
@@ -84,8 +83,18 @@ fn change_root() -> Result<(), JailError> {
     check(unsafe { libc::chroot(c".".as_ptr()) }, "chroot")
 }
 
-/// The ids the jail dropped to, for threads confining themselves later.
+/// The ids the jail drops to, for threads confining themselves.
 static IDS: std::sync::OnceLock<JailIds> = std::sync::OnceLock::new();
+
+/// The jail's ids and filter mode are known (from the arguments, before
+/// the jail is entered): threads waiting for the jail may install their
+/// filters now, off the path to a running guest, and drop their ids when
+/// it is entered.
+pub fn prepare(ids: JailIds, seccomp: SeccompMode) {
+    let _ = IDS.set(ids);
+    crate::seccomp::prepare(seccomp, ids);
+    crate::threads::filters_prepared();
+}
 
 /// Drops the calling thread to the jail's ids, if it has not yet (each
 /// thread that existed before the jail does so as it confines itself;

@@ -74,11 +74,13 @@ impl KvmThread {
             .spawn(move || {
                 let outcome = restore(kvm, &saved_rx, &irqs_rx);
                 let ok = outcome.is_ok();
-                if restored_tx.send(outcome).is_ok()
-                    && ok
-                    && let Ok(ctx) = recv_polling(&context_rx, CONTEXT_WAIT_POLL)
-                {
-                    vcpu::run(ctx);
+                if restored_tx.send(outcome).is_ok() && ok {
+                    // Confined while the main thread finishes the jail and
+                    // the devices, not after it hands over the vCPU.
+                    crate::threads::confine_current(crate::seccomp::ThreadKind::Vcpu);
+                    if let Ok(ctx) = recv_polling(&context_rx, CONTEXT_WAIT_POLL) {
+                        vcpu::run(ctx);
+                    }
                 }
             })
             .map_err(VmmError::Io)?;

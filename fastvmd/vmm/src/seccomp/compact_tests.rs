@@ -147,7 +147,14 @@ fn every_verdict_matches_seccompilers() {
     };
     for mode in [SeccompMode::Kill, SeccompMode::Log] {
         for kind in ThreadKind::ALL {
-            let rules = for_kind(kind, pid);
+            let rules = for_kind(
+                kind,
+                pid,
+                crate::jail::JailIds {
+                    uid: 900_000_001,
+                    gid: 900_000_002,
+                },
+            );
             let ours =
                 compact::compile(&rules, mismatch_action(mode), SeccompAction::Allow).unwrap();
             let theirs = reference(&rules, mode);

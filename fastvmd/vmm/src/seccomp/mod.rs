@@ -15,6 +15,8 @@ use std::sync::OnceLock;
 
 use seccompiler::{BpfProgram, SeccompAction};
 
+use crate::jail::JailIds;
+
 /// What a monitor thread is for; each has its own allow list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ThreadKind {
@@ -51,8 +53,9 @@ pub enum SeccompMode {
     Log,
 }
 
-/// The mode and pid filters are compiled for, set when the jail is entered.
-static SETTINGS: OnceLock<(SeccompMode, u32)> = OnceLock::new();
+/// The mode, pid and jail ids filters are compiled for, set once the
+/// monitor knows them (before the jail is entered).
+static SETTINGS: OnceLock<(SeccompMode, u32, JailIds)> = OnceLock::new();
 /// Each kind's filter, compiled by the first thread of that kind (threads
 /// compile in parallel, off the main thread's path to a running guest).
 static PROGRAMS: [OnceLock<Result<BpfProgram, String>>; ThreadKind::ALL.len()] =
@@ -66,26 +69,37 @@ fn mismatch_action(mode: SeccompMode) -> SeccompAction {
     }
 }
 
-/// The compiled filter of `kind` for process `pid`.
-pub fn compile(kind: ThreadKind, pid: u32, mode: SeccompMode) -> Result<BpfProgram, String> {
+/// The compiled filter of `kind` for process `pid` jailed as `ids`.
+pub fn compile(
+    kind: ThreadKind,
+    pid: u32,
+    ids: JailIds,
+    mode: SeccompMode,
+) -> Result<BpfProgram, String> {
     compact::compile(
-        &rules::for_kind(kind, pid),
+        &rules::for_kind(kind, pid, ids),
         mismatch_action(mode),
         SeccompAction::Allow,
     )
     .map_err(|e| format!("seccomp filter of {kind:?}: {e}"))
 }
 
-/// Filters from now on are compiled for this process with `mode`.
-pub fn prepare(mode: SeccompMode) {
-    let _ = SETTINGS.set((mode, std::process::id()));
+/// Filters from now on are compiled for this process, jailed as `ids`,
+/// with `mode` (the first call decides).
+pub fn prepare(mode: SeccompMode, ids: JailIds) {
+    let _ = SETTINGS.set((mode, std::process::id(), ids));
+}
+
+/// Whether [`prepare`] was called: threads may install their filters.
+pub fn is_prepared() -> bool {
+    SETTINGS.get().is_some()
 }
 
 /// Installs `kind`'s filter on the calling thread.
 pub fn install(kind: ThreadKind) -> Result<(), String> {
-    let (mode, pid) = *SETTINGS.get().ok_or("seccomp filters are not prepared")?;
+    let (mode, pid, ids) = *SETTINGS.get().ok_or("seccomp filters are not prepared")?;
     let program = PROGRAMS[kind as usize]
-        .get_or_init(|| compile(kind, pid, mode))
+        .get_or_init(|| compile(kind, pid, ids, mode))
         .as_ref()
         .map_err(Clone::clone)?;
     seccompiler::apply_filter(program).map_err(|e| format!("seccomp filter of {kind:?}: {e}"))
@@ -95,11 +109,17 @@ pub fn install(kind: ThreadKind) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    /// The ids the test filters drop to.
+    const TEST_IDS: JailIds = JailIds {
+        uid: 900_000_123,
+        gid: 900_000_124,
+    };
+
     /// Runs `body` in a forked child under `kind`'s real filter; returns
     /// how the child ended (its exit code, or the signal that killed it).
     fn in_filtered_child(kind: ThreadKind, body: fn()) -> Result<i32, i32> {
         // Compiled before the fork: the child must not allocate.
-        let program = compile(kind, std::process::id(), SeccompMode::Kill).unwrap();
+        let program = compile(kind, std::process::id(), TEST_IDS, SeccompMode::Kill).unwrap();
         // SAFETY: the child only makes raw syscalls and exits.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
@@ -125,7 +145,7 @@ mod tests {
     #[test]
     fn every_kind_compiles() {
         for kind in ThreadKind::ALL {
-            let program = compile(kind, 1, SeccompMode::Kill).unwrap();
+            let program = compile(kind, 1, TEST_IDS, SeccompMode::Kill).unwrap();
             assert!(!program.is_empty(), "{kind:?}");
         }
     }
@@ -169,6 +189,52 @@ mod tests {
             unsafe { libc::syscall(libc::SYS_mmap, 0, 4096, prot, flags, -1, 0) };
         });
         assert_eq!(killed, Err(libc::SIGSYS));
+    }
+
+    #[test]
+    fn a_thread_may_drop_to_the_jails_ids_and_to_no_other() {
+        for kind in ThreadKind::ALL {
+            let ended = in_filtered_child(kind, || {
+                let (uid, gid) = (u64::from(TEST_IDS.uid), u64::from(TEST_IDS.gid));
+                // SAFETY: raw syscalls with integer arguments (a null list
+                // of no groups).
+                unsafe {
+                    libc::syscall(libc::SYS_setgroups, 0, 0);
+                    libc::syscall(libc::SYS_setresgid, gid, gid, gid);
+                    libc::syscall(libc::SYS_setresuid, uid, uid, uid);
+                }
+            });
+            assert_eq!(ended, Ok(0), "{kind:?}");
+        }
+        let root_kept: [fn(); 4] = [
+            // Root kept as the saved uid could be taken back later.
+            || {
+                let uid = u64::from(TEST_IDS.uid);
+                // SAFETY: integers only.
+                unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, 0) };
+            },
+            || {
+                // SAFETY: integers only.
+                unsafe { libc::syscall(libc::SYS_setresuid, 0, 0, 0) };
+            },
+            || {
+                let gid = u64::from(TEST_IDS.gid);
+                // SAFETY: integers only.
+                unsafe { libc::syscall(libc::SYS_setresgid, 0, gid, gid) };
+            },
+            || {
+                let groups = [0u32];
+                // SAFETY: a one-group list that outlives the call.
+                unsafe { libc::syscall(libc::SYS_setgroups, 1, groups.as_ptr()) };
+            },
+        ];
+        for (i, body) in root_kept.into_iter().enumerate() {
+            assert_eq!(
+                in_filtered_child(ThreadKind::Vcpu, body),
+                Err(libc::SIGSYS),
+                "case {i}"
+            );
+        }
     }
 
     #[test]

@@ -9,6 +9,10 @@
 //! - `prctl`: naming a thread and no_new_privs (set already), which a new
 //!   thread does before it installs its own filter, as `seccomp` may only
 //!   add one.
+//! - `setgroups`, `setresgid`, `setresuid`: only to the jail's own ids
+//!   (an empty group list; the jail's gid and uid as real, effective and
+//!   saved ids): a thread installs its filter while it waits for the jail,
+//!   then drops to those ids, and can never take any other.
 //!
 //! Arguments are checked on their lower 32 bits, which is all the kernel
 //! reads of these: `int` and `unsigned int` (ioctl requests, descriptors,
@@ -22,6 +26,7 @@ use seccompiler::{
 };
 
 use super::{ThreadKind, ioctls};
+use crate::jail::JailIds;
 
 /// When one syscall is allowed.
 #[derive(Debug, Clone, PartialEq)]
@@ -215,9 +220,23 @@ fn unix_sockets(rules: &mut Rules) {
 }
 
 /// The allow list of `kind` in a process whose pid is `pid`.
-pub fn for_kind(kind: ThreadKind, pid: u32) -> Rules {
+/// Leaving uid 0 for `ids`, and for nothing else.
+fn drop_to_ids(rules: &mut Rules, ids: JailIds) {
+    one_of(rules, libc::SYS_setgroups, 0, vec![0]);
+    for (call, id) in [
+        (libc::SYS_setresgid, ids.gid),
+        (libc::SYS_setresuid, ids.uid),
+    ] {
+        let all_three = (0..3).map(|arg| cond(arg, Op::Eq, id.into())).collect();
+        rules.insert(call, Allowed::Rules(vec![rule(all_three)]));
+    }
+}
+
+/// The allow list of `kind` in process `pid` jailed as `ids`.
+pub fn for_kind(kind: ThreadKind, pid: u32, ids: JailIds) -> Rules {
     let mut rules = Rules::new();
     allow(&mut rules, COMMON);
+    drop_to_ids(&mut rules, ids);
     memory(&mut rules);
     own_signals(&mut rules, pid);
     prctl(&mut rules);
