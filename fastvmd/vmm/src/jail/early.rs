@@ -7,8 +7,12 @@ use std::path::Path;
 use super::{JailError, check};
 use crate::net::tap::Tap;
 
-/// malloc arenas of a jailed monitor (its threads rarely allocate).
-const MALLOC_ARENAS: libc::c_int = 4;
+/// malloc arenas of a jailed monitor: the main one only (its threads
+/// rarely allocate). A thread arena's heap, the first time it shrinks,
+/// makes glibc read `/proc/sys/vm/overcommit_memory` (`shrink_heap`), an
+/// `openat` that no thread's filter allows: a vCPU thread freeing a large
+/// buffer was killed for it. The main arena grows and shrinks with `brk`.
+const MALLOC_ARENAS: libc::c_int = 1;
 
 /// What the starter hands a monitor as open descriptors (the daemon hands
 /// them as stdin and stdout, which lets it spawn without a fork).
@@ -32,9 +36,9 @@ pub struct Handed {
 pub fn confine_process(handed: &Handed, dir: &Path) -> Result<Option<Tap>, JailError> {
     // Threads made from now on wait for the jail before they do anything.
     crate::threads::jail_pending();
-    // A fixed number of malloc arenas: otherwise a thread's first malloc
-    // may count CPUs by opening /sys files, which no longer exist in the
-    // jail and which a thread's filter does not let it open.
+    // One malloc arena: otherwise a thread's first malloc may count CPUs
+    // by opening /sys files, and a thread arena that shrinks opens a /proc
+    // file; neither exists in the jail, nor may a filtered thread open it.
     // SAFETY: mallopt with integer arguments, before any other thread.
     unsafe { libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS) };
     // Charged to the VM's cgroups from the start.
