@@ -232,13 +232,21 @@ pub(super) fn run_all(r: &mut Runner) {
 }
 
 /// A VM of the demo container image (`fastvmd image import`, done on
-/// the host): it boots with the agent as its only program of ours, runs
-/// the image's own binaries, and has no shell.
+/// the host): it boots with the agent as its only program of ours, has
+/// a network without any tool of its own, runs the image's own binaries,
+/// and has no shell.
 fn imported_image(d: &Daemon) -> Result<(), String> {
     use fastvmd::nested::demo_image::{BUSYBOX, ENV, MARKER, NAME, USER, WORKING_DIR};
-    let vm = create(d, json!({"machineType": "c1m2", "image": NAME}))?;
+    let vm = create(
+        d,
+        json!({"machineType": "c1m2", "image": NAME, "firewall": {"mode": "open"}}),
+    )?;
     let info = d.expect("GET", &format!("/v1/vms/{}", vm.id), None, 200)?;
     check(info["sourceName"] == NAME, || format!("sourceName: {info}"))?;
+    // The image has neither `ip` nor a shell: its network is the agent's.
+    check(vm::ping6_until(&vm.addr, Duration::from_secs(20)), || {
+        format!("{} (an image without `ip`) does not answer ping6", vm.addr)
+    })?;
     let marker = format!("/{}", MARKER.0);
     let out = vm::exec(d, &vm.id, json!({"command": [BUSYBOX, "cat", marker]}))?;
     check(out["exitCode"] == 0 && out["stdout"] == MARKER.1, || {
