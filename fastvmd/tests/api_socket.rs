@@ -4,68 +4,19 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::can_run_vms;
 use common::daemon::Daemon;
 use common::schema::{assert_array_of, assert_schema};
-use serde_json::{Value, json};
-
-struct Conn {
-    writer: UnixStream,
-    reader: BufReader<UnixStream>,
-    next: u64,
-}
-
-impl Conn {
-    fn open(d: &Daemon) -> Conn {
-        let s = UnixStream::connect(d.data_dir.join("fastvmd.sock")).expect("fastvmd.sock");
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        Conn {
-            writer: s.try_clone().unwrap(),
-            reader: BufReader::new(s),
-            next: 1,
-        }
-    }
-
-    fn send(&mut self, frame: Value) -> u64 {
-        let id = self.next;
-        self.next += 1;
-        let mut frame = frame;
-        frame["id"] = json!(id);
-        let mut line = frame.to_string();
-        line.push('\n');
-        self.writer.write_all(line.as_bytes()).unwrap();
-        id
-    }
-
-    fn read(&mut self) -> Value {
-        let mut line = String::new();
-        self.reader.read_line(&mut line).expect("a frame");
-        serde_json::from_str(&line).expect("a JSON frame")
-    }
-
-    /// Sends and waits for the answer with the same id: (status, body).
-    fn call(&mut self, frame: Value) -> (u16, Value) {
-        let id = self.send(frame);
-        loop {
-            let answer = self.read();
-            if answer["id"] == id && answer.get("status").is_some() {
-                return (
-                    answer["status"].as_u64().unwrap() as u16,
-                    answer["body"].clone(),
-                );
-            }
-        }
-    }
-}
+use common::socket::Conn;
+use serde_json::json;
 
 #[test]
 fn operations_admin_and_isolation_over_the_socket() {
     let d = Daemon::start_with(&["--quota-vcpu", "1"]);
-    let mut c = Conn::open(&d);
+    let mut c = Conn::open(&d, Duration::from_secs(30));
     let (status, quotas) = c.call(json!({"op": "getOrgQuotas"}));
     assert_eq!(status, 200);
     assert_schema("OrgQuotaUsage", &quotas);
@@ -96,7 +47,7 @@ fn operations_admin_and_isolation_over_the_socket() {
     if !can_run_vms("operations_admin_and_isolation_over_the_socket (VM part)") {
         return;
     }
-    let mut watcher = Conn::open(&d);
+    let mut watcher = Conn::open(&d, Duration::from_secs(30));
     let (status, _) = watcher.call(json!({"op": "watch"}));
     assert_eq!(status, 200);
 
@@ -129,7 +80,7 @@ fn operations_admin_and_isolation_over_the_socket() {
     assert!(saw_running, "watch reported the new VM running");
 
     // attachConsole: 101, then raw bytes both ways.
-    let mut console = Conn::open(&d);
+    let mut console = Conn::open(&d, Duration::from_secs(30));
     let (status, _) = console.call(json!({"op": "attachConsole", "params": {"id": id}}));
     assert_eq!(status, 101);
     console.writer.write_all(b"over-the-socket").unwrap();

@@ -5,51 +5,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use common::daemon::Daemon;
+use common::socket::Conn;
 use fastvmd::image::oci::archive;
-use serde_json::{Value, json};
-
-struct Conn {
-    writer: UnixStream,
-    reader: BufReader<UnixStream>,
-    next: u64,
-}
-
-impl Conn {
-    fn open(d: &Daemon) -> Conn {
-        let s = UnixStream::connect(d.data_dir.join("fastvmd.sock")).expect("fastvmd.sock");
-        s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-        Conn {
-            writer: s.try_clone().unwrap(),
-            reader: BufReader::new(s),
-            next: 1,
-        }
-    }
-
-    /// Sends `frame` and reads its answer: (status, body).
-    fn call(&mut self, mut frame: Value) -> (u16, Value) {
-        let id = self.next;
-        self.next += 1;
-        frame["id"] = json!(id);
-        let mut line = frame.to_string();
-        line.push('\n');
-        self.writer.write_all(line.as_bytes()).unwrap();
-        let mut answer = String::new();
-        self.reader.read_line(&mut answer).expect("an answer");
-        let answer: Value = serde_json::from_str(&answer).expect("a JSON frame");
-        assert_eq!(answer["id"], id);
-        (
-            answer["status"].as_u64().unwrap() as u16,
-            answer["body"].clone(),
-        )
-    }
-}
+use serde_json::json;
 
 /// What `fastvmd image build` leaves in `cache`, with made-up contents.
 fn fake_built_image(cache: &Path) {
@@ -67,16 +30,8 @@ fn fake_built_image(cache: &Path) {
 
 #[test]
 fn named_images_over_the_daemons_socket() {
-    if std::env::var_os(fastvmd::image::CACHE_ENV).is_some_and(|v| !v.is_empty()) {
-        eprintln!(
-            "SKIP named_images_over_the_daemons_socket: ${} points the daemon at a shared \
-             image cache",
-            fastvmd::image::CACHE_ENV
-        );
-        return;
-    }
     let d = Daemon::start();
-    let mut c = Conn::open(&d);
+    let mut c = Conn::open(&d, Duration::from_secs(120));
     let (status, list) = c.call(json!({"op": "listImages"}));
     assert_eq!((status, list), (200, json!({"images": []})));
     let (status, list) = c.call(json!({"op": "listImages", "apiKey": d.key}));

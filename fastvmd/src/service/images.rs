@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::sync::LazyLock;
 
-use fastvm_proto::api::{ImageList, ImageRunDefaults, ImageSummary, check_image_name};
+use fastvm_proto::api::{ImageList, ImageSummary, check_image_name};
 
 use super::error::redact_paths;
 use super::per_key::PerKey;
@@ -31,19 +31,12 @@ fn check_name(name: &str) -> Result<(), ServiceError> {
 
 /// An image as the socket shows it.
 fn summary(info: ImageInfo) -> ImageSummary {
-    let run = info.run;
     ImageSummary {
         source: file_name_of(&info.source),
         name: info.name,
         layers: info.layers as u64,
         rootfs_bytes: info.rootfs_bytes,
-        run: ImageRunDefaults {
-            entrypoint: run.entrypoint,
-            cmd: run.cmd,
-            env: run.env,
-            working_dir: run.working_dir,
-            user: run.user,
-        },
+        run: info.run,
         created_ms: info.created_ms,
     }
 }

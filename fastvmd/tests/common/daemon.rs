@@ -40,6 +40,9 @@ fn spawn(
         }
         None => Command::new(fastvmd),
     };
+    // Its own image cache (`<data dir>/images`), whatever the test's
+    // environment points at: the tests never share or change one.
+    cmd.env_remove(fastvmd::image::CACHE_ENV);
     let mut child = cmd
         .args([
             "serve",

@@ -6,6 +6,7 @@
 pub mod daemon;
 pub mod netns;
 pub mod schema;
+pub mod socket;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;

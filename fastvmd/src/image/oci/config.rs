@@ -3,30 +3,13 @@
 //! the platform it was built for, and the digest of each layer's tar
 //! (`rootfs.diff_ids`), which every layer read is checked against.
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::ImportError;
 
-/// The defaults exec uses in a VM of the image, kept in its metadata.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RunDefaults {
-    /// `Entrypoint`: prefixed to every command.
-    #[serde(default)]
-    pub entrypoint: Vec<String>,
-    /// `Cmd`: the command when none is given.
-    #[serde(default)]
-    pub cmd: Vec<String>,
-    /// `Env`: `NAME=value` entries.
-    #[serde(default)]
-    pub env: Vec<String>,
-    /// `WorkingDir`, when set.
-    #[serde(default)]
-    pub working_dir: Option<String>,
-    /// `User` (`name`, `uid`, `uid:gid`...), when set.
-    #[serde(default)]
-    pub user: Option<String>,
-}
+/// The defaults exec uses in a VM of the image, kept in its metadata (the
+/// shape the socket shows them in).
+pub use fastvm_proto::api::ImageRunDefaults as RunDefaults;
 
 /// The parts of an image config that the import uses.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
