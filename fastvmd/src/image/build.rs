@@ -111,15 +111,17 @@ pub fn build(opts: &BuildOptions, progress: &dyn Fn(&str)) -> Result<Built, Imag
             jobs: opts.jobs,
         }
         .build(&kernel_dir, progress)?;
-        if !opts.keep_kernel_tree {
-            let tree = work.join(format!("{package}-{source_version}"));
-            progress(&format!(
-                "kernel: removing the build tree {}",
-                tree.display()
-            ));
-            let _ = fs::remove_dir_all(&tree);
-        }
         progress(&format!("kernel: built ({})", kernel_dir.display()));
+    }
+    // The source and object tree is of use only to rebuild this kernel
+    // (also one an older build left behind).
+    let tree = work.join(format!("{package}-{source_version}"));
+    if !opts.keep_kernel_tree && tree.exists() {
+        progress(&format!(
+            "kernel: removing the build tree {}",
+            tree.display()
+        ));
+        let _ = fs::remove_dir_all(&tree);
     }
 
     let rootfs_key = key::rootfs_key(&busybox_version, &agent, ROOTFS_SIZE_GIB);
