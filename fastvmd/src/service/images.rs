@@ -201,6 +201,8 @@ impl Service {
     pub async fn delete_image(&self, name: String) -> Result<(), ServiceError> {
         check_name(&name)?;
         self.blocking(move |inner| {
+            // No createVM finds the image between the check and the removal.
+            let _alone = inner.image_use.write().unwrap_or_else(|e| e.into_inner());
             let cache = &inner.config.image_cache;
             let dir = cache.join(NAMED).join(&name);
             let missing = || ServiceError::NotFound(format!("image {name} not found"));

@@ -145,6 +145,11 @@ pub(crate) struct Inner {
     /// VMs whose ended monitor could not be released yet (still exiting);
     /// the watcher tries again each round. At most one entry per VM.
     pub to_release: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Held shared by a createVM of a named image from finding the image
+    /// until its VM's row exists, and alone by deleteImage while it checks
+    /// for users and removes the image: no VM is created from an image
+    /// that is being deleted.
+    pub image_use: std::sync::RwLock<()>,
 }
 
 /// The operation layer; a cheap clone.
@@ -284,6 +289,7 @@ impl Service {
                 snapshotting: per_key::PerKey::new(1),
                 exec_slots,
                 to_release: Default::default(),
+                image_use: Default::default(),
                 db: db_lane::DbLane::start()
                     .map_err(|e| internal(format!("cannot start the store's threads: {e}")))?,
             }),

@@ -318,8 +318,14 @@ impl Service {
         let caller = caller.clone();
         let row = self
             .blocking(move |inner| {
+                let image_in_use = req
+                    .image
+                    .is_some()
+                    .then(|| inner.image_use.read().unwrap_or_else(|e| e.into_inner()));
                 let plan = plan(inner, &caller, &req)?;
                 let row = inner.store.create_vm_within_quota(plan.new)?;
+                // A deleteImage from here on sees this VM as a user.
+                drop(image_in_use);
                 inner.emit(
                     EventKind::Vm,
                     EventOp::Created,

@@ -245,3 +245,58 @@ async fn an_image_is_deleted_by_the_admin_and_not_while_a_vm_uses_it() {
     let resp = c.call(req("listImages")).await;
     assert_eq!((resp.status, resp.body), (200, json!({"images": []})));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_waits_for_a_create_that_found_the_image() {
+    let (d, cache) = image_daemon().await;
+    let dir = cache.join("named/demo");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("rootfs.ext4"), b"").unwrap();
+    let info = json!({
+        "name": "demo", "source": "app.tar", "layers": 1, "rootfsBytes": 1024,
+        "createdMs": 5, "run": {},
+    });
+    std::fs::write(dir.join("image.json"), info.to_string()).unwrap();
+
+    // A createVM that has found the image and not yet stored its VM.
+    let (held_tx, held) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    let service = d.service.clone();
+    let creating = std::thread::spawn(move || {
+        let _found = service.inner.image_use.read().unwrap();
+        held_tx.send(()).unwrap();
+        let _ = release_rx.recv();
+    });
+    held.recv().unwrap();
+    let mut c = Client::connect(&d).await;
+    let deleting = tokio::spawn(async move { c.call(delete("demo")).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!deleting.is_finished(), "the delete did not wait");
+    assert!(dir.join("image.json").is_file(), "removed under a create");
+    let org = d.service.inner.store.default_org().unwrap().unwrap().id;
+    let vm = d
+        .service
+        .inner
+        .store
+        .create_vm_within_quota(NewVm {
+            org_id: org,
+            name: "from-demo".into(),
+            machine_name: "c1m2".into(),
+            source_name: Some("demo".into()),
+            source_snapshot_id: None,
+            vcpus: 1,
+            memory_mib: 2048,
+            disk_gib: 10,
+            status: "provisioning".parse().unwrap(),
+            firewall_json: r#"{"mode":"open"}"#.into(),
+            public_ipv6: None,
+            run_json: "{}".into(),
+        })
+        .unwrap();
+    release.send(()).unwrap();
+    creating.join().unwrap();
+    let resp = deleting.await.unwrap();
+    assert_eq!(resp.status, 409, "{resp:?}");
+    assert!(error(&resp).contains(&vm.id), "{resp:?}");
+    assert!(dir.join("image.json").is_file());
+}
