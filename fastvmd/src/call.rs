@@ -20,7 +20,8 @@ OP is an OpenAPI operationId (listVMs, createVM, getVM, updateVM, deleteVM,
 replaceVMFirewall, patchVMFirewall, createVMConsoleToken, execVM,
 createSnapshot, listSnapshots, updateSnapshot, deleteSnapshot, getOrgQuotas,
 getHealthz, getLivez, getReadyz) or a socket-only op (watch, attachConsole,
-createOrg, createApiKey, revokeApiKey, setQuotaLimits, mintToken).
+createOrg, createApiKey, revokeApiKey, setQuotaLimits, mintToken,
+listImages, importImage, deleteImage).
 
 JSON is an object in one of two forms:
   explicit   {\"params\": {\"id\": \"...\"}, \"body\": {...}, \"apiKey\": \"hlm_...\"}
@@ -116,20 +117,7 @@ pub fn build_request(op: &str, json: Option<&str>) -> Result<SocketRequest, Call
 /// for an error answer.
 pub fn call(socket: &Path, op: &str, json: Option<&str>) -> Result<ExitCode, CallError> {
     let req = build_request(op, json)?;
-    let stream = UnixStream::connect(socket).map_err(|source| CallError::Connect {
-        path: socket.display().to_string(),
-        source,
-    })?;
-    (&stream).write_all(&encode_frame(&req)?)?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut buf = Vec::new();
-    let resp = loop {
-        match read_frame::<_, ServerFrame>(&mut reader, &mut buf)? {
-            Some(ServerFrame::Response(resp)) => break resp,
-            Some(ServerFrame::Event(_)) => continue,
-            None => return Err(CallError::NoAnswer),
-        }
-    };
+    let (resp, stream, mut reader, mut buf) = send(socket, &req)?;
     if !resp.is_success() {
         return Ok(fail(&resp));
     }
@@ -142,6 +130,33 @@ pub fn call(socket: &Path, op: &str, json: Option<&str>) -> Result<ExitCode, Cal
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A connection that sent one request and read its answer, with what is
+/// left to read after it.
+type Answered = (SocketResponse, UnixStream, BufReader<UnixStream>, Vec<u8>);
+
+/// Sends `req` on a new connection to `socket` and reads its answer.
+fn send(socket: &Path, req: &SocketRequest) -> Result<Answered, CallError> {
+    let stream = UnixStream::connect(socket).map_err(|source| CallError::Connect {
+        path: socket.display().to_string(),
+        source,
+    })?;
+    (&stream).write_all(&encode_frame(req)?)?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut buf = Vec::new();
+    loop {
+        match read_frame::<_, ServerFrame>(&mut reader, &mut buf)? {
+            Some(ServerFrame::Response(resp)) => return Ok((resp, stream, reader, buf)),
+            Some(ServerFrame::Event(_)) => continue,
+            None => return Err(CallError::NoAnswer),
+        }
+    }
+}
+
+/// One operation that answers once: its answer, whatever its status.
+pub fn request(socket: &Path, req: &SocketRequest) -> Result<SocketResponse, CallError> {
+    send(socket, req).map(|(resp, ..)| resp)
 }
 
 /// Prints an error answer to stderr; exit status 1.

@@ -43,6 +43,18 @@ pub fn main() -> ExitCode {
         Command::Image(ImageCommand::Import(import)) => crate::image_cli::run_import(import),
         Command::Image(ImageCommand::Ls(cache)) => crate::image_cli::run_list(cache),
         Command::Image(ImageCommand::Rm(remove)) => crate::image_cli::run_remove(remove),
+        Command::Vm { command, socket } => crate::user_cli::run_vm(command, &socket),
+        Command::Snapshot { command, socket } => crate::user_cli::run_snapshot(command, &socket),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "fastvmd",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
         Command::Host => {
             println!("{}", crate::vmm::host::detect().describe());
             ExitCode::SUCCESS
@@ -77,6 +89,27 @@ pub enum Command {
     /// The Linux guest image (kernel + root filesystem).
     #[command(subcommand)]
     Image(ImageCommand),
+    /// VMs of a running daemon: ls, create, rm, rename (by id, id prefix
+    /// or name).
+    Vm {
+        #[command(subcommand)]
+        command: crate::user_cli::VmCommand,
+        #[command(flatten)]
+        socket: crate::user_cli::SocketArg,
+    },
+    /// Snapshots of a running daemon: create, ls, rm.
+    Snapshot {
+        #[command(subcommand)]
+        command: crate::user_cli::SnapshotCommand,
+        #[command(flatten)]
+        socket: crate::user_cli::SocketArg,
+    },
+    /// Print a shell completion script (e.g. `fastvmd completions bash >
+    /// /etc/bash_completion.d/fastvmd`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// `fastvmd image ...`

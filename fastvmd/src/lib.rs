@@ -23,6 +23,7 @@ pub mod socket;
 pub mod socket_wait;
 pub mod store;
 pub mod supervisor;
+pub mod user_cli;
 pub use fastvm_vmm as vmm;
 
 /// Path of the test guest ELF built alongside this crate.
