@@ -7,19 +7,13 @@
 //! error are replaced by `<path>`.
 
 use std::path::Path;
-use std::sync::LazyLock;
 
 use fastvm_proto::api::{ImageList, ImageSummary, check_image_name};
 
 use super::error::redact_paths;
-use super::per_key::PerKey;
 use super::{Service, ServiceError};
 use crate::image::import::{self, IMAGE_JSON, ImageInfo, NAMED};
 use crate::image::oci::{ImportError, Progress};
-
-/// Imports under way, per image cache and name: one at a time each (an
-/// import's work directory is named after the image and the process).
-static IMPORTS: LazyLock<PerKey> = LazyLock::new(|| PerKey::new(1));
 
 /// VMs named in a 409 of `deleteImage`, at most.
 const LISTED_USERS: usize = 3;
@@ -169,8 +163,7 @@ impl Service {
             if dest.exists() {
                 return Err(taken());
             }
-            let key = format!("{}\n{name}", cache.display());
-            let Some(_held) = IMPORTS.take(&key) else {
+            let Some(_held) = inner.imports.take(&name) else {
                 return Err(ServiceError::Conflict(format!(
                     "image {name} is being imported already"
                 )));

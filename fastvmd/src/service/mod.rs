@@ -138,6 +138,9 @@ pub(crate) struct Inner {
     pub firewall_changes: per_key::Turns,
     /// VMs with a snapshot being taken, one at a time each.
     pub snapshotting: per_key::PerKey,
+    /// Images being imported, one at a time each (an import's work
+    /// directory is named after the image and the process).
+    pub imports: per_key::PerKey,
     /// Execs running, per org.
     pub exec_slots: exec_slots::ExecSlots,
     /// The threads store work runs on ([`Service::db`]).
@@ -287,6 +290,7 @@ impl Service {
                 console_sessions: console::sessions(),
                 firewall_changes: per_key::Turns::default(),
                 snapshotting: per_key::PerKey::new(1),
+                imports: per_key::PerKey::new(1),
                 exec_slots,
                 to_release: Default::default(),
                 image_use: Default::default(),

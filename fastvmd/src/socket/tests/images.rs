@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::image::oci::archive;
+use crate::store::VmRow;
 
 use super::*;
 
@@ -60,6 +61,38 @@ fn import(name: &str, path: &Path) -> SocketRequest {
 
 fn delete(name: &str) -> SocketRequest {
     req("deleteImage").body(json!({"name": name}))
+}
+
+/// Image `demo` in `cache` as an import leaves it (an empty root file
+/// system, `info` as its image.json); returns its directory.
+fn place_demo(cache: &Path, info: &Value) -> PathBuf {
+    let dir = cache.join("named/demo");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("rootfs.ext4"), b"").unwrap();
+    std::fs::write(dir.join("image.json"), info.to_string()).unwrap();
+    dir
+}
+
+/// A VM of `org_id` booted from image `demo`, stored as createVM would.
+fn vm_of_demo(d: &Daemon, org_id: &str, name: &str, status: &str) -> VmRow {
+    d.service
+        .inner
+        .store
+        .create_vm_within_quota(NewVm {
+            org_id: org_id.to_string(),
+            name: name.into(),
+            machine_name: "c1m2".into(),
+            source_name: Some("demo".into()),
+            source_snapshot_id: None,
+            vcpus: 1,
+            memory_mib: 2048,
+            disk_gib: 10,
+            status: status.parse().unwrap(),
+            firewall_json: r#"{"mode":"open"}"#.into(),
+            public_ipv6: None,
+            run_json: "{}".into(),
+        })
+        .unwrap()
 }
 
 /// Entries of `cache/named`, hidden ones (work directories) included.
@@ -179,15 +212,12 @@ async fn images_are_listed_to_every_caller_and_imported_by_the_admin() {
 async fn an_image_is_deleted_by_the_admin_and_not_while_a_vm_uses_it() {
     let (d, cache) = image_daemon().await;
     // An image as an import leaves it, from a file named with its path.
-    let dir = cache.join("named/demo");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("rootfs.ext4"), b"").unwrap();
     let info = json!({
         "name": "demo", "source": "/srv/in/app.tar", "layers": 2, "rootfsBytes": 1024,
         "createdMs": 5,
         "run": {"entrypoint": [], "cmd": [], "env": [], "workingDir": null, "user": null},
     });
-    std::fs::write(dir.join("image.json"), info.to_string()).unwrap();
+    let dir = place_demo(&cache, &info);
 
     let mut c = Client::connect(&d).await;
     let resp = c.call(req("listImages")).await;
@@ -215,22 +245,8 @@ async fn an_image_is_deleted_by_the_admin_and_not_while_a_vm_uses_it() {
 
     // A VM of another org booted from it: 409 naming the VM.
     let store = &d.service.inner.store;
-    let vm = store
-        .create_vm_within_quota(NewVm {
-            org_id: org.body["id"].as_str().unwrap().to_string(),
-            name: "uses-demo".into(),
-            machine_name: "c1m2".into(),
-            source_name: Some("demo".into()),
-            source_snapshot_id: None,
-            vcpus: 1,
-            memory_mib: 2048,
-            disk_gib: 10,
-            status: "running".parse().unwrap(),
-            firewall_json: r#"{"mode":"open"}"#.into(),
-            public_ipv6: None,
-            run_json: "{}".into(),
-        })
-        .unwrap();
+    let org_id = org.body["id"].as_str().unwrap();
+    let vm = vm_of_demo(&d, org_id, "uses-demo", "running");
     let resp = c.call(delete("demo")).await;
     assert_eq!(resp.status, 409, "{resp:?}");
     assert!(error(&resp).contains(&vm.id), "{resp:?}");
@@ -249,14 +265,11 @@ async fn an_image_is_deleted_by_the_admin_and_not_while_a_vm_uses_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_waits_for_a_create_that_found_the_image() {
     let (d, cache) = image_daemon().await;
-    let dir = cache.join("named/demo");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("rootfs.ext4"), b"").unwrap();
     let info = json!({
         "name": "demo", "source": "app.tar", "layers": 1, "rootfsBytes": 1024,
         "createdMs": 5, "run": {},
     });
-    std::fs::write(dir.join("image.json"), info.to_string()).unwrap();
+    let dir = place_demo(&cache, &info);
 
     // A createVM that has found the image and not yet stored its VM.
     let (held_tx, held) = std::sync::mpsc::channel();
@@ -274,25 +287,7 @@ async fn a_delete_waits_for_a_create_that_found_the_image() {
     assert!(!deleting.is_finished(), "the delete did not wait");
     assert!(dir.join("image.json").is_file(), "removed under a create");
     let org = d.service.inner.store.default_org().unwrap().unwrap().id;
-    let vm = d
-        .service
-        .inner
-        .store
-        .create_vm_within_quota(NewVm {
-            org_id: org,
-            name: "from-demo".into(),
-            machine_name: "c1m2".into(),
-            source_name: Some("demo".into()),
-            source_snapshot_id: None,
-            vcpus: 1,
-            memory_mib: 2048,
-            disk_gib: 10,
-            status: "provisioning".parse().unwrap(),
-            firewall_json: r#"{"mode":"open"}"#.into(),
-            public_ipv6: None,
-            run_json: "{}".into(),
-        })
-        .unwrap();
+    let vm = vm_of_demo(&d, &org, "from-demo", "provisioning");
     release.send(()).unwrap();
     creating.join().unwrap();
     let resp = deleting.await.unwrap();

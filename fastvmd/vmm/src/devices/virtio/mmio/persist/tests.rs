@@ -224,16 +224,21 @@ fn restore_blk(path: &Path, state: &TransportState) -> Result<MmioTransport, Per
     MmioTransport::restore(memory(), Box::new(block), irq(), state)
 }
 
+/// The saved state of a blk transport that served requests on a disk
+/// of [`SECTORS`] in `dir`; returns the disk too.
+fn saved_used_blk(dir: &Path) -> (PathBuf, TransportState) {
+    let mem = memory();
+    let mock = MockSplitQueue::create(&mem, GuestAddress(0), QSIZE);
+    let path = disk(dir, "disk", SECTORS);
+    let mut t = used_transport(&mem, &mock, &path);
+    t.pause_device();
+    (path, t.save())
+}
+
 #[test]
 fn bad_states_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let mem = memory();
-    let mock = MockSplitQueue::create(&mem, GuestAddress(0), QSIZE);
-    let path = disk(dir.path(), "disk", SECTORS);
-    let mut t = used_transport(&mem, &mock, &path);
-    t.pause_device();
-    let good = t.save();
-    drop(t);
+    let (path, good) = saved_used_blk(dir.path());
     assert!(restore_blk(&path, &good).is_ok());
 
     let mut s = good.clone();
@@ -294,13 +299,7 @@ fn bad_states_are_refused() {
 #[test]
 fn a_disk_restored_larger_is_announced_to_the_driver() {
     let dir = tempfile::tempdir().unwrap();
-    let mem = memory();
-    let mock = MockSplitQueue::create(&mem, GuestAddress(0), QSIZE);
-    let path = disk(dir.path(), "disk", SECTORS);
-    let mut t = used_transport(&mem, &mock, &path);
-    t.pause_device();
-    let state = t.save();
-    drop(t);
+    let (_, state) = saved_used_blk(dir.path());
     let larger = disk(dir.path(), "larger", SECTORS * 4);
     let mut t = restore_blk(&larger, &state).unwrap();
     let generation = rd(&mut t, VIRTIO_MMIO_CONFIG_GENERATION);
