@@ -5,7 +5,7 @@
 //! ```text
 //! offset 0  u32 LE  magic  "FVA\0"
 //! offset 4  u16 LE  protocol version (PROTOCOL_VERSION)
-//! offset 6  u16 LE  reserved, zero
+//! offset 6  u16 LE  kind: 0 a JSON frame, 1 a data frame (agent_stream)
 //! offset 8  u32 LE  payload length in bytes (<= MAX_PAYLOAD)
 //! offset 12 ...     payload: one JSON-encoded [`Frame`]
 //! ```
@@ -21,6 +21,10 @@
 //! its `timeoutMs` and answers with `timedOut` set; a host that gets no
 //! answer shortly after closes the connection, and the agent kills every
 //! command the connection started.
+//!
+//! Agents that announce [`crate::agent_stream::STREAMS_VERSION`] also
+//! speak streams (exec with live output and stdin, files, forwards): see
+//! [`crate::agent_stream`].
 
 use alloc::collections::BTreeMap;
 use alloc::string::{String, ToString};
@@ -28,6 +32,12 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::agent_stream::{
+    DATA_CHUNK, Data, ExecExit, ExecStart, KIND_DATA, KIND_JSON, MAX_DATA, STREAMS_VERSION,
+    StreamError, StreamErrorKind, WindowSize,
+};
+use crate::agent_stream::{DATA_HEADER_LEN, decode_data_payload, encode_data_payload};
 
 /// The vsock port the guest agent listens on.
 pub const AGENT_PORT: u32 = 1024;
@@ -78,6 +88,40 @@ pub enum Frame {
         ip6: String,
         gw6: String,
     },
+    /// Starts a streaming exec (see [`crate::agent_stream`]).
+    ExecStart(ExecStart),
+    /// How a streaming exec ended: its stream's last frame.
+    ExecExit(ExecExit),
+    /// No more bytes on `channel` of stream `id` (stdin's EOF, a file's or
+    /// a forward's end).
+    StreamEnd { id: u64, channel: u8 },
+    /// A streaming exec's terminal has a new size.
+    Resize { id: u64, cols: u16, rows: u16 },
+    /// Sends `signal` to a streaming exec's process group (SIGINT for Ctrl-C).
+    Signal { id: u64, signal: i32 },
+    /// Writes the stream's bytes to `path` in the guest (absolute; parent
+    /// directories made; replaced whole once the stream ends).
+    FileWrite {
+        id: u64,
+        path: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mode: Option<u32>,
+    },
+    /// A [`Frame::FileWrite`] is in place, `bytes` long.
+    FileDone { id: u64, bytes: u64 },
+    /// Reads `path` in the guest out on the stream.
+    FileRead { id: u64, path: String },
+    /// The file a [`Frame::FileRead`] reads: its size and mode; its bytes follow.
+    FileInfo { id: u64, size: u64, mode: u32 },
+    /// Opens a TCP connection to `port` on the guest's loopback.
+    Connect { id: u64, port: u16 },
+    /// A [`Frame::Connect`] reached its service.
+    Connected { id: u64 },
+    /// A stream ended in failure: its last frame.
+    StreamError(StreamError),
+    /// Bytes of a stream: sent as a binary data frame, never as JSON.
+    #[serde(skip)]
+    Data(Data),
 }
 
 impl Frame {
@@ -93,6 +137,19 @@ impl Frame {
             Frame::Error { .. } => "error".into(),
             Frame::SetClock { nonce, .. } => alloc::format!("setClock {nonce}"),
             Frame::SetNetwork { nonce, .. } => alloc::format!("setNetwork {nonce}"),
+            Frame::ExecStart(start) => alloc::format!("execStart {}", start.id),
+            Frame::ExecExit(exit) => alloc::format!("the exit of stream {}", exit.id),
+            Frame::StreamEnd { id, channel } => alloc::format!("streamEnd {id}/{channel}"),
+            Frame::Resize { id, .. } => alloc::format!("resize {id}"),
+            Frame::Signal { id, .. } => alloc::format!("signal {id}"),
+            Frame::FileWrite { id, .. } => alloc::format!("fileWrite {id}"),
+            Frame::FileDone { id, .. } => alloc::format!("fileDone {id}"),
+            Frame::FileRead { id, .. } => alloc::format!("fileRead {id}"),
+            Frame::FileInfo { id, .. } => alloc::format!("fileInfo {id}"),
+            Frame::Connect { id, .. } => alloc::format!("connect {id}"),
+            Frame::Connected { id } => alloc::format!("connected {id}"),
+            Frame::StreamError(e) => alloc::format!("the error of stream {}", e.id),
+            Frame::Data(d) => alloc::format!("{} bytes of stream {}/{}", d.bytes.len(), d.id, d.channel),
         }
     }
 }
@@ -249,14 +306,25 @@ impl std::error::Error for FrameError {}
 
 /// Encodes one frame, header included.
 pub fn encode(frame: &Frame) -> Result<Vec<u8>, FrameError> {
-    let payload = serde_json::to_vec(frame).map_err(|e| FrameError::Payload(e.to_string()))?;
+    let (kind, payload) = match frame {
+        Frame::Data(data) => {
+            if data.bytes.len() > MAX_DATA {
+                return Err(FrameError::TooLarge(DATA_HEADER_LEN + data.bytes.len()));
+            }
+            (KIND_DATA, encode_data_payload(data))
+        }
+        _ => (
+            KIND_JSON,
+            serde_json::to_vec(frame).map_err(|e| FrameError::Payload(e.to_string()))?,
+        ),
+    };
     if payload.len() > MAX_PAYLOAD {
         return Err(FrameError::TooLarge(payload.len()));
     }
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
-    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&kind.to_le_bytes());
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&payload);
     Ok(out)
@@ -264,6 +332,12 @@ pub fn encode(frame: &Frame) -> Result<Vec<u8>, FrameError> {
 
 /// Parses a frame header and returns the payload length it announces.
 pub fn parse_header(header: &[u8; HEADER_LEN]) -> Result<usize, FrameError> {
+    parse_header_kind(header).map(|(_, len)| len)
+}
+
+/// Parses a frame header: the payload's kind ([`KIND_JSON`] or
+/// [`KIND_DATA`]) and length.
+pub fn parse_header_kind(header: &[u8; HEADER_LEN]) -> Result<(u16, usize), FrameError> {
     if header[0..4] != MAGIC {
         return Err(FrameError::BadMagic);
     }
@@ -271,11 +345,17 @@ pub fn parse_header(header: &[u8; HEADER_LEN]) -> Result<usize, FrameError> {
     if version != PROTOCOL_VERSION {
         return Err(FrameError::Version(version));
     }
+    let kind = u16::from_le_bytes([header[6], header[7]]);
     let len = u32::from_le_bytes([header[8], header[9], header[10], header[11]]) as usize;
-    if len > MAX_PAYLOAD {
+    let max = match kind {
+        KIND_JSON => MAX_PAYLOAD,
+        KIND_DATA => DATA_HEADER_LEN + MAX_DATA,
+        other => return Err(FrameError::Payload(alloc::format!("unknown frame kind {other}"))),
+    };
+    if len > max {
         return Err(FrameError::TooLarge(len));
     }
-    Ok(len)
+    Ok((kind, len))
 }
 
 /// Decodes a payload (the bytes after the header).
@@ -312,11 +392,17 @@ impl Decoder {
         }
         let mut header = [0u8; HEADER_LEN];
         header.copy_from_slice(&self.buf[..HEADER_LEN]);
-        let len = parse_header(&header)?;
+        let (kind, len) = parse_header_kind(&header)?;
         if self.buf.len() < HEADER_LEN + len {
             return Ok(None);
         }
-        let frame = decode_payload(&self.buf[HEADER_LEN..HEADER_LEN + len]);
+        let payload = &self.buf[HEADER_LEN..HEADER_LEN + len];
+        let frame = match kind {
+            KIND_DATA => decode_data_payload(payload)
+                .map(Frame::Data)
+                .map_err(FrameError::Payload),
+            _ => decode_payload(payload),
+        };
         self.buf.drain(..HEADER_LEN + len);
         frame.map(Some)
     }

@@ -15,6 +15,7 @@
 extern crate alloc;
 
 pub mod agent;
+pub mod agent_stream;
 #[cfg(feature = "std")]
 pub mod api;
 #[cfg(feature = "std")]
