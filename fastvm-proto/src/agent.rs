@@ -149,7 +149,9 @@ impl Frame {
             Frame::Connect { id, .. } => alloc::format!("connect {id}"),
             Frame::Connected { id } => alloc::format!("connected {id}"),
             Frame::StreamError(e) => alloc::format!("the error of stream {}", e.id),
-            Frame::Data(d) => alloc::format!("{} bytes of stream {}/{}", d.bytes.len(), d.id, d.channel),
+            Frame::Data(d) => {
+                alloc::format!("{} bytes of stream {}/{}", d.bytes.len(), d.id, d.channel)
+            }
         }
     }
 }
@@ -350,7 +352,11 @@ pub fn parse_header_kind(header: &[u8; HEADER_LEN]) -> Result<(u16, usize), Fram
     let max = match kind {
         KIND_JSON => MAX_PAYLOAD,
         KIND_DATA => DATA_HEADER_LEN + MAX_DATA,
-        other => return Err(FrameError::Payload(alloc::format!("unknown frame kind {other}"))),
+        other => {
+            return Err(FrameError::Payload(alloc::format!(
+                "unknown frame kind {other}"
+            )));
+        }
     };
     if len > max {
         return Err(FrameError::TooLarge(len));

@@ -235,9 +235,15 @@ mod tests {
         header.copy_from_slice(&encode(&Frame::Ping { nonce: 1 }).unwrap()[..HEADER_LEN]);
         header[6..8].copy_from_slice(&KIND_DATA.to_le_bytes());
         header[8..12].copy_from_slice(&((DATA_HEADER_LEN + MAX_DATA + 1) as u32).to_le_bytes());
-        assert!(matches!(parse_header_kind(&header), Err(FrameError::TooLarge(_))));
+        assert!(matches!(
+            parse_header_kind(&header),
+            Err(FrameError::TooLarge(_))
+        ));
         header[6..8].copy_from_slice(&9u16.to_le_bytes());
-        assert!(matches!(parse_header_kind(&header), Err(FrameError::Payload(_))));
+        assert!(matches!(
+            parse_header_kind(&header),
+            Err(FrameError::Payload(_))
+        ));
 
         assert!(decode_data_payload(&[1, 2, 3]).is_err());
     }

@@ -7,6 +7,8 @@
 //!   serde types, and their validation.
 //! - `socket` (feature `std`): request, response and event frames of the
 //!   daemon's local Unix socket.
+//! - `exec_channel` (feature `std`): the streaming exec's channel protocol
+//!   (Kubernetes' `v5.channel.k8s.io`) and its framing on the socket.
 //! - `monitor` (feature `std`): the daemon ↔ monitor contract: VM directory
 //!   names, exit statuses, control requests and answers.
 
@@ -18,6 +20,8 @@ pub mod agent;
 pub mod agent_stream;
 #[cfg(feature = "std")]
 pub mod api;
+#[cfg(feature = "std")]
+pub mod exec_channel;
 #[cfg(feature = "std")]
 pub mod monitor;
 #[cfg(feature = "std")]

@@ -310,6 +310,9 @@ ops! {
     Watch = "watch",
     /// Socket only: switch the connection to raw console bytes.
     AttachConsole = "attachConsole",
+    /// Socket only: a streaming exec; the connection then carries exec
+    /// channel messages ([`crate::exec_channel`]).
+    ExecStream = "execStream",
     /// Admin: create an organization.
     CreateOrg = "createOrg",
     /// Admin: create an API key for an org.

@@ -37,6 +37,12 @@ pub enum AgentError {
     /// No answer within the deadline.
     #[error("agent did not answer within {0:?}")]
     Timeout(Duration),
+    /// The agent speaks a protocol without streams.
+    #[error(
+        "the VM's guest agent speaks protocol {0}, which has no streaming exec, files or forwards; \
+         a VM booted from an image built by this fastvmd has one that does"
+    )]
+    TooOld(u16),
 }
 
 impl From<agent::FrameError> for AgentError {

@@ -22,6 +22,8 @@ pub struct AsyncAgentConn {
     stream: UnixStream,
     decoder: Decoder,
     nonce: u64,
+    /// The protocol version the agent announced in its `ready`.
+    version: u16,
 }
 
 /// Does the `CONNECT <port>` handshake on a fresh `vsock.sock` connection.
@@ -66,14 +68,30 @@ impl AsyncAgentConn {
             stream,
             decoder: Decoder::new(),
             nonce: 0,
+            version: 0,
         };
         match conn.read_frame().await? {
-            Frame::Ready(_) => Ok(conn),
+            Frame::Ready(ready) => {
+                conn.version = ready.version;
+                Ok(conn)
+            }
             other => Err(AgentError::Protocol(format!(
                 "expected ready, got {}",
                 other.describe()
             ))),
         }
+    }
+
+    /// The connection as a stream's ([`crate::agent_stream`]); refused when
+    /// the agent does not speak streams.
+    pub fn into_stream(self) -> Result<crate::agent_stream::AgentStream, AgentError> {
+        if self.version < agent::STREAMS_VERSION {
+            return Err(AgentError::TooOld(self.version));
+        }
+        Ok(crate::agent_stream::AgentStream::new(
+            self.stream,
+            self.decoder,
+        ))
     }
 
     /// Ok when this connection is served by the monitor holding VM

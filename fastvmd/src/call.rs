@@ -134,7 +134,13 @@ pub fn call(socket: &Path, op: &str, json: Option<&str>) -> Result<ExitCode, Cal
 
 /// A connection that sent one request and read its answer, with what is
 /// left to read after it.
-type Answered = (SocketResponse, UnixStream, BufReader<UnixStream>, Vec<u8>);
+pub type Answered = (SocketResponse, UnixStream, BufReader<UnixStream>, Vec<u8>);
+
+/// Sends `req` on a new connection to `socket` and reads its answer; the
+/// connection goes on (after a 101, with what the operation streams).
+pub fn open(socket: &Path, req: &SocketRequest) -> Result<Answered, CallError> {
+    send(socket, req)
+}
 
 /// Sends `req` on a new connection to `socket` and reads its answer.
 fn send(socket: &Path, req: &SocketRequest) -> Result<Answered, CallError> {

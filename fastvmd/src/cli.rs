@@ -45,6 +45,7 @@ pub fn main() -> ExitCode {
         Command::Image(ImageCommand::Rm(remove)) => crate::image_cli::run_remove(remove),
         Command::Vm { command, socket } => crate::user_cli::run_vm(command, &socket),
         Command::Snapshot { command, socket } => crate::user_cli::run_snapshot(command, &socket),
+        Command::Exec { args, socket } => crate::user_cli::exec::run(args, &socket),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(
@@ -101,6 +102,15 @@ pub enum Command {
     Snapshot {
         #[command(subcommand)]
         command: crate::user_cli::SnapshotCommand,
+        #[command(flatten)]
+        socket: crate::user_cli::SocketArg,
+    },
+    /// Run a command in a VM with its output as it comes (`-i` for stdin,
+    /// `-t` for a terminal): `fastvmd exec dev -it -- sh`. Exits with the
+    /// command's status (125 when it could not be run).
+    Exec {
+        #[command(flatten)]
+        args: crate::user_cli::exec::ExecArgs,
         #[command(flatten)]
         socket: crate::user_cli::SocketArg,
     },

@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod agent_async;
+pub mod agent_stream;
 pub mod api;
 pub mod auth;
 pub mod bench;

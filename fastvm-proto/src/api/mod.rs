@@ -23,6 +23,7 @@
 //!   (so that 0 and 65536 reach validation and get a message naming the field).
 
 mod cidr;
+mod exec_stream;
 mod images;
 mod types;
 mod validate;
@@ -31,6 +32,9 @@ mod validate;
 mod tests;
 
 pub use cidr::{CidrError, Ipv6Cidr};
+pub use exec_stream::{
+    DEFAULT_WINDOW, ExecStreamRequest, MAX_STREAM_ARGS, MAX_STREAM_REQUEST_BYTES,
+};
 pub use images::{ImageList, ImageRunDefaults, ImageSummary};
 pub use types::*;
 pub use uuid::Uuid;

@@ -486,3 +486,27 @@ async fn exec_runs_with_the_images_env_workdir_and_user_and_so_do_clones() {
         (None, None, 0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_to_an_agent_without_streams_is_a_conflict_that_frees_its_slot() {
+    let s = setup(Script::default(), 1);
+    let id = s.running_vm().await;
+    let stream = |command: &str| Operation::ExecStream {
+        id: id.clone(),
+        req: serde_json::from_value(json!({"command": [command]})).unwrap(),
+    };
+    for _ in 0..2 {
+        let (status, body) = s.call(stream("sh")).await;
+        assert_eq!(status, 409, "{body}");
+        assert!(error(&body).contains("no streaming exec"), "{body}");
+    }
+    let (status, body) = s.call(stream("")).await;
+    assert_eq!(status, 409, "{body}");
+    let bad = Operation::ExecStream {
+        id: id.clone(),
+        req: serde_json::from_value(json!({"command": ["x"], "timeoutSec": 0})).unwrap(),
+    };
+    let (status, body) = s.call(bad).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(error(&body).contains("timeoutSec"), "{body}");
+}

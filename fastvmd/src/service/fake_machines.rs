@@ -244,4 +244,12 @@ impl Machines for FakeMachines {
             })
         })
     }
+
+    fn open_stream<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<crate::agent_stream::AgentStream, SupervisorError>> {
+        self.note(format!("open stream {id}"));
+        Box::pin(async move { Err(SupervisorError::Agent(crate::agent::AgentError::TooOld(1))) })
+    }
 }

@@ -9,6 +9,7 @@ mod convert;
 mod db_lane;
 pub mod error;
 pub mod exec_slots;
+pub mod exec_stream;
 #[cfg(test)]
 mod failure_tests;
 #[cfg(test)]

@@ -7,14 +7,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use fastvm_proto::api::{
-    CreateSnapshotRequest, CreateVmRequest, ExecVmRequest, FirewallPolicy, OrgQuotaValues,
-    PatchVmFirewallRequest, UpdateSnapshotRequest, UpdateVmRequest,
+    CreateSnapshotRequest, CreateVmRequest, ExecStreamRequest, ExecVmRequest, FirewallPolicy,
+    OrgQuotaValues, PatchVmFirewallRequest, UpdateSnapshotRequest, UpdateVmRequest,
 };
 use fastvm_proto::socket::{Op, WatchRequest};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
+use super::exec_stream::ExecSession;
 use super::{Caller, Event, Service, ServiceError};
 use crate::store::{format_rfc3339, now_ms};
 
@@ -73,6 +74,11 @@ pub enum Operation {
     AttachConsole {
         id: String,
     },
+    /// A streaming exec (the socket's `execStream`, HTTP's `exec/ws`).
+    ExecStream {
+        id: String,
+        req: ExecStreamRequest,
+    },
     CreateOrg {
         name: String,
     },
@@ -121,6 +127,9 @@ pub enum Reply {
     /// An accepted console attach: the monitor's console socket to splice
     /// (the front end never shows this path to the caller).
     Console(PathBuf),
+    /// A started streaming exec; the front end answers 101 and relays its
+    /// channel messages.
+    ExecStream(ExecSession),
 }
 
 impl Operation {
@@ -146,6 +155,7 @@ impl Operation {
             Operation::GetOrgQuotas => Op::GetOrgQuotas,
             Operation::Watch(_) => Op::Watch,
             Operation::AttachConsole { .. } => Op::AttachConsole,
+            Operation::ExecStream { .. } => Op::ExecStream,
             Operation::CreateOrg { .. } => Op::CreateOrg,
             Operation::CreateApiKey { .. } => Op::CreateApiKey,
             Operation::RevokeApiKey { .. } => Op::RevokeApiKey,
@@ -225,6 +235,9 @@ impl Service {
             }),
             Operation::AttachConsole { id } => {
                 Ok(Reply::Console(self.console_socket(c, &id).await?))
+            }
+            Operation::ExecStream { id, req } => {
+                Ok(Reply::ExecStream(self.exec_stream(c, &id, req).await?))
             }
             Operation::CreateOrg { name } => {
                 let key = self.create_org(name.clone()).await?;

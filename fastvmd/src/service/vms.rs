@@ -167,22 +167,36 @@ fn run_json_of(inner: &Inner, image: &str) -> Result<String, ServiceError> {
 /// `request` with the VM's run defaults (`run_json`) where it sets none:
 /// the image's `Env` under the request's own, its `WorkingDir`, its `User`.
 fn with_run_defaults(mut request: ExecRequest, run_json: &str) -> ExecRequest {
+    apply_run_defaults(
+        &mut request.env,
+        &mut request.cwd,
+        &mut request.user,
+        run_json,
+    );
+    request
+}
+
+/// The image's `Env`, `WorkingDir` and `User` (kept as `run_json`) where
+/// the request gives none of its own.
+pub(super) fn apply_run_defaults(
+    env: &mut std::collections::BTreeMap<String, String>,
+    cwd: &mut Option<String>,
+    user: &mut Option<String>,
+    run_json: &str,
+) {
     let run: RunDefaults = serde_json::from_str(run_json).unwrap_or_default();
     for entry in &run.env {
         if let Some((name, value)) = entry.split_once('=') {
-            request
-                .env
-                .entry(name.to_string())
+            env.entry(name.to_string())
                 .or_insert_with(|| value.to_string());
         }
     }
-    if request.cwd.is_none() {
-        request.cwd = run.working_dir;
+    if cwd.is_none() {
+        *cwd = run.working_dir;
     }
-    if request.user.is_none() {
-        request.user = run.user;
+    if user.is_none() {
+        *user = run.user;
     }
-    request
 }
 
 fn plan(inner: &Inner, caller: &Caller, req: &CreateVmRequest) -> Result<Plan, ServiceError> {

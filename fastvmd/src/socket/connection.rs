@@ -19,7 +19,7 @@ use crate::service::{Event, Service};
 
 /// The sending side, shared by the tasks of one connection; the lock keeps
 /// frames whole.
-type Writer = Arc<Mutex<Arc<Stream>>>;
+pub(super) type Writer = Arc<Mutex<Arc<Stream>>>;
 
 /// Writes one encoded frame; false once the client is gone.
 async fn send_bytes(writer: &Writer, bytes: &[u8]) -> bool {
@@ -29,7 +29,7 @@ async fn send_bytes(writer: &Writer, bytes: &[u8]) -> bool {
 }
 
 /// Writes a response; one too large to encode becomes a 500 with its id.
-async fn send_response(writer: &Writer, resp: &SocketResponse) -> bool {
+pub(super) async fn send_response(writer: &Writer, resp: &SocketResponse) -> bool {
     let bytes = encode_frame(resp).or_else(|e| {
         encode_frame(&SocketResponse::error(
             resp.id,
@@ -98,7 +98,10 @@ pub(super) async fn run(stream: Stream, service: Service) {
                 continue;
             }
         };
-        if !matches!(req.parsed_op(), Some(Op::Watch | Op::AttachConsole)) {
+        if !matches!(
+            req.parsed_op(),
+            Some(Op::Watch | Op::AttachConsole | Op::ExecStream)
+        ) {
             let (service, writer) = (service.clone(), writer.clone());
             tasks.spawn(async move {
                 let outcome = dispatch(&service, &req).await;
@@ -120,6 +123,12 @@ pub(super) async fn run(stream: Stream, service: Service) {
                     send_response(&writer, &SocketResponse::error(req.id, 502, msg)).await;
                 }
             },
+            Outcome::ExecStream(session) => {
+                tasks.shutdown().await;
+                drop(open);
+                super::exec_relay::relay(session, req.id, reader, &writer).await;
+                return;
+            }
             outcome => {
                 let (writer, closed) = (writer.clone(), closed.clone());
                 tasks.spawn(async move { finish(outcome, req.id, &writer, Some(closed)).await });

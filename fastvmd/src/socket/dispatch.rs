@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
+use crate::service::exec_stream::ExecSession;
 use crate::service::operation::{Operation, Reply};
 use crate::service::{Caller, Event, Service, ServiceError};
 
@@ -33,6 +34,8 @@ pub enum Outcome {
     /// An `attachConsole` that was accepted: splice the connection to this
     /// console socket.
     Console(PathBuf),
+    /// An `execStream` that was started: relay its channel messages.
+    ExecStream(ExecSession),
 }
 
 /// Body of `createOrg`.
@@ -152,6 +155,7 @@ async fn handle(service: &Service, req: &SocketRequest) -> Result<Outcome, Servi
             events,
         },
         Reply::Console(path) => Outcome::Console(path),
+        Reply::ExecStream(session) => Outcome::ExecStream(session),
     })
 }
 
@@ -193,6 +197,10 @@ fn decode(op: Op, req: &SocketRequest) -> Result<Operation, ServiceError> {
         Op::GetOrgQuotas => Operation::GetOrgQuotas,
         Op::Watch => Operation::Watch(body(req)?),
         Op::AttachConsole => Operation::AttachConsole { id: id()? },
+        Op::ExecStream => Operation::ExecStream {
+            id: id()?,
+            req: body(req)?,
+        },
         Op::CreateOrg => Operation::CreateOrg {
             name: body::<CreateOrgBody>(req)?.name,
         },

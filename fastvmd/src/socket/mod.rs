@@ -30,6 +30,15 @@
 //!   until either side closes. Send it on a connection of its own. When the
 //!   VM's console cannot be reached the answer is 502 and the connection
 //!   goes on with frames.
+//! - **execStream.** Params `{"id"}`, body an `ExecStreamRequest`
+//!   (`{"command": [...], "tty"?, "cols"?, "rows"?, "cwd"?, "env"?: ["K=V"],
+//!   "timeoutSec"?}`). Errors are answered like any request's (400, 404,
+//!   409, 429, 502) and the connection goes on; once started it is answered
+//!   101 and, as with `attachConsole`, carries nothing else from then on:
+//!   exec channel messages ([`fastvm_proto::exec_channel`]), each a `u32`
+//!   LE length then the channel byte and its bytes, both ways. The status
+//!   message (channel 3) is the last; the client closing the connection
+//!   ends the command.
 //! - **Admin answers.** `createOrg` -> `{"id", "name", "apiKey": {"id",
 //!   "orgId", "key", "prefix"}}`; `createApiKey` -> `{"id", "orgId", "key",
 //!   "prefix"}`; `revokeApiKey` (params `{"id"}` or body `{"keyId"}`) ->
@@ -39,6 +48,7 @@
 
 mod connection;
 pub mod dispatch;
+mod exec_relay;
 #[cfg(test)]
 mod tests;
 

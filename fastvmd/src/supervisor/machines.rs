@@ -13,6 +13,7 @@ use fastvm_proto::api::FirewallPolicy;
 use futures_util::future::BoxFuture;
 
 use super::{MonitorSpec, NicSpec, Readiness, Supervisor, SupervisorError};
+use crate::agent_stream::AgentStream;
 use crate::vmm::control::SnapshotInfo;
 
 /// The VMs' monitors, as the service uses them.
@@ -52,6 +53,11 @@ pub trait Machines: Send + Sync + 'static {
         request: &'a ExecRequest,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<ExecResult, SupervisorError>>;
+    /// A connection of its own to VM `id`'s agent, for one stream.
+    fn open_stream<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<AgentStream, SupervisorError>>;
 }
 
 impl Machines for Supervisor {
@@ -111,5 +117,12 @@ impl Machines for Supervisor {
         timeout: Duration,
     ) -> BoxFuture<'a, Result<ExecResult, SupervisorError>> {
         Box::pin(Supervisor::exec_async(self, id, request, timeout))
+    }
+
+    fn open_stream<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<AgentStream, SupervisorError>> {
+        Box::pin(Supervisor::open_stream(self, id))
     }
 }

@@ -218,6 +218,24 @@ impl Supervisor {
         Ok(conn.exec(request, timeout).await?)
     }
 
+    /// A connection of its own to VM `id`'s agent, for one stream; the
+    /// agent gets [`AGENT_CONNECT_WAIT`] to answer, and must speak streams.
+    pub async fn open_stream(
+        &self,
+        id: &str,
+    ) -> Result<crate::agent_stream::AgentStream, SupervisorError> {
+        let dir = self.vm_dir(id);
+        let deadline = tokio::time::Instant::now() + AGENT_CONNECT_WAIT;
+        let conn = crate::agent_async::AsyncAgentConn::connect_when_ready(
+            &dir.join(VSOCK_SOCKET),
+            deadline,
+        )
+        .await?;
+        conn.ensure_monitor(&dir)
+            .map_err(|e| SupervisorError::Agent(AgentError::Io(e)))?;
+        Ok(conn.into_stream()?)
+    }
+
     /// Stops the monitor of VM `id` (control `stop`, then SIGKILL if it
     /// lingers) and removes the VM directory.
     pub fn destroy(&self, id: &str) -> Result<(), SupervisorError> {

@@ -5,6 +5,7 @@
 //! table, or JSON with `--json`. An error answer is printed as `error
 //! STATUS: message` (exit 1); a daemon that cannot be reached is exit 2.
 
+pub mod exec;
 pub mod resolve;
 pub mod table;
 
@@ -121,6 +122,15 @@ enum Failure {
     Said(String),
     /// The daemon could not be asked.
     Unreachable(String),
+}
+
+impl Failure {
+    /// What went wrong, in words.
+    fn text(self) -> String {
+        match self {
+            Failure::Said(why) | Failure::Unreachable(why) => why,
+        }
+    }
 }
 
 type Outcome = Result<(), Failure>;
