@@ -45,6 +45,13 @@
 //! - `attachConsole`: params `{"id": vmId}`. Answered with status 101 and body
 //!   `{}`; from then on the connection carries raw console bytes both ways
 //!   (no more frames) until either side closes. 409 when the VM is not running.
+//! - `execStream`: params `{"id": vmId}`, body a
+//!   [`crate::api::ExecStreamRequest`]. Answered with status 101 and body
+//!   `{}`; from then on the connection carries exec channel messages both
+//!   ways ([`crate::exec_channel`]), until the status message or the
+//!   client's close (which ends the command). Errors (400, 404, 409 when the
+//!   VM is not running or its agent has no streams, 429, 502) are answered
+//!   like any request's.
 //! - Admin (default org's socket caller only; an `apiKey` caller gets 403):
 //!   `createOrg` (body `{"name"}` -> the org), `createApiKey` (body
 //!   `{"orgId", "name"?}` -> `{"id", "key"}`, the key shown only here),

@@ -20,7 +20,7 @@ OP is an OpenAPI operationId (listVMs, createVM, getVM, updateVM, deleteVM,
 replaceVMFirewall, patchVMFirewall, createVMConsoleToken, execVM,
 createSnapshot, listSnapshots, updateSnapshot, deleteSnapshot, getOrgQuotas,
 getHealthz, getLivez, getReadyz) or a socket-only op (watch, attachConsole,
-createOrg, createApiKey, revokeApiKey, setQuotaLimits, mintToken,
+execStream, createOrg, createApiKey, revokeApiKey, setQuotaLimits, mintToken,
 listImages, importImage, deleteImage).
 
 JSON is an object in one of two forms:
@@ -35,7 +35,8 @@ The answer's body is printed as pretty JSON on stdout; the exit status is 0
 for a 2xx answer and 1 otherwise, with the error message on stderr.
 `watch` prints each event as one JSON line ({\"event\", \"op\", \"data\"}) as it
 arrives, until interrupted. `attachConsole` connects stdin and stdout to the
-VM's console (no terminal raw mode) until either side closes.
+VM's console (no terminal raw mode) until either side closes. For
+`execStream` use `fastvmd exec`, which speaks its channels.
 
 Examples:
   fastvmd call listVMs

@@ -122,7 +122,7 @@ fn ops() {
         "deleteSnapshot",
         "getOrgQuotas",
     ];
-    let extra = ["watch", "attachConsole"];
+    let extra = ["watch", "attachConsole", "execStream"];
     let admin = [
         "createOrg",
         "createApiKey",
