@@ -52,6 +52,20 @@
 //!   client's close (which ends the command). Errors (400, 404, 409 when the
 //!   VM is not running or its agent has no streams, 429, 502) are answered
 //!   like any request's.
+//! - `writeFile` / `readFile`: params `{"id": vmId}`, body a
+//!   [`crate::api::FileRequest`] (`{"path", "mode"?}`). Answered 101
+//!   (`readFile`: body [`crate::api::FileInfo`]), then the file's bytes in
+//!   exec channel framing (a write's on channel 0 from the client, ended by
+//!   `[255, 0]`; a read's on channel 1), then one channel 3 message
+//!   `{"status", "body"}`: 200 with [`crate::api::FileMoved`], or an error.
+//! - `forwardPort`: params `{"id": vmId}`, body
+//!   [`crate::api::ForwardRequest`] (`{"guestPort", "hostPort"?}`) -> 201,
+//!   [`crate::api::ForwardInfo`]: connections to `hostAddress`
+//!   (127.0.0.1) reach the guest's port through its agent. 409 when the
+//!   VM is not running or the host port is taken. `listForwards` -> 200
+//!   `{"forwards": [...]}` (the caller's org's); `closeForward` (params
+//!   `{"id": forwardId}`) -> 200 the forward closed, 404 when there is no
+//!   such forward. A VM's forwards go with it; none outlives the daemon.
 //! - Admin (default org's socket caller only; an `apiKey` caller gets 403):
 //!   `createOrg` (body `{"name"}` -> the org), `createApiKey` (body
 //!   `{"orgId", "name"?}` -> `{"id", "key"}`, the key shown only here),
@@ -320,6 +334,16 @@ ops! {
     /// Socket only: a streaming exec; the connection then carries exec
     /// channel messages ([`crate::exec_channel`]).
     ExecStream = "execStream",
+    /// Socket only: write a file into a VM (its bytes follow the 101).
+    WriteFile = "writeFile",
+    /// Socket only: read a file out of a VM (its bytes follow the 101).
+    ReadFile = "readFile",
+    /// Socket only: forward a port of the daemon's host into a VM.
+    ForwardPort = "forwardPort",
+    /// Socket only: the caller's org's port forwards.
+    ListForwards = "listForwards",
+    /// Socket only: close a port forward.
+    CloseForward = "closeForward",
     /// Admin: create an organization.
     CreateOrg = "createOrg",
     /// Admin: create an API key for an org.

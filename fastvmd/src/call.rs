@@ -20,7 +20,8 @@ OP is an OpenAPI operationId (listVMs, createVM, getVM, updateVM, deleteVM,
 replaceVMFirewall, patchVMFirewall, createVMConsoleToken, execVM,
 createSnapshot, listSnapshots, updateSnapshot, deleteSnapshot, getOrgQuotas,
 getHealthz, getLivez, getReadyz) or a socket-only op (watch, attachConsole,
-execStream, createOrg, createApiKey, revokeApiKey, setQuotaLimits, mintToken,
+execStream, writeFile, readFile, forwardPort, listForwards, closeForward,
+createOrg, createApiKey, revokeApiKey, setQuotaLimits, mintToken,
 listImages, importImage, deleteImage).
 
 JSON is an object in one of two forms:
@@ -36,7 +37,8 @@ for a 2xx answer and 1 otherwise, with the error message on stderr.
 `watch` prints each event as one JSON line ({\"event\", \"op\", \"data\"}) as it
 arrives, until interrupted. `attachConsole` connects stdin and stdout to the
 VM's console (no terminal raw mode) until either side closes. For
-`execStream` use `fastvmd exec`, which speaks its channels.
+`execStream` use `fastvmd exec`, for `writeFile` and `readFile` `fastvmd cp`:
+they speak their channels.
 
 Examples:
   fastvmd call listVMs

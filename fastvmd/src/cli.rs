@@ -46,6 +46,9 @@ pub fn main() -> ExitCode {
         Command::Vm { command, socket } => crate::user_cli::run_vm(command, &socket),
         Command::Snapshot { command, socket } => crate::user_cli::run_snapshot(command, &socket),
         Command::Exec { args, socket } => crate::user_cli::exec::run(args, &socket),
+        Command::Cp { args, socket } => crate::user_cli::cp::run(args, &socket),
+        Command::Console { args, socket } => crate::user_cli::console::run(args, &socket),
+        Command::PortForward { args, socket } => crate::user_cli::port_forward::run(args, &socket),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(
@@ -111,6 +114,30 @@ pub enum Command {
     Exec {
         #[command(flatten)]
         args: crate::user_cli::exec::ExecArgs,
+        #[command(flatten)]
+        socket: crate::user_cli::SocketArg,
+    },
+    /// Copy a file into a VM or out of one: `fastvmd cp ./app.tar
+    /// dev:/srv/app.tar`, `fastvmd cp dev:/etc/os-release .` (`-` for
+    /// stdin or stdout).
+    Cp {
+        #[command(flatten)]
+        args: crate::user_cli::cp::CpArgs,
+        #[command(flatten)]
+        socket: crate::user_cli::SocketArg,
+    },
+    /// This terminal on a VM's serial console (raw mode; Ctrl-] leaves).
+    Console {
+        #[command(flatten)]
+        args: crate::user_cli::console::ConsoleArgs,
+        #[command(flatten)]
+        socket: crate::user_cli::SocketArg,
+    },
+    /// Forward a port of this host (127.0.0.1) into a VM through its agent
+    /// until Ctrl-C: `fastvmd port-forward dev 8080:80`.
+    PortForward {
+        #[command(flatten)]
+        args: crate::user_cli::port_forward::PortForwardArgs,
         #[command(flatten)]
         socket: crate::user_cli::SocketArg,
     },

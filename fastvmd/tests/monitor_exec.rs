@@ -18,7 +18,7 @@ fn builtin_commands_over_vsock() {
     }
     let vm = TestVm::start(VmOpts::default());
     let mut agent = vm.agent();
-    assert_eq!(agent.ready().version, fastvm_proto::agent::PROTOCOL_VERSION);
+    assert_eq!(agent.ready().version, fastvm_proto::agent::STREAMS_VERSION);
     agent.ping(Duration::from_secs(5)).expect("ping");
 
     let r = vm.exec(&["echo", "hello", "world"]);

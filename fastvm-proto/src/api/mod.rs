@@ -24,6 +24,8 @@
 
 mod cidr;
 mod exec_stream;
+mod files;
+mod forwards;
 mod images;
 mod types;
 mod validate;
@@ -35,6 +37,8 @@ pub use cidr::{CidrError, Ipv6Cidr};
 pub use exec_stream::{
     DEFAULT_WINDOW, ExecStreamRequest, MAX_STREAM_ARGS, MAX_STREAM_REQUEST_BYTES,
 };
+pub use files::{FileInfo, FileMoved, FileRequest, MAX_GUEST_PATH};
+pub use forwards::{ForwardInfo, ForwardList, ForwardRequest};
 pub use images::{ImageList, ImageRunDefaults, ImageSummary};
 pub use types::*;
 pub use uuid::Uuid;

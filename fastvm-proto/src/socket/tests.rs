@@ -122,7 +122,16 @@ fn ops() {
         "deleteSnapshot",
         "getOrgQuotas",
     ];
-    let extra = ["watch", "attachConsole", "execStream"];
+    let extra = [
+        "watch",
+        "attachConsole",
+        "execStream",
+        "writeFile",
+        "readFile",
+        "forwardPort",
+        "listForwards",
+        "closeForward",
+    ];
     let admin = [
         "createOrg",
         "createApiKey",

@@ -26,9 +26,13 @@ async fn run(s: &Service, caller: &Caller, operation: Operation) -> ApiResult {
         }
         // Watches and console attaches are socket operations; no route
         // decodes into one.
-        Reply::Watch { .. } | Reply::Console(_) | Reply::ExecStream(_) => Err(ApiError::from(
-            ServiceError::Internal("a streaming answer has no HTTP form".into()),
-        )),
+        Reply::Watch { .. }
+        | Reply::Console(_)
+        | Reply::ExecStream(_)
+        | Reply::FileUpload(_)
+        | Reply::FileDownload(_) => Err(ApiError::from(ServiceError::Internal(
+            "a streaming answer has no HTTP form".into(),
+        ))),
     }
 }
 

@@ -6,6 +6,7 @@ mod auth;
 mod console_ws;
 mod error;
 mod exec_ws;
+mod files;
 mod handlers;
 
 pub use error::{ApiError, json_error};
@@ -52,6 +53,12 @@ pub fn app(service: Service) -> Router {
         .route("/v1/vms/{id}/exec", axum::routing::post(exec_vm))
         .route("/v1/vms/{id}/console/ws", get(console_ws::connect))
         .route("/v1/vms/{id}/exec/ws", get(exec_ws::connect))
+        .route(
+            "/v1/vms/{id}/files",
+            get(files::get)
+                .put(files::put)
+                .layer(DefaultBodyLimit::disable()),
+        )
         .route("/v1/snapshots", get(list_snapshots).post(create_snapshot))
         .route(
             "/v1/snapshots/{id}",

@@ -15,14 +15,11 @@ use fastvm_proto::exec_channel::{
 };
 
 use super::exec_slots::Slot;
-use super::vms::{apply_run_defaults, find_vm, path_id, require_running};
+use super::streams::{Opened, STREAM_ID, upstream};
+use super::vms::apply_run_defaults;
 use super::{Caller, Service, ServiceError};
 use crate::agent::AgentError;
 use crate::agent_stream::{StreamReader, StreamWriter};
-use crate::supervisor::SupervisorError;
-
-/// The stream's id on its own agent connection.
-const STREAM_ID: u64 = 1;
 
 /// An exec under way: what the client sends goes in through
 /// [`SessionInput`], what it is sent comes from [`SessionOutput`].
@@ -186,15 +183,7 @@ impl Service {
         req: ExecStreamRequest,
     ) -> Result<ExecSession, ServiceError> {
         req.validate()?;
-        let (caller, id) = (caller.clone(), path_id(id)?);
-        let slot = self.inner.exec_slots.take(&caller.org_id)?;
-        let row = self
-            .db(move |inner| {
-                let row = find_vm(inner, &caller, &id)?;
-                require_running(&row, "exec")?;
-                Ok(row)
-            })
-            .await?;
+        let Opened { row, stream, slot } = self.open_stream(caller, id, "exec").await?;
         let mut start = req.to_agent(STREAM_ID);
         apply_run_defaults(
             &mut start.env,
@@ -202,22 +191,11 @@ impl Service {
             &mut start.user,
             &row.run_json,
         );
-        let stream = self
-            .inner
-            .supervisor
-            .open_stream(&row.id)
-            .await
-            .map_err(|e| match e {
-                SupervisorError::Agent(AgentError::TooOld(_)) => {
-                    ServiceError::Conflict(format!("VM {}: {e}", row.id))
-                }
-                e => ServiceError::Upstream(format!("VM {}: {e}", row.id)),
-            })?;
         let mut writer = stream.writer;
         writer
             .send(&Frame::ExecStart(start))
             .await
-            .map_err(|e| ServiceError::Upstream(format!("VM {}: {e}", row.id)))?;
+            .map_err(|e| upstream(&row.id, e))?;
         Ok(ExecSession {
             vm_id: row.id,
             input: SessionInput {

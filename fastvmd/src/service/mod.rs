@@ -14,6 +14,8 @@ pub mod exec_stream;
 mod failure_tests;
 #[cfg(test)]
 mod fake_machines;
+pub mod files;
+pub mod forwards;
 mod images;
 mod local_console;
 pub mod operation;
@@ -22,6 +24,7 @@ mod reconcile;
 mod settle;
 pub mod snapshot_sweep;
 mod snapshots;
+pub mod streams;
 mod vms;
 
 pub use admin::NewApiKey;
@@ -154,6 +157,8 @@ pub(crate) struct Inner {
     /// for users and removes the image: no VM is created from an image
     /// that is being deleted.
     pub image_use: std::sync::RwLock<()>,
+    /// Port forwards into VMs.
+    pub forwards: forwards::Forwards,
 }
 
 /// The operation layer; a cheap clone.
@@ -292,6 +297,7 @@ impl Service {
                 firewall_changes: per_key::Turns::default(),
                 snapshotting: per_key::PerKey::new(1),
                 imports: per_key::PerKey::new(1),
+                forwards: forwards::Forwards::default(),
                 exec_slots,
                 to_release: Default::default(),
                 image_use: Default::default(),

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use fastvm_proto::api::{
-    CreateSnapshotRequest, CreateVmRequest, ExecStreamRequest, ExecVmRequest, FirewallPolicy,
-    OrgQuotaValues, PatchVmFirewallRequest, UpdateSnapshotRequest, UpdateVmRequest,
+    CreateSnapshotRequest, CreateVmRequest, ExecStreamRequest, ExecVmRequest, FileRequest,
+    FirewallPolicy, ForwardRequest, OrgQuotaValues, PatchVmFirewallRequest, UpdateSnapshotRequest,
+    UpdateVmRequest,
 };
 use fastvm_proto::socket::{Op, WatchRequest};
 use serde::Serialize;
@@ -16,6 +17,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use super::exec_stream::ExecSession;
+use super::files::{FileDownload, FileUpload};
 use super::{Caller, Event, Service, ServiceError};
 use crate::store::{format_rfc3339, now_ms};
 
@@ -79,6 +81,27 @@ pub enum Operation {
         id: String,
         req: ExecStreamRequest,
     },
+    /// A file written into a VM (its bytes follow).
+    WriteFile {
+        id: String,
+        req: FileRequest,
+    },
+    /// A file read out of a VM.
+    ReadFile {
+        id: String,
+        req: FileRequest,
+    },
+    /// A port of the daemon's host forwarded into VM `id` (socket only).
+    ForwardPort {
+        id: String,
+        req: ForwardRequest,
+    },
+    /// The caller's org's port forwards (socket only).
+    ListForwards,
+    /// Close port forward `id` (socket only).
+    CloseForward {
+        id: String,
+    },
     CreateOrg {
         name: String,
     },
@@ -130,6 +153,10 @@ pub enum Reply {
     /// A started streaming exec; the front end answers 101 and relays its
     /// channel messages.
     ExecStream(ExecSession),
+    /// A write ready for its bytes.
+    FileUpload(FileUpload),
+    /// A read whose bytes follow.
+    FileDownload(FileDownload),
 }
 
 impl Operation {
@@ -156,6 +183,11 @@ impl Operation {
             Operation::Watch(_) => Op::Watch,
             Operation::AttachConsole { .. } => Op::AttachConsole,
             Operation::ExecStream { .. } => Op::ExecStream,
+            Operation::WriteFile { .. } => Op::WriteFile,
+            Operation::ReadFile { .. } => Op::ReadFile,
+            Operation::ForwardPort { .. } => Op::ForwardPort,
+            Operation::ListForwards => Op::ListForwards,
+            Operation::CloseForward { .. } => Op::CloseForward,
             Operation::CreateOrg { .. } => Op::CreateOrg,
             Operation::CreateApiKey { .. } => Op::CreateApiKey,
             Operation::RevokeApiKey { .. } => Op::RevokeApiKey,
@@ -239,6 +271,17 @@ impl Service {
             Operation::ExecStream { id, req } => {
                 Ok(Reply::ExecStream(self.exec_stream(c, &id, req).await?))
             }
+            Operation::WriteFile { id, req } => {
+                Ok(Reply::FileUpload(self.write_file(c, &id, req).await?))
+            }
+            Operation::ReadFile { id, req } => {
+                Ok(Reply::FileDownload(self.read_file(c, &id, req).await?))
+            }
+            Operation::ForwardPort { id, req } => {
+                json_reply(201, self.forward_port(c, &id, req).await?)
+            }
+            Operation::ListForwards => json_reply(200, self.list_forwards(c)),
+            Operation::CloseForward { id } => json_reply(200, self.close_forward(c, &id)?),
             Operation::CreateOrg { name } => {
                 let key = self.create_org(name.clone()).await?;
                 json_reply(

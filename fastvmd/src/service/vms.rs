@@ -470,6 +470,7 @@ impl Service {
         let (caller, id) = (caller.clone(), path_id(id)?);
         self.blocking(move |inner| {
             let row = find_vm(inner, &caller, &id)?;
+            inner.forwards.close_vm(&row.id);
             set_status(inner, &row.id, VmStatus::Deleting);
             inner
                 .supervisor

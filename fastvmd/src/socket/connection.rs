@@ -100,7 +100,7 @@ pub(super) async fn run(stream: Stream, service: Service) {
         };
         if !matches!(
             req.parsed_op(),
-            Some(Op::Watch | Op::AttachConsole | Op::ExecStream)
+            Some(Op::Watch | Op::AttachConsole | Op::ExecStream | Op::WriteFile | Op::ReadFile)
         ) {
             let (service, writer) = (service.clone(), writer.clone());
             tasks.spawn(async move {
@@ -127,6 +127,18 @@ pub(super) async fn run(stream: Stream, service: Service) {
                 tasks.shutdown().await;
                 drop(open);
                 super::exec_relay::relay(session, req.id, reader, &writer).await;
+                return;
+            }
+            Outcome::FileUpload(upload) => {
+                tasks.shutdown().await;
+                drop(open);
+                super::file_relay::write(upload, req.id, reader, &writer).await;
+                return;
+            }
+            Outcome::FileDownload(download) => {
+                tasks.shutdown().await;
+                drop(open);
+                super::file_relay::read(download, req.id, &writer).await;
                 return;
             }
             outcome => {

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use crate::service::exec_stream::ExecSession;
+use crate::service::files::{FileDownload, FileUpload};
 use crate::service::operation::{Operation, Reply};
 use crate::service::{Caller, Event, Service, ServiceError};
 
@@ -36,6 +37,10 @@ pub enum Outcome {
     Console(PathBuf),
     /// An `execStream` that was started: relay its channel messages.
     ExecStream(ExecSession),
+    /// A `writeFile` ready for its bytes.
+    FileUpload(FileUpload),
+    /// A `readFile` whose bytes follow.
+    FileDownload(FileDownload),
 }
 
 /// Body of `createOrg`.
@@ -156,6 +161,8 @@ async fn handle(service: &Service, req: &SocketRequest) -> Result<Outcome, Servi
         },
         Reply::Console(path) => Outcome::Console(path),
         Reply::ExecStream(session) => Outcome::ExecStream(session),
+        Reply::FileUpload(upload) => Outcome::FileUpload(upload),
+        Reply::FileDownload(download) => Outcome::FileDownload(download),
     })
 }
 
@@ -201,6 +208,20 @@ fn decode(op: Op, req: &SocketRequest) -> Result<Operation, ServiceError> {
             id: id()?,
             req: body(req)?,
         },
+        Op::WriteFile => Operation::WriteFile {
+            id: id()?,
+            req: body(req)?,
+        },
+        Op::ReadFile => Operation::ReadFile {
+            id: id()?,
+            req: body(req)?,
+        },
+        Op::ForwardPort => Operation::ForwardPort {
+            id: id()?,
+            req: body(req)?,
+        },
+        Op::ListForwards => Operation::ListForwards,
+        Op::CloseForward => Operation::CloseForward { id: id()? },
         Op::CreateOrg => Operation::CreateOrg {
             name: body::<CreateOrgBody>(req)?.name,
         },

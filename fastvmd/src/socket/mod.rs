@@ -39,6 +39,14 @@
 //!   LE length then the channel byte and its bytes, both ways. The status
 //!   message (channel 3) is the last; the client closing the connection
 //!   ends the command.
+//! - **writeFile / readFile.** Params `{"id"}`, body `{"path", "mode"?}`
+//!   (an absolute guest path; `mode` a number, 0o644 when absent). Errors
+//!   (400, 404 for a missing file, 409, 429, 502) are answered as usual;
+//!   once accepted, 101 (`readFile`'s body: `{"size", "mode"}`), and the
+//!   bytes follow in the same framing as `execStream`'s: a write's from
+//!   the client on channel 0 ended by `[255, 0]`, a read's to the client on
+//!   channel 1; then one status message on channel 3, `{"status", "body"}`
+//!   (`{"path", "bytes"}` or `{"error"}`). See `socket::file_relay`.
 //! - **Admin answers.** `createOrg` -> `{"id", "name", "apiKey": {"id",
 //!   "orgId", "key", "prefix"}}`; `createApiKey` -> `{"id", "orgId", "key",
 //!   "prefix"}`; `revokeApiKey` (params `{"id"}` or body `{"keyId"}`) ->
@@ -49,6 +57,7 @@
 mod connection;
 pub mod dispatch;
 mod exec_relay;
+mod file_relay;
 #[cfg(test)]
 mod tests;
 

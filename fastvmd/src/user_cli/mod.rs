@@ -5,9 +5,13 @@
 //! table, or JSON with `--json`. An error answer is printed as `error
 //! STATUS: message` (exit 1); a daemon that cannot be reached is exit 2.
 
+pub mod console;
+pub mod cp;
 pub mod exec;
+pub mod port_forward;
 pub mod resolve;
 pub mod table;
+pub mod terminal;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -1,14 +1,19 @@
-//! The agent server on vsock: one state machine per connection, driven by
-//! polling. Sends respect the peer's credit, so large replies go out in
+//! The agent server on vsock: one [`Session`] per connection, driven by
+//! polling. Input is read while the connection's queued output is small
+//! (so a host that sends faster than it reads is held back by its vsock
+//! credit), and frames are taken from the session only as the peer's
+//! credit lets them go, so large outputs, files and streams go out in
 //! chunks while the main loop keeps serving everything else.
 
-use alloc::collections::VecDeque;
 use alloc::string::ToString;
 use alloc::vec::Vec;
 
-use fastvm_proto::agent::{AGENT_PORT, Decoder, Frame, PROTOCOL_VERSION, Ready, TIMEOUT_EXIT_CODE};
-use test_guest::commands::{self, Action, Disk, Memory, Output};
+use fastvm_proto::agent::{AGENT_PORT, DATA_CHUNK, Decoder, Frame};
+use test_guest::commands::{Disk, Env, Memory};
 use test_guest::credit::PeerCredit;
+use test_guest::files::FileStore;
+use test_guest::program::Effect;
+use test_guest::session::{self, Session};
 use virtio_drivers::Error;
 use virtio_drivers::device::socket::{SocketError, VsockAddr, VsockEvent, VsockEventType};
 
@@ -22,31 +27,27 @@ const AGENT_NAME: &str = concat!("test-guest ", env!("CARGO_PKG_VERSION"));
 const MAX_CHUNK: usize = 16 * 1024;
 /// Events handled per poll, so the console is never starved.
 const EVENTS_PER_POLL: usize = 64;
+/// Rounds of reading and sending per connection per poll, for the same reason.
+const ROUNDS_PER_POLL: usize = 16;
+/// Frames are taken from the session while less than this is unsent.
+const OUT_LOW_WATER: usize = DATA_CHUNK;
+/// Input is read while less than this is queued to send.
+const MAX_BACKLOG: usize = 1 << 20;
 /// How often to look for a CID change (a snapshot clone given a new CID),
 /// in ms: two MMIO reads each time, so cheap, and a clone answers soon.
 const CID_CHECK_MS: u64 = 5;
 /// Grace period between flushing the poweroff reply and powering off, in ms.
 const POWEROFF_GRACE_MS: u64 = 100;
 
-/// A `sleep` in progress.
-struct Waiting {
-    start: u64,
-    deadline: u64,
-    output: Output,
-    /// The request's timeout ends it before the sleep does.
-    times_out: bool,
-}
-
 /// One host connection.
 struct Conn {
     peer: VsockAddr,
     port: u32,
     decoder: Decoder,
-    inbox: VecDeque<Frame>,
+    session: Session,
     out: Vec<u8>,
     sent: usize,
     credit: PeerCredit,
-    waiting: Option<Waiting>,
     /// Shut the connection down once everything queued is sent.
     close_after_flush: bool,
     /// Power the VM off once everything queued is sent.
@@ -56,6 +57,12 @@ struct Conn {
 
 impl Conn {
     fn queue(&mut self, frame: &Frame) {
+        // Drop what was sent, so a stream that never lets the buffer empty
+        // does not grow it (what is left unsent is small: see `send`).
+        if self.sent > 0 {
+            self.out.drain(..self.sent);
+            self.sent = 0;
+        }
         match test_guest::wire::encode(frame) {
             // Take the buffer as is when nothing is pending (large results).
             Ok(bytes) if self.out.is_empty() => self.out = bytes,
@@ -67,12 +74,27 @@ impl Conn {
     fn flushed(&self) -> bool {
         self.sent == self.out.len()
     }
+
+    fn unsent(&self) -> usize {
+        self.out.len() - self.sent
+    }
+
+    /// Bytes waiting to go out, encoded or not.
+    fn backlog(&self) -> usize {
+        self.unsent() + self.session.queued_bytes()
+    }
+
+    /// It takes no more frames (closing, or the VM powering off).
+    fn stopped(&self) -> bool {
+        self.close_after_flush || self.poweroff_after_flush
+    }
 }
 
 /// What commands act on besides the connection.
 pub struct Context<'a> {
     pub memory: &'a mut Memory,
     pub disk: Option<&'a mut dyn Disk>,
+    pub files: &'a mut FileStore,
 }
 
 /// The vsock agent.
@@ -81,10 +103,12 @@ pub struct Agent {
     vsock: Option<Vsock>,
     cid: u64,
     conns: Vec<Conn>,
+    /// TSC at start: the sessions' clock counts ms from here.
+    epoch: u64,
     next_cid_check: u64,
     /// TSC value after which the VM powers off.
     pub power_off_at: Option<u64>,
-    /// The last [`Agent::poll`] handled a device event.
+    /// The last [`Agent::poll`] handled a device event or left work undone.
     progressed: bool,
 }
 
@@ -97,6 +121,7 @@ impl Agent {
             cid: vsock.guest_cid(),
             vsock: Some(vsock),
             conns: Vec::new(),
+            epoch: cpu::now(),
             next_cid_check: cpu::now() + cpu::ticks(CID_CHECK_MS),
             power_off_at: None,
             progressed: false,
@@ -128,14 +153,15 @@ impl Agent {
                 }
             }
         }
-        let now = cpu::now();
-        let base = self.base;
+        let (epoch, base) = (self.epoch, self.base);
         for conn in &mut self.conns {
-            serve(conn, ctx, now, base);
-            flush(vsock, conn);
+            if serve(vsock, conn, ctx, epoch, base) {
+                // Work left for the next poll.
+                self.progressed = true;
+            }
             if conn.flushed() && !conn.dead {
                 if conn.poweroff_after_flush && self.power_off_at.is_none() {
-                    self.power_off_at = Some(now + cpu::ticks(POWEROFF_GRACE_MS));
+                    self.power_off_at = Some(cpu::now() + cpu::ticks(POWEROFF_GRACE_MS));
                 }
                 if conn.close_after_flush {
                     let _ = vsock.shutdown(conn.peer, conn.port);
@@ -146,19 +172,22 @@ impl Agent {
         self.conns.retain(|c| !c.dead);
     }
 
-    /// Whether the last [`Agent::poll`] handled a device event.
+    /// Whether the last [`Agent::poll`] handled a device event or left work
+    /// for the next one (so the caller polls again before idling).
     pub fn progressed(&self) -> bool {
         self.progressed
     }
 
-    /// The TSC value of the agent's next timer (a `sleep` ending, the
-    /// power-off grace), if one runs. Device events wake the guest through
-    /// the monitor's idle port, so they need no timer.
+    /// The TSC value of the agent's next timer (a `sleep` ending, a
+    /// `tick`, a timeout, the power-off grace), if one runs. Device events
+    /// wake the guest through the monitor's idle port, so they need no timer.
     pub fn next_timer(&self) -> Option<u64> {
         let timers = self
             .conns
             .iter()
-            .filter_map(|c| c.waiting.as_ref().map(|w| w.deadline));
+            .filter(|c| !c.dead && !c.stopped())
+            .filter_map(|c| c.session.next_deadline())
+            .map(|ms| self.epoch + cpu::ticks(ms));
         timers.chain(self.power_off_at).min()
     }
 
@@ -234,51 +263,19 @@ fn on_event(vsock: &mut Vsock, conns: &mut Vec<Conn>, event: VsockEvent) {
                 peer,
                 port,
                 decoder: Decoder::new(),
-                inbox: VecDeque::new(),
+                session: Session::new(),
                 out: Vec::new(),
                 sent: 0,
                 credit,
-                waiting: None,
                 close_after_flush: false,
                 poweroff_after_flush: false,
                 dead: false,
             };
-            conn.queue(&Frame::Ready(Ready {
-                version: PROTOCOL_VERSION,
-                agent: AGENT_NAME.to_string(),
-            }));
+            conn.queue(&session::ready(AGENT_NAME));
             conns.push(conn);
         }
-        VsockEventType::Received { .. } => {
-            let mut buf = [0u8; 4096];
-            let mut got = Vec::new();
-            while let Ok(n) = vsock.recv(peer, port, &mut buf) {
-                if n == 0 {
-                    break;
-                }
-                got.extend_from_slice(&buf[..n]);
-            }
-            // Tell the host the space is free again.
-            let _ = vsock.update_credit(peer, port);
-            let Some(i) = idx else {
-                return;
-            };
-            let conn = &mut conns[i];
-            conn.decoder.push(&got);
-            loop {
-                match conn.decoder.next_frame() {
-                    Ok(Some(frame)) => conn.inbox.push_back(frame),
-                    Ok(None) => break,
-                    Err(e) => {
-                        conn.queue(&Frame::Error {
-                            message: e.to_string(),
-                        });
-                        conn.close_after_flush = true;
-                        break;
-                    }
-                }
-            }
-        }
+        // Read when the connection is served (see `serve`).
+        VsockEventType::Received { .. } => {}
         VsockEventType::Disconnected { .. } => {
             let mut buf = [0u8; 512];
             while matches!(vsock.recv(peer, port, &mut buf), Ok(n) if n > 0) {}
@@ -292,75 +289,114 @@ fn on_event(vsock: &mut Vsock, conns: &mut Vec<Conn>, event: VsockEvent) {
     }
 }
 
-/// Handles queued frames and finished sleeps of one connection; `base` is
-/// the vsock device's MMIO window (for `mmio-spam`).
-fn serve(conn: &mut Conn, ctx: &mut Context<'_>, now: u64, base: u64) {
-    if conn.dead || conn.close_after_flush {
-        return;
+/// Serves one connection: fires its timers, takes the host's frames while
+/// little is queued to send, and sends what its credit allows. `epoch`
+/// starts the session's clock; `base` is the vsock device's MMIO window
+/// (for `mmio-spam`). Whether work is left for the next poll.
+fn serve(vsock: &mut Vsock, conn: &mut Conn, ctx: &mut Context<'_>, epoch: u64, base: u64) -> bool {
+    if conn.dead {
+        return false;
     }
-    if let Some(w) = &conn.waiting {
-        if now < w.deadline {
-            return;
-        }
-        let w = conn.waiting.take().expect("checked above");
-        let mut result = w.output.finish(cpu::ms_between(w.start, now));
-        if w.times_out {
-            result.exit_code = TIMEOUT_EXIT_CODE;
-            result.timed_out = true;
-        }
-        conn.queue(&Frame::ExecResult(result));
+    let clock = move || cpu::ms_between(epoch, cpu::now());
+    if !conn.stopped() {
+        conn.session.on_time(clock());
     }
-    while conn.waiting.is_none() && !conn.poweroff_after_flush {
-        let Some(frame) = conn.inbox.pop_front() else {
-            break;
-        };
-        match frame {
-            Frame::Ping { nonce } => conn.queue(&Frame::Pong { nonce }),
-            Frame::Exec(req) => {
-                let start = cpu::now();
-                let disk: Option<&mut dyn Disk> = match ctx.disk {
-                    Some(ref mut d) => Some(&mut **d),
-                    None => None,
-                };
-                match commands::run(&req, ctx.memory, disk) {
-                    Action::Done(output) => {
-                        let result = output.finish(cpu::ms_between(start, cpu::now()));
-                        conn.queue(&Frame::ExecResult(result));
-                    }
-                    Action::Sleep { ms, output } => {
-                        // Like guest-agent, the command ends at its timeout.
-                        let limit = req.timeout_ms.filter(|t| *t < ms);
-                        conn.waiting = Some(Waiting {
-                            start,
-                            deadline: start + cpu::ticks(limit.unwrap_or(ms)),
-                            output,
-                            times_out: limit.is_some(),
-                        });
-                    }
-                    Action::PowerOff(output) => {
-                        let result = output.finish(cpu::ms_between(start, cpu::now()));
-                        conn.queue(&Frame::ExecResult(result));
-                        conn.poweroff_after_flush = true;
-                    }
-                    Action::Crash => crate::io::crash(),
-                    Action::BadMmio { writes, output } => {
-                        for _ in 0..writes {
-                            // SAFETY: `base` is the vsock device's MMIO
-                            // window, mapped for user access at boot; its
-                            // offset 0 (magic value) is read-only, so the
-                            // monitor ignores the write (and warns).
-                            unsafe { core::ptr::write_volatile(base as *mut u32, 0) };
-                        }
-                        let result = output.finish(cpu::ms_between(start, cpu::now()));
-                        conn.queue(&Frame::ExecResult(result));
-                    }
+    for _ in 0..ROUNDS_PER_POLL {
+        let mut progress = false;
+        while !conn.stopped() && conn.backlog() < MAX_BACKLOG {
+            match conn.decoder.next_frame() {
+                Ok(Some(frame)) => {
+                    progress = true;
+                    handle(conn, frame, ctx, &clock, base);
+                }
+                Ok(None) if receive(vsock, conn) > 0 => progress = true,
+                Ok(None) => break,
+                Err(e) => {
+                    conn.queue(&Frame::Error {
+                        message: e.to_string(),
+                    });
+                    conn.close_after_flush = true;
                 }
             }
-            other => {
-                let message = alloc::format!("test-guest: unexpected frame {}", other.describe());
-                conn.queue(&Frame::Error { message });
+        }
+        progress |= send(vsock, conn, clock());
+        if !progress || conn.dead {
+            return false;
+        }
+    }
+    true
+}
+
+/// Acts on one frame from the host.
+fn handle(
+    conn: &mut Conn,
+    frame: Frame,
+    ctx: &mut Context<'_>,
+    clock: &dyn Fn() -> u64,
+    base: u64,
+) {
+    let mut env = Env {
+        memory: &mut *ctx.memory,
+        disk: match ctx.disk {
+            Some(ref mut d) => Some(&mut **d),
+            None => None,
+        },
+        files: &mut *ctx.files,
+    };
+    match conn.session.handle(frame, &mut env, clock) {
+        Effect::None => {}
+        Effect::Crash => crate::io::crash(),
+        Effect::BadMmio(writes) => {
+            for _ in 0..writes {
+                // SAFETY: `base` is the vsock device's MMIO window, mapped
+                // for user access at boot; its offset 0 (magic value) is
+                // read-only, so the monitor ignores the write (and warns).
+                unsafe { core::ptr::write_volatile(base as *mut u32, 0) };
             }
         }
+        Effect::PowerOff => {
+            // Its exit goes out with everything queued before it; nothing after.
+            for frame in conn.session.take_queued() {
+                conn.queue(&frame);
+            }
+            conn.poweroff_after_flush = true;
+        }
+    }
+}
+
+/// Reads what the host sent into the decoder (one buffer's worth, so the
+/// decoder stays small); the bytes read.
+fn receive(vsock: &mut Vsock, conn: &mut Conn) -> usize {
+    let mut buf = [0u8; 4096];
+    match vsock.recv(conn.peer, conn.port, &mut buf) {
+        Ok(n) if n > 0 => {
+            conn.decoder.push(&buf[..n]);
+            // Tell the host the space is free again.
+            let _ = vsock.update_credit(conn.peer, conn.port);
+            n
+        }
+        _ => 0,
+    }
+}
+
+/// Takes frames from the session as the unsent output drains, and sends
+/// what the peer's credit allows; whether anything was sent or taken.
+fn send(vsock: &mut Vsock, conn: &mut Conn, now: u64) -> bool {
+    let mut progress = false;
+    loop {
+        while !conn.stopped() && conn.unsent() < OUT_LOW_WATER {
+            let Some(frame) = conn.session.next_frame(now) else {
+                break;
+            };
+            conn.queue(&frame);
+            progress = true;
+        }
+        let was = conn.unsent();
+        flush(vsock, conn);
+        if conn.dead || conn.unsent() == was {
+            return progress;
+        }
+        progress = true;
     }
 }
 
@@ -384,7 +420,12 @@ fn flush(vsock: &mut Vsock, conn: &mut Conn) {
         }
     }
     if conn.flushed() && !conn.out.is_empty() {
-        conn.out.clear();
         conn.sent = 0;
+        if conn.out.capacity() > MAX_BACKLOG {
+            // Give a large result's buffer back.
+            conn.out = Vec::new();
+        } else {
+            conn.out.clear();
+        }
     }
 }

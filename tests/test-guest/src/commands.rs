@@ -1,5 +1,7 @@
-//! The built-in commands the test guest runs for `Exec` frames. Pure: the
-//! disk is a trait and time is the caller's, so all of it is tested on the host.
+//! The built-in commands that end at once (or after a plain sleep), for
+//! `Exec` and `ExecStart` alike ([`crate::program`] runs them and the ones
+//! that take input or time). Pure: the disk is a trait and time is the
+//! caller's, so all of it is tested on the host.
 
 use alloc::collections::BTreeMap;
 use alloc::format;
@@ -7,6 +9,8 @@ use alloc::string::String;
 use alloc::vec;
 
 use fastvm_proto::agent::{CappedOutput, ExecRequest, ExecResult};
+
+use crate::files::FileStore;
 
 /// Disk sector size in bytes.
 pub const SECTOR: usize = 512;
@@ -35,6 +39,14 @@ const MAX_FILL_MIB: usize = 512;
 /// Values kept in guest memory by `mem-set` (and `mem-fill`) and read by `mem-get`.
 pub type Memory = BTreeMap<String, String>;
 
+/// What commands act on: the guest's memory map, its disk (if any) and
+/// its files.
+pub struct Env<'a> {
+    pub memory: &'a mut Memory,
+    pub disk: Option<&'a mut dyn Disk>,
+    pub files: &'a mut FileStore,
+}
+
 /// What a command produced so far.
 #[derive(Debug)]
 pub struct Output {
@@ -60,7 +72,7 @@ impl Output {
     }
 
     /// Sets the exit status and appends `msg` to stderr.
-    fn fail(mut self, code: i32, msg: &str) -> Self {
+    pub(crate) fn fail(mut self, code: i32, msg: &str) -> Self {
         self.exit_code = code;
         self.stderr.push(msg.as_bytes());
         self
@@ -103,8 +115,13 @@ pub const MAX_BAD_MMIO: u32 = 1_000_000;
 /// Most bad requests one `desc-spam` posts.
 pub const MAX_BAD_REQUESTS: u32 = 1_000_000;
 
-/// Runs `req` against the guest's memory map and disk (if any).
-pub fn run(req: &ExecRequest, memory: &mut Memory, disk: Option<&mut dyn Disk>) -> Action {
+/// Runs `req` against the guest's memory map, disk and files.
+pub fn run(req: &ExecRequest, env: &mut Env<'_>) -> Action {
+    let memory = &mut *env.memory;
+    let disk: Option<&mut dyn Disk> = match env.disk {
+        Some(ref mut d) => Some(&mut **d),
+        None => None,
+    };
     let out = Output::new(req);
     let Some(name) = req.argv.first() else {
         return Action::Done(out.fail(127, "test-guest: empty argv\n"));
@@ -167,6 +184,9 @@ pub fn run(req: &ExecRequest, memory: &mut Memory, disk: Option<&mut dyn Disk>) 
             )),
         },
         "desc-spam" => Action::Done(desc_spam(out, args, disk)),
+        "file-size" | "file-sha256" => {
+            Action::Done(crate::file_cmds::run(out, name, args, env.files))
+        }
         other => {
             let msg = format!("test-guest: unknown command: {other}\n");
             Action::Done(out.fail(127, &msg))
@@ -175,7 +195,7 @@ pub fn run(req: &ExecRequest, memory: &mut Memory, disk: Option<&mut dyn Disk>) 
 }
 
 /// Writes `text` and a newline to stdout.
-fn print(mut out: Output, text: &str) -> Output {
+pub(crate) fn print(mut out: Output, text: &str) -> Output {
     out.stdout.push(text.as_bytes());
     out.stdout.push(b"\n");
     out

@@ -6,7 +6,22 @@ use std::vec::Vec;
 
 use fastvm_proto::agent::{ExecRequest, ExecResult};
 
-use crate::commands::{Action, Disk, Memory, SECTOR, run};
+use crate::commands::{Action, Disk, Env, Memory, SECTOR};
+use crate::files::FileStore;
+
+/// Runs `req` with an empty file store.
+fn run(req: &ExecRequest, memory: &mut Memory, disk: Option<&mut dyn Disk>) -> Action {
+    let mut files = FileStore::default();
+    let mut env = Env {
+        memory,
+        disk: match disk {
+            Some(d) => Some(&mut *d),
+            None => None,
+        },
+        files: &mut files,
+    };
+    crate::commands::run(req, &mut env)
+}
 
 struct RamDisk(Vec<u8>);
 

@@ -1,6 +1,7 @@
 //! Pure logic of the FastVM test guest: everything that can be checked on the
 //! host with `cargo test` (boot-data parsing, MP table checksums, the built-in
-//! commands). The hardware side (entry, port I/O, virtio) lives in the binary.
+//! commands, the agent connection's execs, streams and files). The hardware
+//! side (entry, port I/O, virtio) lives in the binary.
 
 #![no_std]
 
@@ -13,6 +14,12 @@ pub mod cmdline;
 pub mod commands;
 pub mod credit;
 pub mod e820;
+mod file_cmds;
+pub mod files;
 pub mod mptable;
 pub mod netcfg;
+pub mod outbox;
+pub mod program;
+pub mod session;
+pub mod shell;
 pub mod wire;

@@ -24,6 +24,7 @@ use alloc::string::String;
 
 use test_guest::cmdline;
 use test_guest::commands::{Disk, Memory};
+use test_guest::files::FileStore;
 use virtio_drivers::transport::DeviceType;
 
 use crate::agent::{Agent, Context};
@@ -45,6 +46,7 @@ pub extern "C" fn rust_main(zero_page: u64) -> ! {
     println!("{READY_LINE}");
 
     let mut memory = Memory::new();
+    let mut files = FileStore::default();
     let mut epoch = 0;
     loop {
         let mut busy = false;
@@ -70,6 +72,7 @@ pub extern "C" fn rust_main(zero_page: u64) -> ! {
             let mut ctx = Context {
                 memory: &mut memory,
                 disk: disk.as_mut().map(|d| d as &mut dyn Disk),
+                files: &mut files,
             };
             agent.poll(&mut ctx);
             if agent.power_off_at.is_some_and(|t| cpu::now() >= t) {
