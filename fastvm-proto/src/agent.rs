@@ -79,14 +79,21 @@ pub enum Frame {
     SetClock { nonce: u64, unix_ms: u64 },
     /// The guest's network: its NIC's MAC (a clone restored from a snapshot
     /// gets a new one), its IPv6 address with prefix length (`fd00::1/128`)
-    /// and its gateway. Sent when a VM with a NIC becomes ready; answered by
-    /// [`Frame::Pong`], or [`Frame::Error`] by an agent that cannot apply it.
+    /// and its gateway, and (when the host NATs IPv4 for it) its IPv4
+    /// address with prefix length (`100.64.0.5/32`) and gateway, reached
+    /// through the NIC though outside the /32. Sent when a VM with a NIC
+    /// becomes ready; answered by [`Frame::Pong`], or [`Frame::Error`] by
+    /// an agent that cannot apply it.
     #[serde(rename_all = "camelCase")]
     SetNetwork {
         nonce: u64,
         mac: String,
         ip6: String,
         gw6: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ip4: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gw4: Option<String>,
     },
     /// Starts a streaming exec (see [`crate::agent_stream`]).
     ExecStart(ExecStart),
@@ -546,6 +553,8 @@ mod tests {
             mac: "02:00:00:00:00:01".into(),
             ip6: "fd00::1/128".into(),
             gw6: "fe80::1".into(),
+            ip4: None,
+            gw4: None,
         };
         let json = serde_json::to_string(&frame).unwrap();
         assert_eq!(

@@ -101,6 +101,7 @@ impl Drop for Daemon {
 fn spawn(bin: &Path, data_dir: &Path) -> (Child, PathBuf) {
     let mut child = Command::new(bin)
         .args(["serve", "--guest", "test", "--listen", "127.0.0.1:0"])
+        .args(["--ipv4-range", "off"])
         .arg("--data-dir")
         .arg(data_dir)
         .stdin(Stdio::null())

@@ -162,21 +162,26 @@ impl AsyncAgentConn {
     }
 
     /// Tells the guest its network (MAC, IPv6 address with prefix length,
-    /// gateway). [`Applied::Refused`] when the agent answers that it cannot
+    /// gateway, and IPv4 address with prefix length and gateway when it has
+    /// one). [`Applied::Refused`] when the agent answers that it cannot
     /// (the test guest reads its address from the command line and its MAC).
     pub async fn set_network(
         &mut self,
         mac: &str,
         ip6: &str,
         gw6: &str,
+        ipv4: Option<(String, String)>,
         timeout: Duration,
     ) -> Result<Applied, AgentError> {
         let nonce = self.next_nonce();
+        let (ip4, gw4) = ipv4.unzip();
         let frame = Frame::SetNetwork {
             nonce,
             mac: mac.into(),
             ip6: ip6.into(),
             gw6: gw6.into(),
+            ip4,
+            gw4,
         };
         self.setting(frame, nonce, timeout).await
     }

@@ -373,6 +373,11 @@ pub struct ServeArgs {
     /// start and kept in the data dir).
     #[arg(long, value_name = "PREFIX")]
     pub ipv6_prefix: Option<crate::net::addr::Prefix>,
+    /// The range VMs get an IPv4 address from (one /32 each, given to the
+    /// guest like its IPv6), NATed to the outside by the host's nftables;
+    /// `off`: VMs have no IPv4.
+    #[arg(long, value_name = "CIDR|off", default_value = crate::vmm::net::addr4::DEFAULT_RANGE)]
+    pub ipv4_range: crate::vmm::net::addr4::Ipv4Setting,
     /// Run this instead of `fastvm-vmm` (next to this binary) as each VM's
     /// monitor; for tests that wrap the monitor.
     #[arg(long, value_name = "PATH", hide = true)]
@@ -413,6 +418,7 @@ pub fn run_serve(args: ServeArgs) -> ExitCode {
         }),
         network: !args.no_net,
         ipv6_prefix: args.ipv6_prefix,
+        ipv4_range: args.ipv4_range.0,
         monitor_exe: args.monitor_exe,
         jail_ids: args.jail_ids,
         max_execs_per_org: args.max_execs_per_org as usize,

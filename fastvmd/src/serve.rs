@@ -21,6 +21,8 @@ pub struct ServeOptions {
     pub network: bool,
     /// The /64 for VM addresses (default: a ULA kept in the data dir).
     pub ipv6_prefix: Option<crate::net::addr::Prefix>,
+    /// The range VMs' IPv4 addresses come from (NATed); `None`: no IPv4.
+    pub ipv4_range: Option<crate::vmm::net::addr4::Ipv4Range>,
     /// What to run as `fastvmd vmm` for each VM (default: this binary).
     pub monitor_exe: Option<PathBuf>,
     /// The ids jailed monitors run as.
@@ -124,6 +126,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
     config.quota_defaults = opts.quota_defaults;
     config.network = opts.network;
     config.ipv6_prefix = opts.ipv6_prefix;
+    config.ipv4_range = opts.ipv4_range;
     config.jail_ids = opts.jail_ids;
     config.max_execs_per_org = opts.max_execs_per_org;
     let opened = Service::open(config).await.map_err(|e| e.to_string())?;
@@ -151,6 +154,23 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
         }
         Err(why) => eprintln!("fastvmd: networking off ({why}): VMs run without a NIC"),
     }
+    let nat = match (&opened.network, opts.ipv4_range) {
+        (Ok(prefix), Some(range)) => {
+            let setup = crate::net::nat::set_up(&opts.data_dir, range, Some(*prefix));
+            for note in &setup.notes {
+                eprintln!("fastvmd: egress: {note}");
+            }
+            if let Some(nat) = &setup.nat {
+                eprintln!(
+                    "fastvmd: egress: VMs get IPv4 addresses from {range}, NATed to the outside \
+                     (nftables table inet {})",
+                    nat.table()
+                );
+            }
+            setup.nat
+        }
+        _ => None,
+    };
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!(
@@ -193,6 +213,14 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
     let app = crate::api::app(service.clone());
     crate::http_server::serve(listener, app, opts.http, shutdown_signal()).await;
     socket_task.abort();
+    if let Some(nat) = nat {
+        // Running VMs keep their egress until they end.
+        if service.vms_with_a_nic() == Some(0) {
+            if let Err(e) = nat.remove() {
+                eprintln!("fastvmd: egress: cannot remove the NAT table: {e}");
+            }
+        }
+    }
     eprintln!("fastvmd: stopped; VMs keep running");
     Ok(())
 }

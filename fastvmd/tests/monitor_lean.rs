@@ -76,6 +76,8 @@ fn serve_beside(monitor: Option<&str>) -> String {
             "test",
             "--listen",
             "127.0.0.1:0",
+            "--ipv4-range",
+            "off",
             "--data-dir",
         ])
         .arg(dir.path().join("data"))

@@ -115,6 +115,7 @@ pub fn serve<S: Read + Write + AsFd>(mut stream: S, opts: Options) -> io::Result
                 mac,
                 ip6,
                 gw6,
+                ..
             } => match set_network(opts, &mac, &ip6, &gw6) {
                 Ok(()) => send(&writer, &Frame::Pong { nonce })?,
                 Err(message) => send(&writer, &Frame::Error { message })?,

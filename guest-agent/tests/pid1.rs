@@ -273,6 +273,8 @@ fn as_pid_1_it_applies_the_network_the_host_sends() {
                 mac: mac.into(),
                 ip6: ip6.into(),
                 gw6: "fe80::1".into(),
+                ip4: None,
+                gw4: None,
             },
         )
     };

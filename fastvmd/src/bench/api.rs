@@ -44,6 +44,8 @@ impl Daemon {
                 "127.0.0.1:0",
                 "--guest",
                 "test",
+                "--ipv4-range",
+                "off",
                 "--data-dir",
             ])
             .arg(data.path().join("home"))

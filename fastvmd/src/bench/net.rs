@@ -149,7 +149,7 @@ fn throughput(
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    crate::net::host::configure_tap(&tap, addr)?;
+    crate::net::host::configure_tap(&tap, addr, None)?;
     let target = SocketAddr::from((addr, 9));
     let mut stream = loop {
         match TcpStream::connect_timeout(&target, Duration::from_millis(300)) {

@@ -45,9 +45,18 @@ pub fn ipv6_forwarding() -> bool {
     std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/forwarding").is_ok_and(|v| v.trim() == "1")
 }
 
-/// Brings tap `name` up with the gateway address and routes `vm` to it.
-pub fn configure_tap(name: &str, vm: Ipv6Addr) -> Result<(), String> {
-    super::tap_config::configure(name, GATEWAY, vm)
+/// Brings tap `name` up with the gateway address and routes `vm` to it;
+/// with `ipv4` (the VM's address and gateway) the same for IPv4.
+pub fn configure_tap(
+    name: &str,
+    vm: Ipv6Addr,
+    ipv4: Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)>,
+) -> Result<(), String> {
+    super::tap_config::configure(name, GATEWAY, vm)?;
+    match ipv4 {
+        Some((vm4, gateway4)) => super::tap_config4::configure(name, gateway4, vm4),
+        None => Ok(()),
+    }
 }
 
 /// Waits (at most `limit`) until tap `name` is gone. The kernel takes a

@@ -88,6 +88,9 @@ pub struct ServiceConfig {
     pub network: bool,
     /// The /64 VM addresses come from; a ULA kept in the data dir when absent.
     pub ipv6_prefix: Option<crate::net::addr::Prefix>,
+    /// The range VMs' IPv4 addresses (NATed by the host) come from; `None`:
+    /// VMs have no IPv4.
+    pub ipv4_range: Option<crate::vmm::net::addr4::Ipv4Range>,
     /// The uids/gids jailed monitors run as.
     pub jail_ids: crate::vmm::jail::ids::IdRange,
     /// The image cache, where named images are (`fastvmd image import`).
@@ -109,6 +112,7 @@ impl ServiceConfig {
             console_token_ttl: Duration::from_secs(60),
             network: true,
             ipv6_prefix: None,
+            ipv4_range: None,
             jail_ids: crate::vmm::jail::ids::DEFAULT_ID_RANGE,
         }
     }
@@ -135,6 +139,8 @@ pub(crate) struct Inner {
     pub events: broadcast::Sender<Event>,
     /// The prefix VMs get addresses from; `None`: VMs run without a NIC.
     pub net: Option<crate::net::addr::Prefix>,
+    /// The range VMs with a NIC get an IPv4 address from, if any.
+    pub ipv4: Option<crate::vmm::net::addr4::Ipv4Range>,
     /// WebSocket console sessions open, per VM.
     pub console_sessions: per_key::PerKey,
     /// A firewall change being enforced and stored, per VM: one at a time,
@@ -281,6 +287,7 @@ impl Service {
         let snapshots_dir = dir.join("snapshots");
         let (events, _) = broadcast::channel(1024);
         let network = Self::network(&config);
+        let ipv4 = network.as_ref().ok().and(config.ipv4_range);
         let exec_slots = exec_slots::ExecSlots::new(config.max_execs_per_org);
         let service = Service {
             inner: Arc::new(Inner {
@@ -293,6 +300,7 @@ impl Service {
                 snapshots_dir,
                 events,
                 net: network.as_ref().ok().copied(),
+                ipv4,
                 console_sessions: console::sessions(),
                 firewall_changes: per_key::Turns::default(),
                 snapshotting: per_key::PerKey::new(1),
@@ -366,6 +374,11 @@ impl Service {
     /// Subscribes to change events.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.inner.events.subscribe()
+    }
+
+    /// How many live VMs have a NIC; `None` when the store cannot say.
+    pub fn vms_with_a_nic(&self) -> Option<usize> {
+        self.inner.store.live_public_ipv6().ok().map(|v| v.len())
     }
 
     /// What this host can run.

@@ -114,7 +114,11 @@ impl Service {
             let readiness = self
                 .inner
                 .supervisor
-                .wait_agent(&vm.id, ADOPTED_AGENT_WAIT, super::vms::nic(&vm).as_ref())
+                .wait_agent(
+                    &vm.id,
+                    ADOPTED_AGENT_WAIT,
+                    super::vms::nic(&vm, self.inner.ipv4).as_ref(),
+                )
                 .await;
             self.settle(vm.id, readiness, None).await;
         });

@@ -96,23 +96,51 @@ fn allocate_ipv6(inner: &Inner) -> Result<Option<String>, ServiceError> {
     let Some(prefix) = inner.net else {
         return Ok(None);
     };
-    for _ in 0..16 {
+    for _ in 0..64 {
         let mac = Mac::random().map_err(|e| ServiceError::Internal(format!("random MAC: {e}")))?;
         let addr = prefix.address(mac).to_string();
-        if !inner.store.ipv6_in_use(&addr)? {
-            return Ok(Some(addr));
+        if inner.store.ipv6_in_use(&addr)? {
+            continue;
         }
+        // The MAC decides the IPv4 address too: it must be one, and free.
+        if let Some(range) = inner.ipv4 {
+            let Some(addr4) = range.address(mac) else {
+                continue;
+            };
+            if ipv4_in_use(inner, range, addr4)? {
+                continue;
+            }
+        }
+        return Ok(Some(addr));
     }
     Err(ServiceError::Internal("no free IPv6 address found".into()))
 }
 
-/// The NIC of a VM row with an address.
-pub(super) fn nic(row: &VmRow) -> Option<NicSpec> {
+/// Whether a live VM has IPv4 address `addr4` in `range`.
+fn ipv4_in_use(
+    inner: &Inner,
+    range: crate::vmm::net::addr4::Ipv4Range,
+    addr4: std::net::Ipv4Addr,
+) -> Result<bool, ServiceError> {
+    Ok(inner.store.live_public_ipv6()?.iter().any(|a| {
+        a.parse()
+            .ok()
+            .and_then(Mac::from_address)
+            .and_then(|mac| range.address(mac))
+            == Some(addr4)
+    }))
+}
+
+/// The NIC of a VM row with an address; with an IPv4 address from
+/// `ipv4` when the daemon gives VMs one.
+pub(super) fn nic(row: &VmRow, ipv4: Option<crate::vmm::net::addr4::Ipv4Range>) -> Option<NicSpec> {
     let addr: std::net::Ipv6Addr = row.public_ipv6.as_deref()?.parse().ok()?;
+    let mac = Mac::from_address(addr)?;
     Some(NicSpec {
         tap: tap_name(&row.id),
-        mac: Mac::from_address(addr)?,
+        mac,
         addr,
+        ipv4: ipv4.and_then(|range| Some((range.address(mac)?, range.gateway()))),
     })
 }
 
@@ -356,14 +384,18 @@ impl Service {
                         vcpus: u8::try_from(row.vcpus).unwrap_or(u8::MAX),
                         memory_mib: row.memory_mib,
                     }),
-                    nic: nic(&row),
+                    nic: nic(&row, inner.ipv4),
                     firewall_json: Some(row.firewall_json.clone()),
                 };
                 let started = inner.supervisor.start(&spec).and_then(|pid| {
                     if let Some(nic) = &spec.nic {
-                        crate::net::host::configure_tap(&nic.tap, nic.addr).map_err(|e| {
-                            crate::supervisor::SupervisorError::StartFailed(format!("network: {e}"))
-                        })?;
+                        crate::net::host::configure_tap(&nic.tap, nic.addr, nic.ipv4).map_err(
+                            |e| {
+                                crate::supervisor::SupervisorError::StartFailed(format!(
+                                    "network: {e}"
+                                ))
+                            },
+                        )?;
                     }
                     Ok(pid)
                 });
@@ -408,7 +440,7 @@ impl Service {
             })
             .await?;
         let wait = self.inner.config.agent_wait;
-        let vm_nic = nic(&row);
+        let vm_nic = nic(&row, self.inner.ipv4);
         let readiness = self
             .inner
             .supervisor

@@ -221,6 +221,16 @@ impl Store {
         )?)
     }
 
+    /// The public IPv6 addresses of every live VM.
+    pub fn live_public_ipv6(&self) -> Result<Vec<String>> {
+        let c = self.lock()?;
+        let mut stmt = c.prepare(
+            "SELECT public_ipv6 FROM vms WHERE public_ipv6 IS NOT NULL AND deleted_at IS NULL",
+        )?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+    }
+
     /// The live VMs of `org`, oldest first.
     pub fn list_vms(&self, org: &str) -> Result<Vec<VmRow>> {
         self.query_vms("WHERE org_id = ?1 AND deleted_at IS NULL", [org])

@@ -53,6 +53,8 @@ pub struct NicSpec {
     pub tap: String,
     pub mac: crate::net::addr::Mac,
     pub addr: std::net::Ipv6Addr,
+    /// The VM's IPv4 address and its gateway, when it has one.
+    pub ipv4: Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)>,
 }
 
 /// Where the VM comes from.
@@ -180,7 +182,15 @@ pub fn start(
             file.set_len(len.max(spec.disk_gib.saturating_mul(1 << 30)))
                 .map_err(prepare_err(&disk))?;
             args.cmdline = match &spec.nic {
-                Some(nic) => format!("{cmdline} {}", crate::net::addr::guest_cmdline(nic.addr)),
+                Some(nic) => {
+                    let mut words =
+                        format!("{cmdline} {}", crate::net::addr::guest_cmdline(nic.addr));
+                    if let Some((addr4, gateway4)) = nic.ipv4 {
+                        words.push(' ');
+                        words.push_str(&crate::vmm::net::addr4::guest_cmdline(addr4, gateway4));
+                    }
+                    words
+                }
                 None => cmdline.clone(),
             };
             args.kernel = Some(kernel.clone());

@@ -97,8 +97,9 @@ pub async fn wait(vsock: &Path, wait: Duration, nic: Option<&NicSpec>) -> Readin
     if let Some(nic) = nic {
         let ip6 = format!("{}/128", nic.addr);
         let gw6 = crate::net::addr::GATEWAY.to_string();
+        let ipv4 = nic.ipv4.map(|(a, g)| (format!("{a}/32"), g.to_string()));
         match conn
-            .set_network(&nic.mac.to_string(), &ip6, &gw6, wait)
+            .set_network(&nic.mac.to_string(), &ip6, &gw6, ipv4, wait)
             .await
         {
             Ok(Applied::Yes) => {}

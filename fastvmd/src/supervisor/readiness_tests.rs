@@ -133,6 +133,7 @@ fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
 
 fn nic() -> NicSpec {
     NicSpec {
+        ipv4: None,
         tap: "fvtest0".into(),
         mac: "02:00:00:00:00:01".parse().unwrap(),
         addr: "fd00::1".parse().unwrap(),

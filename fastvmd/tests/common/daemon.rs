@@ -43,6 +43,12 @@ fn spawn(
     // Its own image cache (`<data dir>/images`), whatever the test's
     // environment points at: the tests never share or change one.
     cmd.env_remove(fastvmd::image::CACHE_ENV);
+    // No NAT table on the host unless a test asks for IPv4.
+    let ipv4: &[&str] = if extra.contains(&"--ipv4-range") {
+        &[]
+    } else {
+        &["--ipv4-range", "off"]
+    };
     let mut child = cmd
         .args([
             "serve",
@@ -53,6 +59,7 @@ fn spawn(
             "--data-dir",
         ])
         .arg(data_dir)
+        .args(ipv4)
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
