@@ -18,7 +18,7 @@
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::process::{ChildStderr, ChildStdout, Command, Stdio};
+use std::process::{ChildStderr, ChildStdout, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
@@ -53,53 +53,24 @@ pub fn run(req: &ExecRequest, hangup: Option<BorrowedFd<'_>>) -> Option<ExecResu
             duration_ms: start.elapsed().as_millis() as u64,
         })
     };
-    let Some(program) = req.argv.first() else {
-        stderr.push(b"guest-agent: empty argv\n");
-        return finish(127, stdout, stderr, false);
-    };
-    if program.is_empty() {
-        stderr.push(b"guest-agent: the program name is empty\n");
-        return finish(127, stdout, stderr, false);
-    }
-    if let Some(cwd) = &req.cwd
-        && !std::path::Path::new(cwd).is_dir()
-    {
-        stderr.push(format!("guest-agent: cwd {cwd}: not a directory\n").as_bytes());
-        return finish(126, stdout, stderr, false);
-    }
-    let mut cmd = Command::new(program);
-    cmd.args(&req.argv[1..])
-        .envs(&req.env)
-        .stdin(Stdio::null())
+    let mut cmd =
+        match crate::command::build(&req.argv, &req.env, req.cwd.as_deref(), req.user.as_deref()) {
+            Ok(cmd) => cmd,
+            Err(refusal) => {
+                stderr.push(refusal.line().as_bytes());
+                return finish(refusal.exit_code, stdout, stderr, false);
+            }
+        };
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    if let Some(cwd) = &req.cwd {
-        cmd.current_dir(cwd);
-    }
-    if let Some(user) = &req.user {
-        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
-        match crate::user::resolve(user, &read("/etc/passwd"), &read("/etc/group")) {
-            Ok((uid, gid)) => {
-                // std drops the supplementary groups when root sets a uid.
-                cmd.uid(uid).gid(gid);
-            }
-            Err(why) => {
-                stderr.push(format!("guest-agent: {why}\n").as_bytes());
-                return finish(126, stdout, stderr, false);
-            }
-        }
-    }
     let (mut child, status_rx) = match reaper::spawn(&mut cmd) {
         Ok(spawned) => spawned,
         Err(e) => {
-            let code = if e.kind() == io::ErrorKind::NotFound {
-                127
-            } else {
-                126
-            };
-            stderr.push(format!("guest-agent: {program}: {e}\n").as_bytes());
-            return finish(code, stdout, stderr, false);
+            let refusal = crate::command::not_started(&req.argv[0], &e);
+            stderr.push(refusal.line().as_bytes());
+            return finish(refusal.exit_code, stdout, stderr, false);
         }
     };
     let pid = child.id() as libc::pid_t;
@@ -156,7 +127,9 @@ struct Running {
     status: Option<WaitStatus>,
 }
 
-fn pidfd_open(pid: libc::pid_t) -> Option<OwnedFd> {
+/// A descriptor that becomes readable when `pid` ends; `None` on kernels
+/// without pidfds.
+pub fn pidfd_open(pid: libc::pid_t) -> Option<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
@@ -166,7 +139,8 @@ fn pidfd_open(pid: libc::pid_t) -> Option<OwnedFd> {
     Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-fn poll_ms(until: Option<Instant>) -> i32 {
+/// Milliseconds for `poll` to wait until `until` (forever when `None`).
+pub fn poll_ms(until: Option<Instant>) -> i32 {
     match until {
         None => -1,
         Some(t) => {
@@ -301,7 +275,8 @@ fn pollfd_of(fd: Option<BorrowedFd<'_>>) -> libc::pollfd {
     }
 }
 
-fn signal_group(pgid: libc::pid_t, signal: i32) {
+/// Sends `signal` to process group `pgid` (gone already is fine).
+pub fn signal_group(pgid: libc::pid_t, signal: i32) {
     // SAFETY: kill with a negative pid signals that process group; no memory
     // is involved. ESRCH (the group is gone) is fine.
     unsafe {

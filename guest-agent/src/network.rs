@@ -10,7 +10,7 @@
 //! [`GuestNetwork::apply`] runs them.
 
 use std::fmt;
-use std::net::Ipv6Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use crate::rtnl::Rtnl;
@@ -60,6 +60,45 @@ pub struct GuestNetwork {
     pub prefix_len: u8,
     /// Default gateway (link-local on the host's tap).
     pub gateway: Ipv6Addr,
+    /// The IPv4 address the host NATs, when it gives one.
+    pub ipv4: Option<Ipv4Net>,
+}
+
+/// A guest's IPv4: its address (a /32), and its gateway, on the link
+/// though outside the /32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Net {
+    pub addr: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+}
+
+impl Ipv4Net {
+    /// Both `ip4` (`A.B.C.D[/LEN]`) and `gw4`, or neither.
+    pub fn parse(ip4: Option<&str>, gw4: Option<&str>) -> Result<Option<Ipv4Net>, String> {
+        let (ip4, gw4) = match (ip4, gw4) {
+            (None, None) => return Ok(None),
+            (Some(ip4), Some(gw4)) => (ip4, gw4),
+            _ => return Err("ip4 and gw4 come together or not at all".into()),
+        };
+        let (addr, len) = ip4.split_once('/').unwrap_or((ip4, "32"));
+        let addr: Ipv4Addr = addr
+            .parse()
+            .map_err(|_| format!("ip4: {ip4:?} is not an IPv4 address"))?;
+        let prefix_len: u8 = len
+            .parse()
+            .ok()
+            .filter(|l| *l <= 32)
+            .ok_or_else(|| format!("ip4: {ip4:?} has a bad prefix length"))?;
+        let gateway: Ipv4Addr = gw4
+            .parse()
+            .map_err(|_| format!("gw4: {gw4:?} is not an IPv4 address"))?;
+        Ok(Some(Ipv4Net {
+            addr,
+            prefix_len,
+            gateway,
+        }))
+    }
 }
 
 /// One change to the link, as [`GuestNetwork::steps`] plans them and
@@ -81,6 +120,11 @@ pub enum NetStep {
     /// Create or replace `default via GW dev DEV` in the main IPv6 table
     /// (`RTM_NEWROUTE`, `NLM_F_CREATE | NLM_F_REPLACE`).
     ReplaceDefaultRoute(Ipv6Addr),
+    /// Make this the link's only IPv4 address (a clone's old one goes).
+    SetAddr4(Ipv4Addr, u8),
+    /// Route the IPv4 gateway's /32 on the link (scope link), then
+    /// `default via GW` through it.
+    RoutesVia4(Ipv4Addr),
 }
 
 impl fmt::Display for NetStep {
@@ -92,6 +136,8 @@ impl fmt::Display for NetStep {
             NetStep::FlushGlobalV6 => write!(f, "flush global IPv6 addresses"),
             NetStep::AddAddr(addr, len) => write!(f, "add address {addr}/{len}"),
             NetStep::ReplaceDefaultRoute(gw) => write!(f, "replace default route via {gw}"),
+            NetStep::SetAddr4(addr, len) => write!(f, "set IPv4 address {addr}/{len}"),
+            NetStep::RoutesVia4(gw) => write!(f, "route IPv4 through {gw}"),
         }
     }
 }
@@ -124,6 +170,21 @@ impl NetStep {
             }
             NetStep::AddAddr(addr, len) => rtnl.add_address6(index, addr, len),
             NetStep::ReplaceDefaultRoute(gw) => rtnl.replace_default_route6(index, gw),
+            NetStep::SetAddr4(addr, len) => {
+                let old = rtnl.addresses4(index).map_err(|e| e.to_string())?;
+                for (other, other_len) in old.into_iter().filter(|a| *a != (addr, len)) {
+                    match rtnl.del_address4(index, other, other_len) {
+                        Err(e) if e.raw_os_error() != Some(libc::EADDRNOTAVAIL) => {
+                            return Err(format!("{other}/{other_len}: {e}"));
+                        }
+                        _ => {}
+                    }
+                }
+                rtnl.add_address4(index, addr, len)
+            }
+            NetStep::RoutesVia4(gw) => rtnl
+                .replace_route4(index, gw, 32, None)
+                .and_then(|()| rtnl.replace_route4(index, Ipv4Addr::UNSPECIFIED, 0, Some(gw))),
         };
         result.map_err(|e| e.to_string())
     }
@@ -156,6 +217,7 @@ impl GuestNetwork {
             addr,
             prefix_len,
             gateway,
+            ipv4: None,
         })
     }
 
@@ -168,7 +230,10 @@ impl GuestNetwork {
         };
         let ip6 = value("fastvm.ip6")?;
         let gw6 = value("fastvm.gw6").unwrap_or("fe80::1");
-        Some(GuestNetwork::parse(None, ip6, gw6))
+        Some(GuestNetwork::parse(None, ip6, gw6).and_then(|mut net| {
+            net.ipv4 = Ipv4Net::parse(value("fastvm.ip4"), value("fastvm.gw4"))?;
+            Ok(net)
+        }))
     }
 
     /// The steps that take a link from `now` to this network, in order.
@@ -193,6 +258,10 @@ impl GuestNetwork {
             steps.push(NetStep::AddAddr(self.addr, self.prefix_len));
         }
         steps.push(NetStep::ReplaceDefaultRoute(self.gateway));
+        if let Some(v4) = self.ipv4 {
+            steps.push(NetStep::SetAddr4(v4.addr, v4.prefix_len));
+            steps.push(NetStep::RoutesVia4(v4.gateway));
+        }
         steps
     }
 

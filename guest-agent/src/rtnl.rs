@@ -210,7 +210,7 @@ impl Rtnl {
 
     /// Sends `msg` with `NLM_F_ACK` and `flags`; every message of the
     /// answer goes to `each` until the ACK, whose error is returned.
-    fn request(
+    pub(crate) fn request(
         &mut self,
         msg: RouteNetlinkMessage,
         flags: u16,
@@ -221,7 +221,7 @@ impl Rtnl {
 
     /// Sends `msg` as a dump request; every message of the dump goes to
     /// `each` until `NLMSG_DONE`.
-    fn dump(
+    pub(crate) fn dump(
         &mut self,
         msg: RouteNetlinkMessage,
         each: &mut dyn FnMut(RouteNetlinkMessage),

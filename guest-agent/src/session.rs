@@ -7,7 +7,10 @@
 //! Each `Exec` runs on a thread of its own (at most [`MAX_RUNNING_EXECS`]
 //! per connection), so one connection carries several at once and frames
 //! keep being answered meanwhile; a result goes out, with its exec's id,
-//! when its command ends. Every frame leaves whole, through one writer.
+//! when its command ends. Streams (execs with live output, files, forwards:
+//! `fastvm_proto::agent_stream`) are served by [`crate::stream_dispatch`]
+//! and stopped when the host hangs up. Every frame leaves whole, through
+//! one writer.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -16,18 +19,22 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use fastvm_proto::agent::{
-    self, Decoder, ExecRequest, ExecResult, Frame, FrameError, PROTOCOL_VERSION, Ready,
+    self, ExecRequest, ExecResult, Frame, FrameError, Ready, STREAMS_VERSION,
 };
 
+use crate::inbox::{Inbox, Next};
 use crate::network::GuestNetwork;
 use crate::output::shorten;
+use crate::stream_dispatch;
+use crate::streams::{StreamCtx, Streams};
 
 /// Commands one connection may have running at once; an `Exec` past it is
 /// answered at once with exit code 126 and the reason on stderr.
 pub const MAX_RUNNING_EXECS: usize = 64;
 
-/// The connection's write side, shared by the session and its execs.
-type Writer = Arc<Mutex<File>>;
+/// The connection's write side, shared by the session, its execs and its
+/// streams.
+pub type Writer = Arc<Mutex<File>>;
 
 /// Name and version announced in `Ready`.
 pub const AGENT_NAME: &str = concat!("guest-agent ", env!("CARGO_PKG_VERSION"));
@@ -43,11 +50,20 @@ pub struct Options {
     pub network_device: Option<&'static str>,
 }
 
-fn set_network(opts: Options, mac: &str, ip6: &str, gw6: &str) -> Result<(), String> {
+fn set_network(
+    opts: Options,
+    mac: &str,
+    ip6: &str,
+    gw6: &str,
+    ip4: Option<&str>,
+    gw4: Option<&str>,
+) -> Result<(), String> {
     let Some(dev) = opts.network_device else {
         return Err("this agent does not configure the network (not PID 1)".into());
     };
-    GuestNetwork::parse(Some(mac), ip6, gw6)?.apply(dev)
+    let mut net = GuestNetwork::parse(Some(mac), ip6, gw6)?;
+    net.ipv4 = crate::network::Ipv4Net::parse(ip4, gw4)?;
+    net.apply(dev)
 }
 
 /// A `timespec` for `unix_ms` milliseconds after the epoch.
@@ -74,35 +90,40 @@ fn set_clock(opts: Options, unix_ms: u64) -> Result<(), String> {
 }
 
 /// Serves one connection until the host closes it or an I/O error. Execs
-/// still running then see the hang-up themselves and stop their commands.
-pub fn serve<S: Read + Write + AsFd>(mut stream: S, opts: Options) -> io::Result<()> {
+/// still running then see the hang-up themselves and stop their commands;
+/// the connection's streams are stopped here.
+pub fn serve<S: Read + Write + AsFd>(stream: S, opts: Options) -> io::Result<()> {
     let writer: Writer = Arc::new(Mutex::new(File::from(stream.as_fd().try_clone_to_owned()?)));
+    let ctx = StreamCtx::new(writer.clone());
+    let _hang_up = HangUpOnDrop(ctx.streams.clone());
     let running = Arc::new(AtomicUsize::new(0));
     send(
         &writer,
         &Frame::Ready(Ready {
-            version: PROTOCOL_VERSION,
+            version: STREAMS_VERSION,
             agent: AGENT_NAME.into(),
         }),
     )?;
-    let mut decoder = Decoder::new();
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut inbox = Inbox::new(stream);
     loop {
-        let frame = match decoder.next_frame() {
-            Ok(Some(frame)) => frame,
-            Ok(None) => {
-                let n = stream.read(&mut buf)?;
-                if n == 0 {
-                    return Ok(());
-                }
-                decoder.push(&buf[..n]);
-                continue;
-            }
-            Err(e) => {
+        let frame = match inbox.next_frame()? {
+            Next::Frame(frame) => frame,
+            Next::Closed => return Ok(()),
+            Next::Bad(e) => {
                 // The stream is out of step: say why and close.
                 let _ = send(&writer, &error_frame(&e));
                 return Ok(());
             }
+        };
+        let frame = match frame {
+            Frame::Data(data) => {
+                stream_dispatch::deliver(&ctx, data, &mut inbox)?;
+                continue;
+            }
+            other => match stream_dispatch::dispatch(&ctx, other)? {
+                Some(frame) => frame,
+                None => continue,
+            },
         };
         match frame {
             Frame::Ping { nonce } => send(&writer, &Frame::Pong { nonce })?,
@@ -115,12 +136,13 @@ pub fn serve<S: Read + Write + AsFd>(mut stream: S, opts: Options) -> io::Result
                 mac,
                 ip6,
                 gw6,
-                ..
-            } => match set_network(opts, &mac, &ip6, &gw6) {
+                ip4,
+                gw4,
+            } => match set_network(opts, &mac, &ip6, &gw6, ip4.as_deref(), gw4.as_deref()) {
                 Ok(()) => send(&writer, &Frame::Pong { nonce })?,
                 Err(message) => send(&writer, &Frame::Error { message })?,
             },
-            Frame::Exec(req) => start_exec(req, &stream, &writer, &running)?,
+            Frame::Exec(req) => start_exec(req, inbox.stream(), &writer, &running)?,
             other => send(
                 &writer,
                 &Frame::Error {
@@ -128,6 +150,15 @@ pub fn serve<S: Read + Write + AsFd>(mut stream: S, opts: Options) -> io::Result
                 },
             )?,
         }
+    }
+}
+
+/// Stops the connection's streams however [`serve`] ends.
+struct HangUpOnDrop(Arc<Streams>);
+
+impl Drop for HangUpOnDrop {
+    fn drop(&mut self) {
+        self.0.hang_up_all();
     }
 }
 
@@ -183,7 +214,7 @@ fn error_frame(e: &FrameError) -> Frame {
 }
 
 /// Sends one whole frame (frames from several threads never interleave).
-fn send(writer: &Writer, frame: &Frame) -> io::Result<()> {
+pub fn send(writer: &Writer, frame: &Frame) -> io::Result<()> {
     let bytes = agent::encode(frame).map_err(|e| io::Error::other(e.to_string()))?;
     let mut file = writer.lock().unwrap_or_else(|e| e.into_inner());
     file.write_all(&bytes)

@@ -240,3 +240,47 @@ fn loopback_comes_up_over_netlink() {
     let after = lo();
     assert!(after.contains("<LOOPBACK,UP"), "{after}");
 }
+
+#[test]
+fn ipv4_gets_its_address_a_gateway_on_the_link_and_a_default_route() {
+    const TEST: &str = "ipv4_gets_its_address_a_gateway_on_the_link_and_a_default_route";
+    if !in_own_netns(TEST) {
+        return;
+    }
+    veth_pair();
+    let v4 = |ip4: &str| {
+        let mut net =
+            GuestNetwork::parse(Some("02:00:00:00:bb:01"), "fd00::5/128", "fe80::1").unwrap();
+        net.ipv4 = guest_agent::network::Ipv4Net::parse(Some(ip4), Some("100.64.0.1")).unwrap();
+        net
+    };
+    v4("100.70.1.2/32").apply("va").unwrap();
+    let addrs = ip(&["-4", "-o", "addr", "show", "dev", "va"]).unwrap();
+    assert!(addrs.contains("inet 100.70.1.2/32"), "{addrs}");
+    let routes = ip(&["-4", "route", "show"]).unwrap();
+    assert!(routes.contains("default via 100.64.0.1 dev va"), "{routes}");
+    assert!(routes.contains("100.64.0.1 dev va"), "{routes}");
+    // A clone's new address replaces the old one; applying twice changes nothing.
+    v4("100.70.9.9/32").apply("va").unwrap();
+    v4("100.70.9.9/32").apply("va").unwrap();
+    let addrs = ip(&["-4", "-o", "addr", "show", "dev", "va"]).unwrap();
+    assert!(
+        addrs.contains("inet 100.70.9.9/32") && !addrs.contains("100.70.1.2"),
+        "{addrs}"
+    );
+    let routes = ip(&["-4", "route", "show", "default"]).unwrap();
+    assert_eq!(routes.lines().count(), 1, "{routes}");
+    // Half of it, or a bad address, is refused before anything changes.
+    let half = guest_agent::network::Ipv4Net::parse(Some("100.70.1.2"), None);
+    assert!(half.is_err());
+    assert!(guest_agent::network::Ipv4Net::parse(Some("100.70.1"), Some("100.64.0.1")).is_err());
+    let net = GuestNetwork::from_cmdline(
+        "fastvm.ip6=fd00::5/128 fastvm.gw6=fe80::1 fastvm.ip4=100.70.3.4/32 fastvm.gw4=100.64.0.1",
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        net.ipv4.map(|v| v.addr.to_string()),
+        Some("100.70.3.4".into())
+    );
+}

@@ -12,6 +12,7 @@ use fastvm_proto::agent::{AGENT_PORT, DATA_CHUNK, Decoder, Frame};
 use test_guest::commands::{Disk, Env, Memory};
 use test_guest::credit::PeerCredit;
 use test_guest::files::FileStore;
+use test_guest::network::Network;
 use test_guest::program::Effect;
 use test_guest::session::{self, Session};
 use virtio_drivers::Error;
@@ -95,6 +96,8 @@ pub struct Context<'a> {
     pub memory: &'a mut Memory,
     pub disk: Option<&'a mut dyn Disk>,
     pub files: &'a mut FileStore,
+    /// The network the built-ins reach out on (`net-fetch`, `net-ping`).
+    pub net: Option<&'a mut dyn Network>,
 }
 
 /// The vsock agent.
@@ -289,10 +292,11 @@ fn on_event(vsock: &mut Vsock, conns: &mut Vec<Conn>, event: VsockEvent) {
     }
 }
 
-/// Serves one connection: fires its timers, takes the host's frames while
-/// little is queued to send, and sends what its credit allows. `epoch`
-/// starts the session's clock; `base` is the vsock device's MMIO window
-/// (for `mmio-spam`). Whether work is left for the next poll.
+/// Serves one connection: fires its timers, moves its programs on the
+/// network on, takes the host's frames while little is queued to send, and
+/// sends what its credit allows. `epoch` starts the session's clock;
+/// `base` is the vsock device's MMIO window (for `mmio-spam`). Whether
+/// work is left for the next poll.
 fn serve(vsock: &mut Vsock, conn: &mut Conn, ctx: &mut Context<'_>, epoch: u64, base: u64) -> bool {
     if conn.dead {
         return false;
@@ -302,6 +306,9 @@ fn serve(vsock: &mut Vsock, conn: &mut Conn, ctx: &mut Context<'_>, epoch: u64, 
         conn.session.on_time(clock());
     }
     for _ in 0..ROUNDS_PER_POLL {
+        if !conn.stopped() {
+            conn.session.on_net(clock(), ctx.net.as_deref_mut());
+        }
         let mut progress = false;
         while !conn.stopped() && conn.backlog() < MAX_BACKLOG {
             match conn.decoder.next_frame() {

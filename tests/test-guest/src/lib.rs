@@ -14,11 +14,16 @@ pub mod cmdline;
 pub mod commands;
 pub mod credit;
 pub mod e820;
+#[cfg(test)]
+mod fake_net;
+pub mod fetch;
 mod file_cmds;
 pub mod files;
 pub mod mptable;
 pub mod netcfg;
+pub mod network;
 pub mod outbox;
+pub mod ping;
 pub mod program;
 pub mod session;
 pub mod shell;

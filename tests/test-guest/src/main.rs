@@ -25,6 +25,7 @@ use alloc::string::String;
 use test_guest::cmdline;
 use test_guest::commands::{Disk, Memory};
 use test_guest::files::FileStore;
+use test_guest::network::Network;
 use virtio_drivers::transport::DeviceType;
 
 use crate::agent::{Agent, Context};
@@ -65,14 +66,13 @@ pub extern "C" fn rust_main(zero_page: u64) -> ! {
         let mut checks_due = u64::MAX;
         if let Some(net) = net.as_mut() {
             net.poll();
-            timer = net.next_timer();
-            checks_due = net.mac_check_due();
         }
         if let Some(agent) = agent.as_mut() {
             let mut ctx = Context {
                 memory: &mut memory,
                 disk: disk.as_mut().map(|d| d as &mut dyn Disk),
                 files: &mut files,
+                net: net.as_mut().map(|n| n as &mut dyn Network),
             };
             agent.poll(&mut ctx);
             if agent.power_off_at.is_some_and(|t| cpu::now() >= t) {
@@ -81,6 +81,11 @@ pub extern "C" fn rust_main(zero_page: u64) -> ! {
             busy |= agent.progressed();
             timer = earliest(timer, agent.next_timer());
             checks_due = checks_due.min(agent.cid_check_due());
+        }
+        // After the agent: its programs may have given the stack work.
+        if let Some(net) = net.as_mut() {
+            timer = earliest(timer, net.next_timer());
+            checks_due = checks_due.min(net.mac_check_due());
         }
         let now = cpu::now();
         if busy || timer.is_some_and(|t| t <= now) {
@@ -125,10 +130,10 @@ fn open_devices(line: &str) -> (Option<BlkDisk>, Option<Agent>, Option<net::Net>
             DeviceType::Socket if agent.is_none() => {
                 devices::open_vsock(t).map(|v| agent = Some(Agent::new(dev.base, v)))
             }
-            DeviceType::Network if nic.is_none() => match net_config {
-                Some(config) => net::Net::open(dev.base, t, config).map(|n| nic = Some(n)),
-                None => {
-                    println!("net: no fastvm.ip6= on the command line; NIC unused");
+            DeviceType::Network if nic.is_none() => match &net_config {
+                Ok(config) => net::Net::open(dev.base, t, *config).map(|n| nic = Some(n)),
+                Err(why) => {
+                    println!("net: {why}; NIC unused");
                     Ok(())
                 }
             },

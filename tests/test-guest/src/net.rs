@@ -1,15 +1,24 @@
-//! The guest's IPv6 network: smoltcp over virtio-net, driven by polling.
+//! The guest's network: smoltcp over virtio-net, driven by polling.
 //!
-//! It takes the address the monitor put on the command line
-//! (`fastvm.ip6=`, `fastvm.gw6=`) and serves, for the host's tests:
+//! It takes the addresses the monitor put on the command line (IPv6 always,
+//! IPv4 when given: see `test_guest::netcfg`) and serves, for the host's
+//! tests, over both:
 //! - TCP [`TCP_PORTS`]: a line `fastvm PORT\n` on connect, then an echo of
 //!   whatever the peer sends, until the peer closes;
 //! - TCP [`DISCARD_PORT`]: reads and drops everything (throughput);
-//! - UDP [`UDP_PORTS`]: echo.
+//! - UDP [`UDP_PORTS`]: echo;
+//! - ICMP echo (smoltcp answers it).
+//!
+//! The built-ins' outbound connections and pings are in [`client`].
 //!
 //! A snapshot clone gets a new MAC; the NIC's configuration space shows it,
-//! and the guest moves to the address of the new MAC within the same /64
-//! (see `test_guest::netcfg`), dropping its connections.
+//! and the guest moves to the IPv6 address of the new MAC within the same
+//! /64 (see `test_guest::netcfg`), dropping its connections. Its IPv4
+//! address stays the one of the command line it booted with: nothing tells
+//! a restored guest another.
+
+mod client;
+mod phy;
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -17,16 +26,15 @@ use core::fmt::Write;
 use core::net::Ipv6Addr;
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
 use test_guest::netcfg::{self, NetConfig};
-use virtio_drivers::device::net::{RxBuffer, VirtIONet};
 
+use self::client::Clients;
+use self::phy::{Nic, Phy};
 use crate::cpu;
 use crate::devices::Mmio;
-use crate::hal::GuestHal;
 use crate::println;
 
 /// TCP ports answered with a greeting line, then echo.
@@ -35,8 +43,6 @@ pub const TCP_PORTS: [u16; 3] = [7000, 7001, 7002];
 pub const DISCARD_PORT: u16 = 9;
 /// UDP echo ports.
 pub const UDP_PORTS: [u16; 3] = [7000, 7001, 7002];
-/// Virtqueue size of the NIC.
-const QUEUE_SIZE: usize = 16;
 /// Receive buffer size (a full frame plus the virtio-net header).
 const RX_BUFFER_LEN: usize = 2048;
 /// How often to look for a new MAC (a snapshot clone), in ms.
@@ -46,71 +52,6 @@ const CONFIG_OFFSET: u64 = 0x100;
 /// Listening sockets per TCP port, so a new connection is taken while the
 /// previous one closes.
 const SOCKETS_PER_PORT: usize = 2;
-
-type Nic = VirtIONet<GuestHal, Mmio, QUEUE_SIZE>;
-
-/// smoltcp's view of the NIC.
-struct Phy(Nic);
-
-struct Rx<'a>(&'a mut Nic, Option<RxBuffer>);
-struct Tx<'a>(&'a mut Nic);
-
-impl RxToken for Rx<'_> {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(mut self, f: F) -> R {
-        let buf = self.1.take().expect("an RX token holds its buffer");
-        let r = f(buf.packet());
-        if let Err(e) = self.0.recycle_rx_buffer(buf) {
-            println!("net: recycling an RX buffer: {e}");
-        }
-        r
-    }
-}
-
-impl Drop for Rx<'_> {
-    fn drop(&mut self) {
-        if let Some(buf) = self.1.take() {
-            let _ = self.0.recycle_rx_buffer(buf);
-        }
-    }
-}
-
-impl TxToken for Tx<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut buf = self.0.new_tx_buffer(len);
-        let r = f(buf.packet_mut());
-        if let Err(e) = self.0.send(buf) {
-            println!("net: send: {e}");
-        }
-        r
-    }
-}
-
-impl Device for Phy {
-    type RxToken<'a> = Rx<'a>;
-    type TxToken<'a> = Tx<'a>;
-
-    fn receive(&mut self, _now: Instant) -> Option<(Rx<'_>, Tx<'_>)> {
-        let buf = self.0.receive().ok()?;
-        // Both tokens need the NIC; smoltcp uses them one after the other.
-        let nic: *mut Nic = &mut self.0;
-        // SAFETY: smoltcp consumes the RX token before it uses the TX token
-        // (it answers after reading), so the two borrows are never used at once.
-        let (a, b) = unsafe { (&mut *nic, &mut *nic) };
-        Some((Rx(a, Some(buf)), Tx(b)))
-    }
-
-    fn transmit(&mut self, _now: Instant) -> Option<Tx<'_>> {
-        self.0.can_send().then_some(Tx(&mut self.0))
-    }
-
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut caps = DeviceCapabilities::default();
-        caps.max_transmission_unit = 1514;
-        caps.max_burst_size = Some(1);
-        caps.medium = Medium::Ethernet;
-        caps
-    }
-}
 
 /// What a TCP socket serves.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -131,6 +72,7 @@ pub struct Net {
     mac: [u8; 6],
     boot: u64,
     next_mac_check: u64,
+    clients: Clients,
 }
 
 fn read_mac(base: u64) -> [u8; 6] {
@@ -194,6 +136,7 @@ impl Net {
             mac,
             boot,
             next_mac_check: boot + cpu::ticks(MAC_CHECK_MS),
+            clients: Clients::default(),
         };
         net.listen_all();
         println!(
@@ -202,6 +145,12 @@ impl Net {
             config.prefix_len,
             mac_text(mac)
         );
+        if let Some(v4) = config.ipv4 {
+            println!(
+                "net: {}/{} via {} (on link: /{})",
+                v4.addr, v4.prefix_len, v4.gateway, v4.link_prefix
+            );
+        }
         Ok(net)
     }
 
@@ -277,6 +226,7 @@ impl Net {
                 let _ = socket.send_slice(&buf[..n], meta.endpoint);
             }
         }
+        self.poll_clients(now);
         self.listen_all();
         self.iface.poll(now, &mut self.phy, &mut self.sockets);
     }
@@ -286,7 +236,11 @@ impl Net {
     /// it has work now. Arriving frames wake the guest through the NIC's
     /// interrupt, so they need no timer.
     pub fn next_timer(&mut self) -> Option<u64> {
-        let at = self.iface.poll_at(self.now(), &self.sockets)?;
+        let stack = self.iface.poll_at(self.now(), &self.sockets);
+        let at = match (stack, self.clients.next_timer()) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
         Some(self.boot + cpu::ticks(at.total_millis().max(0) as u64))
     }
 
@@ -316,6 +270,7 @@ impl Net {
         for (_, handle, _) in &self.tcp {
             self.sockets.get_mut::<tcp::Socket>(*handle).abort();
         }
+        self.lose_clients();
         let at = self.now();
         self.iface = new_iface(&mut self.phy, mac, &self.config, at);
         self.listen_all();
@@ -333,18 +288,39 @@ fn tcp_socket(sockets: &mut SocketSet<'static>, rx: usize, tx: usize) -> SocketH
     ))
 }
 
+/// The interface: the IPv6 address of `mac` and its link-local one, the
+/// IPv4 address (its subnet widened to hold the gateway: see
+/// `test_guest::netcfg`), and a default route for each.
 fn new_iface(phy: &mut Phy, mac: [u8; 6], config: &NetConfig, now: Instant) -> Interface {
     let hw = HardwareAddress::Ethernet(EthernetAddress(mac));
-    let mut iface = Interface::new(Config::new(hw), phy, now);
+    let mut iface_config = Config::new(hw);
+    // Initial sequence numbers and the like differ from boot to boot.
+    iface_config.random_seed = cpu::now();
+    let mut iface = Interface::new(iface_config, phy, now);
     let addr = netcfg::address_for_mac(config.addr, mac);
     iface.update_ip_addrs(|addrs| {
         let _ = addrs.push(IpCidr::new(IpAddress::Ipv6(addr), config.prefix_len));
         let _ = addrs.push(IpCidr::new(IpAddress::Ipv6(netcfg::link_local(mac)), 64));
+        if let Some(v4) = config.ipv4
+            && addrs
+                .push(IpCidr::new(IpAddress::Ipv4(v4.addr), v4.link_prefix))
+                .is_err()
+        {
+            println!("net: no room for the IPv4 address");
+        }
     });
     if let Some(gw) = config.gateway
         && iface.routes_mut().add_default_ipv6_route(gw).is_err()
     {
-        println!("net: cannot add the default route");
+        println!("net: cannot add the default IPv6 route");
+    }
+    if let Some(v4) = config.ipv4
+        && iface
+            .routes_mut()
+            .add_default_ipv4_route(v4.gateway)
+            .is_err()
+    {
+        println!("net: cannot add the default IPv4 route");
     }
     iface
 }

@@ -1,9 +1,22 @@
 //! The guest's network configuration from the kernel command line, as the
-//! daemon gives it: `fastvm.ip6=ADDR/LEN fastvm.gw6=GW`. The address's
-//! interface id is the modified EUI-64 of the NIC's MAC, so when a clone
-//! gets a new MAC its address is the same /64 with the new MAC's id.
+//! daemon gives it: `fastvm.ip6=ADDR/LEN fastvm.gw6=GW`, and for IPv4
+//! `fastvm.ip4=A.B.C.D/32 fastvm.gw4=E.F.G.H` (both or neither).
+//!
+//! The IPv6 address's interface id is the modified EUI-64 of the NIC's
+//! MAC, so when a clone gets a new MAC its address is the same /64 with the
+//! new MAC's id. The IPv4 address has nothing to derive from the MAC and a
+//! restored guest's command line cannot change, so a clone keeps the IPv4
+//! address of the command line it booted with.
+//!
+//! An IPv4 /32 has no on-link peers, yet the gateway must be reached over
+//! the link. The stack (smoltcp) only takes ARP from addresses inside one
+//! of its subnets, so the interface's IPv4 subnet is widened to the longest
+//! prefix around the address that also holds the gateway
+//! ([`Ipv4Config::link_prefix`]); everything outside it goes via the gateway.
 
-use core::net::Ipv6Addr;
+use alloc::format;
+use alloc::string::String;
+use core::net::{Ipv4Addr, Ipv6Addr};
 
 /// What the command line says about the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -11,26 +24,122 @@ pub struct NetConfig {
     pub addr: Ipv6Addr,
     pub prefix_len: u8,
     pub gateway: Option<Ipv6Addr>,
+    /// IPv4, when the command line gives it.
+    pub ipv4: Option<Ipv4Config>,
 }
 
-/// Reads `fastvm.ip6=` (required) and `fastvm.gw6=` from `cmdline`.
-pub fn parse(cmdline: &str) -> Option<NetConfig> {
-    let mut config = None;
+/// The guest's IPv4 address and gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Config {
+    pub addr: Ipv4Addr,
+    /// The prefix the command line gave (normally 32).
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+    /// The prefix the interface uses: `prefix_len` when that subnet holds
+    /// the gateway, else the longest that does (see [`link_prefix`]).
+    pub link_prefix: u8,
+}
+
+/// Reads `fastvm.ip6=` (required), `fastvm.gw6=`, and `fastvm.ip4=` with
+/// `fastvm.gw4=` from `cmdline`; why not, if they are missing or wrong.
+pub fn parse(cmdline: &str) -> Result<NetConfig, String> {
+    let mut v6 = None;
     let mut gateway = None;
+    let mut ip4 = None;
+    let mut gw4 = None;
     for word in cmdline.split_ascii_whitespace() {
-        if let Some(v) = word.strip_prefix("fastvm.ip6=") {
-            let (addr, len) = v.split_once('/').unwrap_or((v, "128"));
-            let prefix_len: u8 = len.parse().ok().filter(|l| *l <= 128)?;
-            config = Some((addr.parse::<Ipv6Addr>().ok()?, prefix_len));
-        } else if let Some(v) = word.strip_prefix("fastvm.gw6=") {
-            gateway = Some(v.parse::<Ipv6Addr>().ok()?);
+        let Some((key, value)) = word.split_once('=') else {
+            continue;
+        };
+        match key {
+            "fastvm.ip6" => v6 = Some(parse_v6(value).ok_or_else(|| bad(word))?),
+            "fastvm.gw6" => gateway = Some(value.parse::<Ipv6Addr>().map_err(|_| bad(word))?),
+            "fastvm.ip4" => ip4 = Some(parse_v4(value).ok_or_else(|| bad(word))?),
+            "fastvm.gw4" => gw4 = Some(value.parse::<Ipv4Addr>().map_err(|_| bad(word))?),
+            _ => {}
         }
     }
-    let (addr, prefix_len) = config?;
-    Some(NetConfig {
+    let (addr, prefix_len) =
+        v6.ok_or_else(|| String::from("no fastvm.ip6= on the command line"))?;
+    let ipv4 = match (ip4, gw4) {
+        (None, None) => None,
+        (Some((addr, prefix_len)), Some(gateway)) => Some(ipv4_config(addr, prefix_len, gateway)?),
+        (Some(_), None) => return Err(String::from("fastvm.ip4= without fastvm.gw4=")),
+        (None, Some(_)) => return Err(String::from("fastvm.gw4= without fastvm.ip4=")),
+    };
+    Ok(NetConfig {
         addr,
         prefix_len,
         gateway,
+        ipv4,
+    })
+}
+
+fn bad(word: &str) -> String {
+    format!("bad {word}")
+}
+
+fn parse_v6(v: &str) -> Option<(Ipv6Addr, u8)> {
+    let (addr, len) = v.split_once('/').unwrap_or((v, "128"));
+    let prefix_len: u8 = len.parse().ok().filter(|l| *l <= 128)?;
+    Some((addr.parse().ok()?, prefix_len))
+}
+
+fn parse_v4(v: &str) -> Option<(Ipv4Addr, u8)> {
+    let (addr, len) = v.split_once('/').unwrap_or((v, "32"));
+    let prefix_len: u8 = len.parse().ok().filter(|l| *l <= 32)?;
+    Some((addr.parse().ok()?, prefix_len))
+}
+
+/// Checks `addr` and `gateway` are unicast and distinct, and finds the
+/// interface's prefix.
+fn ipv4_config(addr: Ipv4Addr, prefix_len: u8, gateway: Ipv4Addr) -> Result<Ipv4Config, String> {
+    for (name, a) in [("fastvm.ip4", addr), ("fastvm.gw4", gateway)] {
+        if a.is_unspecified() || a.is_broadcast() || a.is_multicast() {
+            return Err(format!("{name}={a} is not a unicast address"));
+        }
+    }
+    if addr == gateway {
+        return Err(format!("fastvm.gw4={gateway} is the guest's own address"));
+    }
+    let link_prefix = if contains(addr, prefix_len, gateway) {
+        prefix_len
+    } else {
+        link_prefix(addr, gateway)
+            .ok_or_else(|| format!("no subnet around {addr} holds the gateway {gateway}"))?
+    };
+    Ok(Ipv4Config {
+        addr,
+        prefix_len,
+        gateway,
+        link_prefix,
+    })
+}
+
+/// Whether `addr/len` holds `other`.
+fn contains(addr: Ipv4Addr, len: u8, other: Ipv4Addr) -> bool {
+    let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+    addr.to_bits() & mask == other.to_bits() & mask
+}
+
+/// The longest prefix whose subnet around `addr` holds `gateway`, neither
+/// of them being that subnet's network or broadcast address (a /31 has
+/// neither); none if `addr == gateway`. At worst it is /0 (a gateway that
+/// shares no leading bit with the address): then every address is on the
+/// link, which works when the host answers ARP for them (proxy ARP).
+pub fn link_prefix(addr: Ipv4Addr, gateway: Ipv4Addr) -> Option<u8> {
+    let (a, g) = (addr.to_bits(), gateway.to_bits());
+    let common = (a ^ g).leading_zeros();
+    if common >= 32 {
+        return None;
+    }
+    if common == 31 {
+        return Some(31);
+    }
+    (0..=common).rev().find_map(|len| {
+        let host = u32::MAX >> len;
+        let inside = |x: u32| x & host != 0 && x & host != host;
+        (inside(a) && inside(g)).then_some(len as u8)
     })
 }
 
@@ -61,37 +170,5 @@ pub fn link_local(mac: [u8; 6]) -> Ipv6Addr {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_the_address_and_gateway() {
-        let c = parse("console=ttyS0 fastvm.ip6=fd00:1::12:34ff:fe56:789a/128 fastvm.gw6=fe80::1")
-            .unwrap();
-        assert_eq!(
-            c.addr,
-            "fd00:1::12:34ff:fe56:789a".parse::<Ipv6Addr>().unwrap()
-        );
-        assert_eq!(c.prefix_len, 128);
-        assert_eq!(c.gateway, Some("fe80::1".parse().unwrap()));
-        assert_eq!(parse("fastvm.ip6=fd00::5").unwrap().prefix_len, 128);
-        assert_eq!(parse("console=ttyS0"), None);
-        assert_eq!(parse("fastvm.ip6=nonsense/64"), None);
-        assert_eq!(parse("fastvm.ip6=fd00::1/129"), None);
-        assert_eq!(parse("fastvm.ip6=fd00::1/64 fastvm.gw6=x"), None);
-    }
-
-    #[test]
-    fn a_new_mac_gives_the_same_prefix_with_its_id() {
-        let addr: Ipv6Addr = "fd00:1:2:3:12:34ff:fe56:789a".parse().unwrap();
-        let moved = address_for_mac(addr, [0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee]);
-        assert_eq!(
-            moved,
-            "fd00:1:2:3:aa:bbff:fecc:ddee".parse::<Ipv6Addr>().unwrap()
-        );
-        assert_eq!(
-            link_local([0x02, 0x12, 0x34, 0x56, 0x78, 0x9a]),
-            "fe80::12:34ff:fe56:789a".parse::<Ipv6Addr>().unwrap()
-        );
-    }
-}
+#[path = "netcfg_tests.rs"]
+mod tests;

@@ -1,8 +1,9 @@
 //! A built-in as it runs, for a buffered `Exec` (its output captured) or an
 //! `ExecStart` stream (its output sent as it comes): the ones that end at
-//! once come from [`crate::commands`]; `sleep`, `tick`, `cat`, `sh` and a
-//! streamed `yes` run over time, woken by their timer, their input or the
-//! connection's room for more output. Time is the caller's, in ms.
+//! once come from [`crate::commands`]; `sleep`, `tick`, `cat`, `sh`, a
+//! streamed `yes`, `net-fetch` and `net-ping` run over time, woken by their
+//! timer, their input, the connection's room for more output or the
+//! network ([`Program::on_net`]). Time is the caller's, in ms.
 
 use alloc::format;
 use alloc::vec;
@@ -12,6 +13,9 @@ use fastvm_proto::agent::{ExecRequest, WindowSize};
 use fastvm_proto::agent_stream::{CHANNEL_ERR, CHANNEL_OUT};
 
 use crate::commands::{self, Action, Env, Output};
+use crate::fetch::{self, Fetch};
+use crate::network::Network;
+use crate::ping::{self, Ping};
 use crate::shell::Shell;
 
 /// Most ticks one `tick` prints.
@@ -66,6 +70,10 @@ pub enum Program {
     /// A streamed `yes BYTES`: `left` bytes of `y\n` still to write, the
     /// next one at offset `at`; written as the connection has room.
     Yes { left: u64, at: u64 },
+    /// `net-fetch ADDR PORT [REQUEST...]`: see [`crate::fetch`].
+    Fetch(Fetch),
+    /// `net-ping ADDR`: see [`crate::ping`].
+    Ping(Ping),
 }
 
 /// `tick N MS`: `tick I` lines, the first at once and the others `every`
@@ -98,6 +106,14 @@ pub fn start(
             Start::Running(Program::Sh(shell))
         }
         Some("tick") => start_tick(args, now, con),
+        Some("net-fetch") => match fetch::parse_args(args) {
+            Some((to, request)) => Start::Running(Program::Fetch(Fetch::new(to, request, now))),
+            None => usage(fetch::USAGE, con),
+        },
+        Some("net-ping") => match ping::parse_args(args) {
+            Some(to) => Start::Running(Program::Ping(Ping::new(to, now))),
+            None => usage(ping::USAGE, con),
+        },
         Some("yes") if streamed => match args.first().map(|a| a.parse::<u64>()) {
             Some(Ok(0)) => exited(0),
             Some(Ok(left)) => Start::Running(Program::Yes { left, at: 0 }),
@@ -105,6 +121,12 @@ pub fn start(
         },
         _ => from_action(commands::run(req, env), now, con),
     }
+}
+
+/// Writes `line` on stderr; exit code 2.
+fn usage(line: &str, con: &mut dyn Console) -> Start {
+    con.write(CHANNEL_ERR, line.as_bytes());
+    exited(2)
 }
 
 fn exited(code: i32) -> Start {
@@ -182,6 +204,8 @@ impl Program {
         match self {
             Program::Sleep { until, .. } => Some(*until),
             Program::Tick(t) => Some(t.start.saturating_add(t.done.saturating_mul(t.every))),
+            Program::Fetch(f) => Some(f.deadline()),
+            Program::Ping(p) => Some(p.deadline()),
             Program::Cat | Program::Sh(_) | Program::Yes { .. } => None,
         }
     }
@@ -196,7 +220,25 @@ impl Program {
                 con.write(CHANNEL_OUT, format!("tick {}\n", t.done).as_bytes());
                 (t.done >= t.n).then_some(0)
             }
+            Program::Fetch(f) => Some(f.on_time(con)),
+            Program::Ping(p) => Some(p.on_time(con)),
             Program::Cat | Program::Sh(_) | Program::Yes { .. } => None,
+        }
+    }
+
+    /// Moves its network work on at `now` over `net` (none: the guest has
+    /// no network); the exit code if it ends. The caller calls it on every
+    /// pass of its loop: it does nothing for a program off the network.
+    pub fn on_net(
+        &mut self,
+        net: Option<&mut (dyn Network + '_)>,
+        now: u64,
+        con: &mut dyn Console,
+    ) -> Option<i32> {
+        match self {
+            Program::Fetch(f) => f.on_net(net, now, con),
+            Program::Ping(p) => p.on_net(net, con),
+            _ => None,
         }
     }
 

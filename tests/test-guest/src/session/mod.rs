@@ -2,9 +2,10 @@
 //! in ([`Session::handle`]), timers fire ([`Session::on_time`]), and the
 //! frames to send come out one at a time ([`Session::next_frame`]) as the
 //! connection has room, so a large output or file never sits in memory
-//! encoded. Buffered execs that run on (a `sleep`, a `tick`) and streams
-//! run side by side while pings and other execs are answered. Time is in
-//! ms, from the caller's clock.
+//! encoded. Buffered execs that run on (a `sleep`, a `tick`, a
+//! `net-fetch`) and streams run side by side while pings and other execs
+//! are answered; the ones on the network move on in [`Session::on_net`].
+//! Time is in ms, from the caller's clock.
 
 mod exec;
 mod stream;
@@ -14,6 +15,8 @@ mod tests;
 mod tests_bounds;
 #[cfg(test)]
 mod tests_files;
+#[cfg(test)]
+mod tests_net;
 
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::format;
@@ -31,6 +34,7 @@ use self::exec::{Capture, Captured, Exit, Run, Send};
 use self::stream::{ECHO_PORT, HTTP_PORT, Kind, Stream, error, file_error};
 use crate::commands::Env;
 use crate::files::DEFAULT_MODE;
+use crate::network::Network;
 use crate::program::{self, Effect, Start};
 
 pub use self::exec::signal_exit;
@@ -255,6 +259,28 @@ impl Session {
         }
         for stream in self.streams.values_mut() {
             stream.on_time(now);
+        }
+    }
+
+    /// Moves the network work of its execs on at `now` (ms) over `net`
+    /// (none: the guest has no network); call it on every pass of the
+    /// caller's loop.
+    pub fn on_net(&mut self, now: u64, mut net: Option<&mut (dyn Network + '_)>) {
+        let mut i = 0;
+        while i < self.captured.len() {
+            let c = &mut self.captured[i];
+            match c.run.program.on_net(net.as_deref_mut(), now, &mut c.out) {
+                Some(code) => {
+                    let c = self.captured.swap_remove(i);
+                    let took = now.saturating_sub(c.run.started);
+                    let result = c.out.finish(c.id, Exit::code(code), took);
+                    self.control.push_back(Frame::ExecResult(result));
+                }
+                None => i += 1,
+            }
+        }
+        for stream in self.streams.values_mut() {
+            stream.on_net(net.as_deref_mut(), now);
         }
     }
 

@@ -11,6 +11,7 @@ use fastvm_proto::agent_stream::CHANNEL_OUT;
 
 use super::exec::{Exit, Run, Send, signal_exit};
 use crate::files::{FileError, FileStore, Reservation};
+use crate::network::Network;
 use crate::outbox::Outbox;
 
 /// The HTTP responder's answer to any request.
@@ -213,6 +214,21 @@ impl Stream {
             if let Some(exit) = run.on_time(now, &mut con) {
                 let started = run.started;
                 self.exit(exit, started, now);
+            }
+        }
+    }
+
+    /// Moves its exec's network work on at `now` (see
+    /// [`crate::program::Program::on_net`]).
+    pub fn on_net(&mut self, net: Option<&mut (dyn Network + '_)>, now: u64) {
+        if let Kind::Exec { run, tty } = &mut self.kind {
+            let mut con = Send {
+                outbox: &mut self.outbox,
+                tty: *tty,
+            };
+            if let Some(code) = run.program.on_net(net, now, &mut con) {
+                let started = run.started;
+                self.exit(Exit::code(code), started, now);
             }
         }
     }
