@@ -11,7 +11,7 @@ use fastvm_tests::report::{self, DETAIL, PASS};
 use fastvmd::nested::NestedError;
 
 /// One run's limit: L1 boot, two Linux VMs, snapshot, restart, delete.
-const TIMEOUT: Duration = Duration::from_secs(9 * 60);
+const TIMEOUT: Duration = Duration::from_secs(12 * 60);
 
 /// Every step the scenario must report as passed.
 const STEPS: &[&str] = &[

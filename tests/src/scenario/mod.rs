@@ -7,6 +7,7 @@
 mod daemon;
 mod jail;
 mod steps;
+mod streams;
 mod vm;
 mod watch;
 

@@ -1,4 +1,5 @@
-//! The scenario's steps, in order: create, exec, console, network and
+//! The scenario's steps, in order: create, exec, streams (live output, a
+//! terminal, a 100 MiB file both ways, a port forward), console, network and
 //! firewall, disks grown at boot and under a running clone, snapshot and
 //! clone, a daemon crash and restart, delete; and
 //! throughout, no VM ever reported `error`.
@@ -114,6 +115,14 @@ pub(super) fn run_all(r: &mut Runner) {
     });
     let Some(a) = a else { return };
     exec_steps(r, &d, &a.id);
+    r.step("exec-stream-live", || {
+        super::streams::live_output(&d, &a.id)
+    });
+    r.step("exec-stream-tty", || super::streams::tty_shell(&d, &a.id));
+    r.step("port-forward", || super::streams::forward(&d, &a.id));
+    r.step("file-round-trip", || {
+        super::streams::file_round_trip(&d, &a.id, "linux-a")
+    });
     r.step("grown-disk", || {
         root_fs_reaches(&d, &a.id, A_DISK_GIB, Duration::ZERO)
     });
