@@ -136,10 +136,18 @@ impl Service {
                 tick.tick().await;
                 let _ = service
                     .db(|inner| {
-                        for vm in inner.store.live_vms()? {
-                            watch(inner, &vm);
+                        // Listed before the rows are read: see cgroup_ids.
+                        let with_cgroups = inner.supervisor.cgroup_ids();
+                        let vms = inner.store.live_vms()?;
+                        for vm in &vms {
+                            watch(inner, vm);
                         }
                         lock(&inner.to_release).retain(|id| !inner.supervisor.release(id));
+                        for id in with_cgroups {
+                            if !vms.iter().any(|vm| vm.id == id) {
+                                inner.supervisor.release(&id);
+                            }
+                        }
                         Ok(())
                     })
                     .await;

@@ -508,6 +508,15 @@ impl Service {
                 .supervisor
                 .destroy(&row.id)
                 .map_err(|e| ServiceError::Upstream(format!("VM {id}: {e}")))?;
+            // A monitor still exiting keeps its cgroups busy: the watcher
+            // removes them once it is gone.
+            if !inner.supervisor.release(&row.id) {
+                inner
+                    .to_release
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(row.id.clone());
+            }
             inner.store.mark_vm_deleted(&row.id)?;
             let mut vm = convert::vm(&row)?;
             vm.status = VmStatus::Deleting;

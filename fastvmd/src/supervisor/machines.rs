@@ -35,6 +35,13 @@ pub trait Machines: Send + Sync + 'static {
     fn release(&self, id: &str) -> bool;
     /// The pid of the monitor holding VM `id`'s directory.
     fn monitor_pid(&self, id: &str) -> Option<u32>;
+    /// The VMs that have cgroups on the host (a VM's row is stored before
+    /// its cgroups are made, so one listed here and not live is a stray:
+    /// left busy by a monitor still exiting when its VM was deleted, or by
+    /// a daemon that died first).
+    fn cgroup_ids(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Writes a snapshot of running VM `id` into `dir`.
     fn snapshot(&self, id: &str, dir: &Path) -> Result<SnapshotInfo, SupervisorError>;
     /// Replaces VM `id`'s ingress policy; `Ok(false)` when it has no NIC.
@@ -91,6 +98,10 @@ impl Machines for Supervisor {
 
     fn release(&self, id: &str) -> bool {
         self.cgroups.remove(id)
+    }
+
+    fn cgroup_ids(&self) -> Vec<String> {
+        self.cgroups.vm_ids()
     }
 
     fn snapshot(&self, id: &str, dir: &Path) -> Result<SnapshotInfo, SupervisorError> {
