@@ -77,6 +77,16 @@ pub struct FirewallInfo {
     pub rx_dropped: u64,
     /// Frames the guest sent.
     pub tx_frames: u64,
+    /// Connections the guest opened that the filter tracks now (their
+    /// answers pass in `restricted` mode).
+    #[serde(default)]
+    pub flows_live: u64,
+    /// Flows dropped to make room (the table holds at most 4,096).
+    #[serde(default)]
+    pub flows_evicted: u64,
+    /// Frames that passed as answers to a flow.
+    #[serde(default)]
+    pub rx_replies: u64,
 }
 
 fn resume_default() -> bool {

@@ -13,10 +13,8 @@ pub use crate::vmm::fuzzing::{virtio_net, virtio_vsock};
 pub use virtio::virtio_blk;
 
 use fastvm_proto::agent::{Decoder, HEADER_LEN, MAX_PAYLOAD};
-use fastvm_proto::api::FirewallPolicy;
 use fastvm_proto::socket::SocketRequest;
 
-use crate::net::firewall::Filter;
 use crate::vmm::machine::snapshot::MachineState;
 use crate::vmm::snapshot::{Manifest, decode_state, unwrap_vmstate};
 
@@ -58,26 +56,12 @@ pub fn agent_frames(data: &[u8]) {
     }
 }
 
-/// An Ethernet frame from the outside world, judged by a restricted policy
-/// with rules of every kind (compiled once per process), and by the open one.
+/// Ethernet frames from the outside world and from the guest: one frame
+/// judged by a restricted policy with rules of every kind and by the open
+/// one, then the same bytes as a sequence of frames each way through a flow
+/// table (see [`crate::net::firewall::fuzz_frames`]).
 pub fn firewall_frame(data: &[u8]) {
-    static RESTRICTED: std::sync::OnceLock<Filter> = std::sync::OnceLock::new();
-    let filter = RESTRICTED.get_or_init(|| {
-        let policy: FirewallPolicy = serde_json::from_str(
-            r#"{"mode":"restricted","ingress":[
-                {"protocol":"tcp","portStart":22},
-                {"protocol":"udp","portStart":5000,"portEnd":5100,"sourceCidrs":["fd00::/8"]},
-                {"protocol":"tcp","portStart":8000,"sourceCidrs":["2001:db8::1"]}
-            ]}"#,
-        )
-        .expect("a valid policy");
-        Filter::compile(&policy).expect("a valid policy")
-    });
-    let _ = filter.check_frame(data);
-    let _ = Filter::open().check_frame(data);
-    if data.len() > 14 {
-        let _ = filter.check_ipv6(&data[14..]);
-    }
+    crate::net::firewall::fuzz_frames(data);
 }
 
 /// A line a local socket client sends.

@@ -238,6 +238,7 @@ impl ControlTarget for Machine {
     fn firewall(&self) -> Result<FirewallInfo, String> {
         let net = self.net.as_ref().ok_or("this VM has no NIC")?;
         let (rx_passed, rx_dropped, tx_frames) = net.counters.read();
+        let flows = net.counters.read_flows();
         Ok(FirewallInfo {
             policy: net.policy.policy(),
             mac: net.mac.to_string(),
@@ -245,6 +246,9 @@ impl ControlTarget for Machine {
             rx_passed,
             rx_dropped,
             tx_frames,
+            flows_live: flows.live,
+            flows_evicted: flows.evicted,
+            rx_replies: flows.replies,
         })
     }
 

@@ -1,13 +1,14 @@
 //! The policy a running device enforces, swappable while frames flow: the
 //! receive path takes the compiled filter once per batch of frames; a
-//! control request replaces it, and the next batch uses the new one.
+//! control request replaces it, and the next batch uses the new one. Also
+//! the NIC's counters, which the monitor reads without the device's lock.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use fastvm_proto::api::FirewallPolicy;
 
-use super::{Filter, PolicyError};
+use super::{Filter, FlowTable, PolicyError};
 
 #[derive(Debug)]
 struct Active {
@@ -53,7 +54,8 @@ impl LivePolicy {
     }
 }
 
-/// Frame counters of a NIC.
+/// Frame and flow counters of a NIC. The flow counters are copies of the
+/// device's [`FlowTable`] numbers, published after each batch of frames.
 #[derive(Debug, Default)]
 pub struct FrameCounters {
     /// Frames from the host delivered to the guest.
@@ -62,6 +64,20 @@ pub struct FrameCounters {
     pub rx_dropped: AtomicU64,
     /// Frames the guest sent.
     pub tx_frames: AtomicU64,
+    /// Flows in the table.
+    pub flows_live: AtomicU64,
+    /// Flows evicted while live to make room.
+    pub flows_evicted: AtomicU64,
+    /// Frames from the host admitted as replies to a flow.
+    pub rx_replies: AtomicU64,
+}
+
+/// The flow counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlowCounts {
+    pub live: u64,
+    pub evicted: u64,
+    pub replies: u64,
 }
 
 impl FrameCounters {
@@ -77,5 +93,22 @@ impl FrameCounters {
             self.rx_dropped.load(Ordering::Relaxed),
             self.tx_frames.load(Ordering::Relaxed),
         )
+    }
+
+    /// Copies the numbers of `flows` into the flow counters.
+    pub fn publish_flows(&self, flows: &FlowTable) {
+        let stats = flows.stats();
+        self.flows_live.store(flows.len() as u64, Ordering::Relaxed);
+        self.flows_evicted.store(stats.evicted, Ordering::Relaxed);
+        self.rx_replies.store(stats.replies, Ordering::Relaxed);
+    }
+
+    /// The flow counters now.
+    pub fn read_flows(&self) -> FlowCounts {
+        FlowCounts {
+            live: self.flows_live.load(Ordering::Relaxed),
+            evicted: self.flows_evicted.load(Ordering::Relaxed),
+            replies: self.rx_replies.load(Ordering::Relaxed),
+        }
     }
 }

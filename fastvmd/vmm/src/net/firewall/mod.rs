@@ -1,34 +1,73 @@
 //! The ingress packet filter: the API's [`FirewallPolicy`] compiled into a
-//! [`Filter`] that judges each Ethernet frame going to the guest.
+//! [`Filter`] that judges each Ethernet frame going to the guest, with the
+//! VM's [`FlowTable`] of what the guest opened (a stateful filter, like a
+//! cloud security group).
 //!
-//! Rules, in `restricted` mode:
-//! - only IPv6 frames (ethertype 0x86DD, untagged) are considered; ARP,
-//!   IPv4, VLAN-tagged and every other ethertype are dropped (the VM's
-//!   public network is IPv6 only, and the policy speaks only of IPv6);
-//! - a packet that does not parse (truncated, bad lengths, misplaced or too
-//!   many extension headers) is dropped;
-//! - extension headers (hop-by-hop, routing, destination options, fragment,
-//!   AH) are walked to the upper-layer header;
-//! - essential ICMPv6 passes: destination unreachable, packet too big, time
-//!   exceeded and parameter problem always; the neighbor discovery messages
-//!   (router/neighbor solicitation and advertisement, redirect) only with
-//!   hop limit 255 and unfragmented, as RFC 4861 and RFC 6980 require, so
-//!   they can only come from the link;
-//! - TCP and UDP pass when an allow rule matches the protocol, the
-//!   destination port and the source address;
-//! - everything else is dropped: later fragments and first fragments without
-//!   the whole transport header (their ports are unknown), ESP, "no next
-//!   header" and unknown protocols (the API has no protocol-any rule), and
-//!   ICMPv6 that is not essential (echo included).
+//! Flows: every frame the guest sends that parses as IPv4 or IPv6 TCP,
+//! UDP or ICMP/ICMPv6 echo request opens or refreshes a flow (protocol,
+//! guest address and port or echo identifier, remote address and port);
+//! flows expire when idle (see [`flows`]) and a VM holds at most
+//! [`MAX_FLOWS`]. Flows are not part of a snapshot.
 //!
-//! In `open` mode every frame passes.
+//! Rules, in `restricted` mode (only untagged Ethernet frames are
+//! considered; VLAN-tagged frames and every other ethertype are dropped):
+//! - ARP passes when it is a well-formed request or reply for IPv4 over
+//!   Ethernet (the guest resolves its gateway); any other ARP is dropped;
+//! - a packet that does not parse (truncated, bad lengths, an IPv4 header
+//!   length below 5 words or past the packet, misplaced or too many IPv6
+//!   extension headers) is dropped; IPv6 extension headers (hop-by-hop,
+//!   routing, destination options, fragment, AH) are walked to the
+//!   upper-layer header, IPv4 options are skipped by the header length;
+//! - later fragments and first fragments without the whole transport
+//!   header are dropped (their ports are unknown);
+//! - a reply to a live flow passes and refreshes it: TCP or UDP from the
+//!   flow's remote address and port to the guest's address and port, and
+//!   ICMP/ICMPv6 echo replies to a recorded echo identifier;
+//! - IPv6: essential ICMPv6 passes: destination unreachable, packet too
+//!   big, time exceeded and parameter problem always; the neighbor
+//!   discovery messages (router/neighbor solicitation and advertisement,
+//!   redirect) only with hop limit 255 and unfragmented, as RFC 4861 and
+//!   RFC 6980 require, so they can only come from the link. TCP and UDP
+//!   pass when an allow rule matches the protocol, the destination port and
+//!   the source address. Everything else is dropped: ESP, "no next header"
+//!   and unknown protocols (the API has no protocol-any rule), and ICMPv6
+//!   that is not essential nor an echo reply to a flow;
+//! - IPv4: besides replies, only ICMP destination unreachable (fragmentation
+//!   needed included) and time exceeded pass, when the packet they quote is
+//!   the guest's, of a live flow, and they are addressed to the guest;
+//!   everything else is dropped (the rules speak only of IPv6).
+//!
+//! In `open` mode every frame passes (flows are recorded all the same, so
+//! what the guest opened survives a switch to `restricted`).
 
+mod clock;
+mod egress;
+mod flow_key;
+pub mod flows;
+#[cfg(test)]
+mod flows_stress_tests;
+#[cfg(test)]
+mod flows_tests;
+mod fuzz;
+mod ingress;
+mod ipv4;
+#[cfg(test)]
+mod ipv4_tests;
 mod live;
 mod packet;
 #[cfg(test)]
+pub mod test_frames;
+#[cfg(test)]
 mod tests;
 
-pub use live::{FrameCounters, LivePolicy};
+pub use clock::BatchClock;
+pub use egress::egress_flow;
+pub use flows::{FlowKey, FlowProtocol, FlowStats, FlowTable, MAX_FLOWS};
+pub use fuzz::fuzz_frames;
+pub use ipv4::{
+    ETHERTYPE_ARP, ETHERTYPE_IPV4, Ipv4Summary, QuotedIpv4, parse_ipv4, parse_quoted_ipv4,
+};
+pub use live::{FlowCounts, FrameCounters, LivePolicy};
 pub use packet::{Ipv6Summary, Malformed, Upper, parse_ipv6, proto};
 
 use fastvm_proto::api::{FirewallMode, FirewallPolicy, FirewallProtocol, Ipv6Cidr};
@@ -42,6 +81,10 @@ pub const ETHERNET_HEADER_LEN: usize = 14;
 const ICMPV6_ERRORS: [u8; 4] = [1, 2, 3, 4];
 /// ICMPv6 neighbor discovery types (RFC 4861): RS, RA, NS, NA, redirect.
 const ICMPV6_NDP: core::ops::RangeInclusive<u8> = 133..=137;
+/// ICMPv6 echo request.
+const ICMPV6_ECHO_REQUEST: u8 = 128;
+/// ICMPv6 echo reply.
+const ICMPV6_ECHO_REPLY: u8 = 129;
 
 /// What the filter decided about one frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,13 +100,16 @@ pub enum Verdict {
 pub enum DropReason {
     /// Shorter than an Ethernet header.
     ShortFrame,
-    /// Not an untagged IPv6 frame.
-    NotIpv6 { ethertype: u16 },
-    /// The IPv6 packet does not parse.
+    /// Not an untagged IPv6, IPv4 or ARP frame.
+    OtherEthertype { ethertype: u16 },
+    /// An ARP message that is not a request or reply for IPv4 over
+    /// Ethernet, or is cut short.
+    BadArp,
+    /// The IPv6 or IPv4 packet does not parse.
     Malformed(Malformed),
     /// A fragment whose transport header is not (all) there.
     Fragment,
-    /// A parsed packet that no rule allows.
+    /// A parsed packet that no rule allows and no flow expects.
     NoRule,
 }
 
@@ -154,51 +200,5 @@ impl Filter {
     /// Whether everything passes.
     pub fn is_open(&self) -> bool {
         self.open
-    }
-
-    /// Judges an Ethernet frame (no virtio-net header in front).
-    pub fn check_frame(&self, frame: &[u8]) -> Verdict {
-        if self.open {
-            return Verdict::Pass;
-        }
-        if frame.len() < ETHERNET_HEADER_LEN {
-            return Verdict::Drop(DropReason::ShortFrame);
-        }
-        let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
-        if ethertype != ETHERTYPE_IPV6 {
-            return Verdict::Drop(DropReason::NotIpv6 { ethertype });
-        }
-        self.check_ipv6(&frame[ETHERNET_HEADER_LEN..])
-    }
-
-    /// Judges a bare IPv6 packet.
-    pub fn check_ipv6(&self, pkt: &[u8]) -> Verdict {
-        if self.open {
-            return Verdict::Pass;
-        }
-        let summary = match parse_ipv6(pkt) {
-            Ok(s) => s,
-            Err(e) => return Verdict::Drop(DropReason::Malformed(e)),
-        };
-        match summary.upper {
-            Upper::Icmpv6 { kind, .. } if ICMPV6_ERRORS.contains(&kind) => Verdict::Pass,
-            Upper::Icmpv6 { kind, .. }
-                if ICMPV6_NDP.contains(&kind)
-                    && summary.hop_limit == 255
-                    && !summary.fragmented =>
-            {
-                Verdict::Pass
-            }
-            Upper::Ports { protocol, dst_port }
-                if self
-                    .rules
-                    .iter()
-                    .any(|r| r.matches(protocol, dst_port, summary.src)) =>
-            {
-                Verdict::Pass
-            }
-            Upper::LaterFragment | Upper::ShortFirstFragment => Verdict::Drop(DropReason::Fragment),
-            _ => Verdict::Drop(DropReason::NoRule),
-        }
     }
 }

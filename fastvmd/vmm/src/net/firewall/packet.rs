@@ -1,7 +1,8 @@
-//! Reading what the filter needs from an IPv6 packet: source address, the
-//! upper-layer protocol after the extension headers, and its ports or
-//! ICMPv6 type. Every length is checked against the packet; anything that
-//! does not parse is [`Parsed::Malformed`].
+//! Reading what the filter needs from an IPv6 packet: its addresses, the
+//! upper-layer protocol after the extension headers, and its ports (and
+//! TCP flags) or ICMPv6 type and echo identifier. Every length is checked
+//! against the packet; anything that does not parse is [`Malformed`]. The
+//! transport header reader is shared with IPv4 ([`super::ipv4`]).
 
 use std::net::Ipv6Addr;
 
@@ -13,6 +14,8 @@ pub const MAX_EXTENSION_HEADERS: usize = 16;
 /// IPv6 next-header values the walker knows.
 pub mod proto {
     pub const HOP_BY_HOP: u8 = 0;
+    /// ICMP for IPv4 (an IPv4 protocol number; IPv6 has no such header).
+    pub const ICMP: u8 = 1;
     pub const TCP: u8 = 6;
     pub const UDP: u8 = 17;
     pub const ROUTING: u8 = 43;
@@ -27,10 +30,22 @@ pub mod proto {
 /// What follows the extension headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Upper {
-    /// TCP or UDP with the complete transport header present.
-    Ports { protocol: u8, dst_port: u16 },
-    /// ICMPv6 with its type and code present.
-    Icmpv6 { kind: u8, code: u8 },
+    /// TCP or UDP with the complete transport header present; `tcp_flags`
+    /// is the TCP flags byte (0 for UDP).
+    Ports {
+        protocol: u8,
+        src_port: u16,
+        dst_port: u16,
+        tcp_flags: u8,
+    },
+    /// ICMPv6 (in IPv6) or ICMP (in IPv4) with its type and code present;
+    /// `echo_id` is bytes 4-5 of the header (an echo message's identifier)
+    /// when the whole 8-byte header is there.
+    Icmp {
+        kind: u8,
+        code: u8,
+        echo_id: Option<u16>,
+    },
     /// A fragment other than the first: no transport header at all.
     LaterFragment,
     /// A first fragment too short to hold the whole transport header.
@@ -57,12 +72,19 @@ pub enum Malformed {
     TooManyExtensions,
     /// A TCP header whose data offset is below 5 or past the packet.
     BadTcpHeader,
+    /// The version field of an IPv4 frame is not 4.
+    NotVersion4,
+    /// An IPv4 header length (IHL) below 5 words or past the packet.
+    BadHeaderLength,
+    /// An IPv4 total length shorter than its header.
+    BadTotalLength,
 }
 
 /// An IPv6 packet as the filter sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ipv6Summary {
     pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
     pub hop_limit: u8,
     /// A Fragment header was present (first fragment or later).
     pub fragmented: bool,
@@ -87,10 +109,9 @@ pub fn parse_ipv6(pkt: &[u8]) -> Result<Ipv6Summary, Malformed> {
         return Err(Malformed::Truncated);
     }
     let pkt = &pkt[..end];
-    let mut src = [0u8; 16];
-    src.copy_from_slice(&pkt[8..24]);
     let mut summary = Ipv6Summary {
-        src: Ipv6Addr::from(src),
+        src: ipv6_at(pkt, 8),
+        dst: ipv6_at(pkt, 24),
         hop_limit: pkt[7],
         fragmented: false,
         upper: Upper::Opaque {
@@ -143,7 +164,7 @@ pub fn parse_ipv6(pkt: &[u8]) -> Result<Ipv6Summary, Malformed> {
                 at += 8;
             }
             upper => {
-                summary.upper = parse_upper(upper, rest, first_fragment_only)?;
+                summary.upper = parse_transport(upper, rest, first_fragment_only, proto::ICMPV6)?;
                 return Ok(summary);
             }
         }
@@ -151,16 +172,30 @@ pub fn parse_ipv6(pkt: &[u8]) -> Result<Ipv6Summary, Malformed> {
     Err(Malformed::TooManyExtensions)
 }
 
-/// The transport header at the start of `rest`. In a first fragment a
-/// transport header cut short is [`Upper::ShortFirstFragment`]; in a whole
-/// packet it is malformed.
-fn parse_upper(protocol: u8, rest: &[u8], in_fragment: bool) -> Result<Upper, Malformed> {
+/// The IPv6 address at `pkt[at..at + 16]` (the caller checked the length).
+fn ipv6_at(pkt: &[u8], at: usize) -> Ipv6Addr {
+    let mut octets = [0u8; 16];
+    octets.copy_from_slice(&pkt[at..at + 16]);
+    Ipv6Addr::from(octets)
+}
+
+/// The transport header at the start of `rest`; `icmp` is the ICMP
+/// protocol number of the network layer (58 in IPv6, 1 in IPv4). In a
+/// first fragment a transport header cut short is
+/// [`Upper::ShortFirstFragment`]; in a whole packet it is malformed.
+pub(super) fn parse_transport(
+    protocol: u8,
+    rest: &[u8],
+    in_fragment: bool,
+    icmp: u8,
+) -> Result<Upper, Malformed> {
     let short = |need: usize| rest.len() < need;
     let cut = if in_fragment {
         Ok(Upper::ShortFirstFragment)
     } else {
         Err(Malformed::Truncated)
     };
+    let port = |at: usize| u16::from_be_bytes([rest[at], rest[at + 1]]);
     match protocol {
         proto::TCP => {
             if short(20) {
@@ -179,7 +214,9 @@ fn parse_upper(protocol: u8, rest: &[u8], in_fragment: bool) -> Result<Upper, Ma
             }
             Ok(Upper::Ports {
                 protocol,
-                dst_port: u16::from_be_bytes([rest[2], rest[3]]),
+                src_port: port(0),
+                dst_port: port(2),
+                tcp_flags: rest[13],
             })
         }
         proto::UDP => {
@@ -188,16 +225,19 @@ fn parse_upper(protocol: u8, rest: &[u8], in_fragment: bool) -> Result<Upper, Ma
             }
             Ok(Upper::Ports {
                 protocol,
-                dst_port: u16::from_be_bytes([rest[2], rest[3]]),
+                src_port: port(0),
+                dst_port: port(2),
+                tcp_flags: 0,
             })
         }
-        proto::ICMPV6 => {
+        p if p == icmp => {
             if short(4) {
                 return cut;
             }
-            Ok(Upper::Icmpv6 {
+            Ok(Upper::Icmp {
                 kind: rest[0],
                 code: rest[1],
+                echo_id: (!short(8)).then(|| port(4)),
             })
         }
         other => Ok(Upper::Opaque { protocol: other }),

@@ -1,5 +1,6 @@
-//! The filter against crafted frames: modes, rules, essential ICMPv6,
-//! extension headers, fragments, truncation and other ethertypes.
+//! The stateless filter against crafted IPv6 frames: modes, rules,
+//! essential ICMPv6, extension headers, fragments, truncation and other
+//! ethertypes.
 
 use std::net::Ipv6Addr;
 
@@ -261,7 +262,9 @@ fn extension_headers_are_walked_to_the_transport_header() {
         summary.upper,
         Upper::Ports {
             protocol: proto::TCP,
-            dst_port: 22
+            src_port: 40000,
+            dst_port: 22,
+            tcp_flags: 0x02,
         }
     );
 }
@@ -416,13 +419,22 @@ fn bad_versions_and_jumbograms_are_malformed() {
 #[test]
 fn other_ethertypes_are_dropped_when_restricted() {
     let f = web_filter();
-    for ethertype in [0x0800u16, 0x0806, 0x8100, 0x88a8, 0x0000] {
+    for ethertype in [0x8100u16, 0x88a8, 0x0000, 0x86dc, 0x8035, 0x88cc] {
         let f2 = ethernet(ethertype, &Pkt::tcp(22).ipv6());
         assert_eq!(
             f.check_frame(&f2),
-            Verdict::Drop(DropReason::NotIpv6 { ethertype })
+            Verdict::Drop(DropReason::OtherEthertype { ethertype })
         );
     }
+    // IPv6 bytes under the IPv4 and ARP ethertypes are read as those.
+    assert_eq!(
+        f.check_frame(&ethernet(0x0800, &Pkt::tcp(22).ipv6())),
+        Verdict::Drop(DropReason::Malformed(Malformed::NotVersion4))
+    );
+    assert_eq!(
+        f.check_frame(&ethernet(0x0806, &Pkt::tcp(22).ipv6())),
+        Verdict::Drop(DropReason::BadArp)
+    );
     assert_eq!(
         f.check_frame(&[0u8; 13]),
         Verdict::Drop(DropReason::ShortFrame)

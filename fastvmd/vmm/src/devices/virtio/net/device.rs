@@ -1,12 +1,12 @@
 //! The [`Net`] device: virtio glue and the backend thread.
 //!
-//! Shared state (queues, the frame waiting for a buffer, the pause flag)
-//! sits behind one mutex. TX runs on the vCPU thread that wrote
-//! QueueNotify (tap writes do not block). RX runs on the backend thread,
-//! which waits on epoll for the tap and a kick eventfd, and on the vCPU
-//! thread when the driver adds RX buffers. While the guest has no RX
-//! buffer, the tap is taken out of the epoll set, so frames wait in the
-//! tap's own queue instead of waking the thread in a loop.
+//! Shared state (queues, the frame waiting for a buffer, the firewall's
+//! flow table, the pause flag) sits behind one mutex. TX runs on the vCPU
+//! thread that wrote QueueNotify (tap writes do not block). RX runs on the
+//! backend thread, which waits on epoll for the tap and a kick eventfd, and
+//! on the vCPU thread when the driver adds RX buffers. While the guest has
+//! no RX buffer, the tap is taken out of the epoll set, so frames wait in
+//! the tap's own queue instead of waking the thread in a loop.
 //!
 //! Pause (for a snapshot) sets a flag under the mutex; nothing touches the
 //! queues or guest memory until resume, and the backend parks.
@@ -27,7 +27,7 @@ use crate::devices::virtio::{
     read_config_bytes, take_queues,
 };
 use crate::net::addr::Mac;
-use crate::net::firewall::{FrameCounters, LivePolicy};
+use crate::net::firewall::{FlowTable, FrameCounters, LivePolicy};
 use crate::net::tap::Tap;
 
 /// Virtio device ID of a network card.
@@ -50,6 +50,8 @@ struct Inner {
     queues: Option<Queues>,
     rx: RxBuffer,
     tx_scratch: Vec<u8>,
+    /// What the guest opened, so that replies pass the firewall.
+    flows: FlowTable,
     paused: bool,
     /// The tap is in the epoll set.
     tap_watched: bool,
@@ -91,10 +93,17 @@ impl Shared {
     /// Moves what can be moved from the tap to the guest now.
     fn service_rx(&self, inner: &mut Inner) {
         let Some(tap) = &self.tap else { return };
-        let watch = match (&mut inner.queues, inner.paused) {
+        let Inner {
+            queues,
+            rx,
+            flows,
+            paused,
+            ..
+        } = inner;
+        let watch = match (queues, *paused) {
             (Some(q), false) => {
                 let filter = self.policy.filter();
-                process_rx(q, tap, &mut inner.rx, &filter, &self.counters) == RxStop::TapEmpty
+                process_rx(q, tap, rx, &filter, flows, &self.counters) == RxStop::TapEmpty
             }
             _ => false,
         };
@@ -106,10 +115,13 @@ impl Shared {
             return;
         }
         let Inner {
-            queues, tx_scratch, ..
+            queues,
+            tx_scratch,
+            flows,
+            ..
         } = inner;
         if let Some(q) = queues {
-            process_tx(q, self.tap.as_ref(), tx_scratch, &self.counters);
+            process_tx(q, self.tap.as_ref(), tx_scratch, flows, &self.counters);
         }
     }
 
@@ -192,6 +204,12 @@ impl Net {
     /// The policy in force (shared with [`NetHandle`]).
     pub fn policy(&self) -> &LivePolicy {
         &self.shared.policy
+    }
+
+    /// Flows in the firewall's table.
+    #[cfg(test)]
+    pub(super) fn flows_live(&self) -> usize {
+        self.shared.lock().flows.len()
     }
 
     /// A handle for the monitor.
@@ -303,6 +321,8 @@ impl VirtioDevice for Net {
         let mut inner = self.shared.lock();
         inner.queues = None;
         inner.rx.clear();
+        inner.flows.clear();
+        self.shared.counters.publish_flows(&inner.flows);
         self.shared.watch_tap(&mut inner, false);
     }
 

@@ -1,8 +1,10 @@
 //! The NIC's queue processing driven by a hostile guest and a hostile
 //! network: the fuzzer fills guest memory (descriptors, rings, TX frames),
 //! writes the frames that arrive from the tap, and picks the order of
-//! transmit and receive rounds. The "tap" is a seqpacket socket (a frame a
-//! read, as from a tap), so it runs anywhere, on one thread.
+//! transmit and receive rounds. Frames the guest sends open flows in the
+//! device's flow table, so frames from the wire can pass as their replies.
+//! The "tap" is a seqpacket socket (a frame a read, as from a tap), so it
+//! runs anywhere, on one thread.
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixDatagram;
@@ -10,7 +12,7 @@ use std::sync::OnceLock;
 
 use super::rxtx::{Queues, RxBuffer, process_rx, process_tx};
 use crate::devices::virtio::fuzz_queues::{guest_memory, interrupt, queue};
-use crate::net::firewall::{Filter, FrameCounters};
+use crate::net::firewall::{Filter, FlowTable, FrameCounters, MAX_FLOWS};
 use crate::net::tap::Tap;
 
 /// Steps per input.
@@ -33,7 +35,7 @@ fn restricted() -> &'static Filter {
 }
 
 /// Two connected seqpacket sockets: the device's "tap" end and the wire.
-fn frame_pair() -> Option<(OwnedFd, OwnedFd)> {
+pub(super) fn frame_pair() -> Option<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     let kind = libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
     // SAFETY: socketpair writes two descriptors into `fds`, which has room.
@@ -81,6 +83,7 @@ pub fn virtio_net(data: &[u8]) {
     let mut rx_buffer = RxBuffer::default();
     let mut scratch = Vec::new();
     let counters = FrameCounters::default();
+    let mut flows = FlowTable::new();
     let mut wire_buf = vec![0u8; super::rxtx::MAX_FRAME];
     let mut steps = steps;
     for _ in 0..MAX_OPS {
@@ -90,12 +93,12 @@ pub fn virtio_net(data: &[u8]) {
         steps = rest;
         match kind % 3 {
             0 => {
-                process_tx(&mut q, Some(&tap), &mut scratch, &counters);
+                process_tx(&mut q, Some(&tap), &mut scratch, &mut flows, &counters);
                 // What the guest sent leaves on the wire.
                 while wire.recv(&mut wire_buf).is_ok() {}
             }
             1 => {
-                let _ = process_rx(&mut q, &tap, &mut rx_buffer, filter, &counters);
+                let _ = process_rx(&mut q, &tap, &mut rx_buffer, filter, &mut flows, &counters);
             }
             _ => {
                 let Some((&len, rest)) = steps.split_first() else {
@@ -107,4 +110,5 @@ pub fn virtio_net(data: &[u8]) {
             }
         }
     }
+    assert!(flows.len() <= MAX_FLOWS);
 }

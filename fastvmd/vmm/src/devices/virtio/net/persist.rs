@@ -1,7 +1,10 @@
 //! Snapshot and restore of virtio-net: the MAC and the firewall policy.
 //! Frames in flight are not saved (a wire loses them too). A restored
 //! device is usually a clone with its own tap and MAC; its policy is the
-//! snapshot's unless the clone is given one.
+//! snapshot's unless the clone is given one. The firewall's flows are not
+//! saved either: a restored device starts with an empty flow table (a
+//! clone has a new identity), and the guest's next frames open flows
+//! again.
 
 use fastvm_proto::api::FirewallPolicy;
 

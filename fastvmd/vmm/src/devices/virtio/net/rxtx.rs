@@ -1,10 +1,16 @@
-//! Moving frames: tap → filter → RX queue, and TX queue → tap.
+//! Moving frames: tap → filter → RX queue, and TX queue → flow table →
+//! tap.
 //!
 //! Each frame carries the 12-byte virtio-net header on both sides (the tap
 //! is opened with `IFF_VNET_HDR` and no offloads, and the driver negotiates
 //! none), so TX chains go to the tap byte for byte, and RX frames get a
 //! zeroed header with `num_buffers` 1. Descriptor errors are the guest's:
 //! logged, the buffer returned, processing goes on.
+//!
+//! The flow table is the device's, used under the device's lock like the
+//! queues (TX and RX both hold it already): no lock of its own. The clock
+//! is read only for frames that record or look up a flow, and then once
+//! for many frames of a batch ([`BatchClock`]).
 
 use std::io::ErrorKind;
 use std::sync::Arc;
@@ -13,7 +19,7 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::Bytes;
 
 use crate::devices::virtio::{GuestMemory, Interrupt};
-use crate::net::firewall::{FrameCounters, Verdict};
+use crate::net::firewall::{BatchClock, Filter, FlowTable, FrameCounters, Verdict, egress_flow};
 use crate::net::tap::{Tap, VNET_HDR_LEN};
 
 /// Largest frame with its header: the header, a 65535-byte packet and the
@@ -70,23 +76,31 @@ pub enum RxStop {
     NoBuffer,
 }
 
-/// Reads frames from `tap`, filters them and places the ones that pass in
-/// RX buffers, until the tap is empty or the buffers run out.
+/// Reads frames from `tap`, filters them (replies to `flows` pass) and
+/// places the ones that pass in RX buffers, until the tap is empty or the
+/// buffers run out.
 pub fn process_rx(
     q: &mut Queues,
     tap: &Tap,
     rx: &mut RxBuffer,
-    filter: &crate::net::firewall::Filter,
+    filter: &Filter,
+    flows: &mut FlowTable,
     counters: &FrameCounters,
 ) -> RxStop {
     let mut used = false;
+    let mut clock = BatchClock::new();
     let stop = loop {
         let len = match rx.pending {
             Some(len) => len,
             None => match tap.read_frame(&mut rx.buf) {
+                // End of file: only a stand-in socket whose peer is gone
+                // (a tap never reads empty); stop rather than spin.
+                Ok(0) => break RxStop::TapEmpty,
                 Ok(n) if n < VNET_HDR_LEN => continue,
                 Ok(n) => {
-                    if filter.check_frame(&rx.buf[VNET_HDR_LEN..n]) != Verdict::Pass {
+                    let frame = &rx.buf[VNET_HDR_LEN..n];
+                    if filter.check_frame_with_flows(frame, flows, || clock.now()) != Verdict::Pass
+                    {
                         FrameCounters::bump(&counters.rx_dropped);
                         continue;
                     }
@@ -146,6 +160,7 @@ pub fn process_rx(
         }
         used = true;
     };
+    counters.publish_flows(flows);
     if used {
         notify(&mut q.rx, &q.mem, &q.interrupt);
     }
@@ -153,14 +168,16 @@ pub fn process_rx(
 }
 
 /// Sends every frame the guest queued on TX to `tap` (dropped when there
-/// is no tap).
+/// is no tap), recording the flows they open in `flows`.
 pub fn process_tx(
     q: &mut Queues,
     tap: Option<&Tap>,
     scratch: &mut Vec<u8>,
+    flows: &mut FlowTable,
     counters: &FrameCounters,
 ) {
     let mut used = false;
+    let mut clock = BatchClock::new();
     while let Some(chain) = q.tx.pop_descriptor_chain(&q.mem) {
         let head = chain.head_index();
         scratch.clear();
@@ -186,6 +203,9 @@ pub fn process_tx(
             );
         } else if let Some(tap) = tap {
             FrameCounters::bump(&counters.tx_frames);
+            if let Some((key, tcp_flags)) = egress_flow(&scratch[VNET_HDR_LEN..]) {
+                flows.record_egress(key, tcp_flags, clock.now());
+            }
             if let Err(e) = tap.write_frame(scratch) {
                 // The host side is down or full: the frame is lost, as on a wire.
                 tracing::debug!("virtio-net: writing the tap: {e}");
@@ -197,6 +217,7 @@ pub fn process_tx(
         used = true;
     }
     if used {
+        counters.publish_flows(flows);
         notify(&mut q.tx, &q.mem, &q.interrupt);
     }
 }

@@ -1,7 +1,9 @@
 //! virtio-net over a real tap in a network namespace of the test's own:
 //! frames sent into the tap from an AF_PACKET socket reach the guest's RX
 //! buffers only when the policy lets them, a policy change applies to the
-//! next frame, and TX frames come out of the tap.
+//! next frame, and TX frames come out of the tap. Over a seqpacket stand-in
+//! for the tap: a reply passes a restricted policy only once the guest sent
+//! what it answers, and a restored device has no flows.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -21,6 +23,7 @@ use super::{Net, NetState};
 use crate::devices::virtio::{GuestMemory, Interrupt, VirtioDevice, VirtioDeviceState};
 use crate::net::addr::Mac;
 use crate::net::firewall::LivePolicy;
+use crate::net::firewall::test_frames::{GUEST4, REMOTE4, tcp};
 use crate::net::tap::{Tap, VNET_HDR_LEN};
 
 const RX_QUEUE: u64 = 0;
@@ -328,4 +331,88 @@ fn restore_takes_the_saved_policy_unless_given_one() {
         ..state
     };
     assert!(Net::restore(&broken, None, None, None).is_err());
+}
+
+/// `frame` with a zeroed virtio-net header in front, as a tap carries it.
+fn with_vnet_header(frame: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0u8; VNET_HDR_LEN];
+    buf.extend_from_slice(frame);
+    buf
+}
+
+#[test]
+fn a_reply_passes_only_after_the_guest_sent_what_it_answers() {
+    let (device_end, wire_end) = super::fuzz::frame_pair().expect("socketpair");
+    // Declared before the device, so dropped after it.
+    let wire = std::os::unix::net::UnixDatagram::from(wire_end);
+    let tap = Tap::from_frame_socket(device_end, "fvmsock0");
+    let mac: Mac = "02:aa:bb:cc:dd:02".parse().unwrap();
+    let policy = LivePolicy::new(FirewallPolicy::default()).unwrap();
+    let mut net = Net::new(mac, Some(tap), policy).unwrap();
+    let mem = GuestMemory::from_ranges(&[(GuestAddress(0), 0x20_0000)]).unwrap();
+    let rx_mock = MockSplitQueue::create(&mem, GuestAddress(RX_QUEUE), 16);
+    let tx_mock = MockSplitQueue::create(&mem, GuestAddress(TX_QUEUE), 16);
+    let rx_descs: Vec<RawDescriptor> = (0..RX_BUFFERS)
+        .map(|i| {
+            let addr = BUFFERS + u64::from(i) * 0x1000;
+            SplitDescriptor::new(addr, BUF_LEN, VRING_DESC_F_WRITE as u16, 0).into()
+        })
+        .collect();
+    rx_mock.add_desc_chains(&rx_descs, 0).unwrap();
+    let irq = Arc::new(Interrupt::new(EventFd::new(EFD_NONBLOCK).unwrap()));
+    let queues = vec![
+        rx_mock.create_queue().unwrap(),
+        tx_mock.create_queue().unwrap(),
+    ];
+    net.activate(mem.clone(), queues, irq, 0).unwrap();
+    let counters = net.handle().counters;
+    let syn = with_vnet_header(&tcp((GUEST4, 40000), (REMOTE4, 443), 0x02));
+    let syn_ack = with_vnet_header(&tcp((REMOTE4, 443), (GUEST4, 40000), 0x12));
+
+    // Before the guest sent anything, the "reply" is dropped.
+    wire.send(&syn_ack).unwrap();
+    wait_for("the unsolicited reply judged", || counters.read().1 == 1);
+    assert_eq!(counters.read(), (0, 1, 0));
+
+    // The guest's SYN leaves through the TX queue and opens the flow.
+    let at = BUFFERS + 0x10_000;
+    mem.write_slice(&syn, GuestAddress(at)).unwrap();
+    let tx_desc: RawDescriptor = SplitDescriptor::new(at, syn.len() as u32, 0, 0).into();
+    tx_mock.add_desc_chains(&[tx_desc], 0).unwrap();
+    net.queue_notify(1);
+    let mut got = vec![0u8; 4096];
+    let n = wire.recv(&mut got).unwrap();
+    assert_eq!(&got[..n], &syn[..], "the SYN on the wire");
+    assert_eq!(net.flows_live(), 1);
+    assert_eq!(counters.read_flows().live, 1);
+
+    // Now the same reply passes into an RX buffer.
+    wire.send(&syn_ack).unwrap();
+    wait_for("the reply delivered", || counters.read().0 == 1);
+    assert_eq!(rx_mock.used().idx().load(), 1);
+    let used = rx_mock.used().ring().ref_at(0).unwrap().load();
+    assert_eq!(used.len() as usize, syn_ack.len());
+    let mut delivered = vec![0u8; syn_ack.len()];
+    mem.read_slice(
+        &mut delivered,
+        GuestAddress(BUFFERS + u64::from(used.id()) * 0x1000),
+    )
+    .unwrap();
+    assert_eq!(&delivered[VNET_HDR_LEN..], &syn_ack[VNET_HDR_LEN..]);
+    assert_eq!(counters.read_flows().replies, 1);
+
+    // A reply from another port of the same host is still dropped.
+    let stranger = tcp((REMOTE4, 444), (GUEST4, 40000), 0x12);
+    wire.send(&with_vnet_header(&stranger)).unwrap();
+    wait_for("the stranger judged", || counters.read().1 == 2);
+    assert_eq!(counters.read(), (1, 2, 1));
+
+    // A snapshot carries no flow: the restored device starts empty.
+    let VirtioDeviceState::Net(state) = net.save() else {
+        panic!("not a net state");
+    };
+    let restored = Net::restore(&state, None, None, None).unwrap();
+    assert_eq!(restored.flows_live(), 0);
+    assert_eq!(restored.handle().counters.read_flows().live, 0);
+    assert_eq!(net.flows_live(), 1, "the original keeps its flow");
 }
