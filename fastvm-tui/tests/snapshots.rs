@@ -4,11 +4,13 @@
 //! `.snap.new` files for review; `INSTA_UPDATE=always` accepts new output).
 
 use fastvm_proto::api::{
-    ExecVmResponse, FirewallMode, FirewallPolicy, FirewallProtocol, FirewallRule, OrgQuotaUsage,
-    OrgQuotaValues, SnapshotObject, SnapshotStatus, Uuid, VmInstance, VmStatus, parse_rfc3339,
+    FirewallMode, FirewallPolicy, FirewallProtocol, FirewallRule, OrgQuotaUsage, OrgQuotaValues,
+    SnapshotObject, SnapshotStatus, Uuid, VmInstance, VmStatus, parse_rfc3339,
 };
+use fastvm_proto::exec_channel::exit_status;
 use fastvm_proto::socket::SocketResponse;
 use fastvm_tui::app::{App, ExecView, Mode, View};
+use fastvm_tui::client::ExecEvent;
 use fastvm_tui::client::{ClientEvent, Purpose};
 use fastvm_tui::console::ConsolePane;
 use ratatui::Terminal;
@@ -237,20 +239,22 @@ fn command_palette() {
 #[test]
 fn exec_output_pane() {
     let mut app = fixture();
-    app.mode = Mode::Exec(ExecView {
-        vm_name: "web".into(),
-        command: "yes 3".into(),
-        result: Some(Ok(ExecVmResponse {
-            exit_code: 0,
-            stdout: "y\ny\ny\n".into(),
-            stderr: "warning: short\n".into(),
-            timed_out: false,
-            stdout_truncated: true,
-            stderr_truncated: false,
-            duration_ms: 42,
-        })),
-        scroll: 0,
+    let mut view = ExecView::new("web".into(), "tick 3 1000".into(), 1);
+    view.on_event(ExecEvent::Started);
+    view.on_event(ExecEvent::Output {
+        stderr: false,
+        bytes: b"tick 1\ntick 2\n".to_vec(),
     });
+    view.on_event(ExecEvent::Output {
+        stderr: true,
+        bytes: b"warning: short\n".to_vec(),
+    });
+    view.on_event(ExecEvent::Output {
+        stderr: false,
+        bytes: b"tick 3\n".to_vec(),
+    });
+    view.on_event(ExecEvent::Status(exit_status(0, false)));
+    app.mode = Mode::Exec(view);
     insta::assert_snapshot!(render(&mut app, 100, 20));
 }
 

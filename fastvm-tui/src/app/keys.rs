@@ -3,8 +3,8 @@
 //! palette are generated from the same tables.
 
 use fastvm_proto::api::{
-    CreateSnapshotRequest, ExecVmRequest, FirewallMode, PatchVmFirewallRequest,
-    UpdateSnapshotRequest, UpdateVmRequest, VmStatus,
+    CreateSnapshotRequest, FirewallMode, PatchVmFirewallRequest, UpdateSnapshotRequest,
+    UpdateVmRequest, VmStatus,
 };
 use fastvm_proto::socket::Op;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use super::table::{short_id, vm_label};
 use super::{
-    App, Confirm, ConfirmKind, CreateForm, ExecView, FormField, Mode, Palette, Prompt, PromptKind,
-    TextInput, View,
+    App, Confirm, ConfirmKind, CreateForm, FormField, Mode, Palette, Prompt, PromptKind, TextInput,
+    View,
 };
 use crate::client::{Command, Purpose};
 use crate::console::{ConsolePane, is_escape, key_bytes};
@@ -89,7 +89,8 @@ pub const HELP: &[(&str, &str, &str)] = &[
     ("VMs", "c", "create (form)"),
     ("VMs", "r / d", "rename / delete (asks first)"),
     ("VMs", "s", "snapshot"),
-    ("VMs", "e", "exec a command"),
+    ("VMs", "e", "exec a command (output live)"),
+    ("Exec", "Ctrl-c / Esc", "interrupt (SIGINT) / close"),
     ("VMs", "Enter / o", "open the console (Ctrl-] leaves)"),
     ("VMs", "f", "firewall (m toggles the mode)"),
     ("Snapshots", "c", "create a VM from the snapshot"),
@@ -136,7 +137,8 @@ impl App {
         }
         self.dirty = true;
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
-        if ctrl && key.code == KeyCode::Char('c') && self.mode != Mode::Console {
+        let keeps_ctrl_c = matches!(self.mode, Mode::Console | Mode::Exec(_));
+        if ctrl && key.code == KeyCode::Char('c') && !keeps_ctrl_c {
             self.quit = true;
             return Vec::new();
         }
@@ -167,21 +169,7 @@ impl App {
             Mode::Form(f) => self.form_key(f, key),
             Mode::Prompt(p) => self.prompt_key(p, key),
             Mode::Confirm(c) => self.confirm_key(c, key),
-            Mode::Exec(mut view) => {
-                match key.code {
-                    KeyCode::Esc | KeyCode::Char('q') | KeyCode::Enter => {}
-                    KeyCode::Down | KeyCode::Char('j') => {
-                        view.scroll = view.scroll.saturating_add(1);
-                        self.mode = Mode::Exec(view);
-                    }
-                    KeyCode::Up | KeyCode::Char('k') => {
-                        view.scroll = view.scroll.saturating_sub(1);
-                        self.mode = Mode::Exec(view);
-                    }
-                    _ => self.mode = Mode::Exec(view),
-                }
-                Vec::new()
-            }
+            Mode::Exec(view) => self.exec_key(view, key),
             Mode::Firewall(id) => match key.code {
                 KeyCode::Char('m') => {
                     self.mode = Mode::Firewall(id);
@@ -522,17 +510,7 @@ impl App {
                     }
                 };
                 let vm_name = self.vm(vm_id).map_or_else(|| short_id(&vm_id), vm_label);
-                self.mode = Mode::Exec(ExecView {
-                    vm_name,
-                    command: text,
-                    result: None,
-                    scroll: 0,
-                });
-                let body = json(&ExecVmRequest {
-                    command,
-                    timeout_sec: None,
-                });
-                call(Purpose::Exec, Op::ExecVm, vm_id.to_string(), body)
+                self.start_exec(vm_id, vm_name, text, command)
             }
         }
     }

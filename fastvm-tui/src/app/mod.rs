@@ -4,24 +4,28 @@
 //! line. Input handling lives in [`keys`] and [`mouse`]; it turns keys into
 //! state changes and [`Command`]s for the socket client.
 
+pub mod exec;
 pub mod forms;
 pub mod keys;
 pub mod mouse;
 pub mod table;
 
 #[cfg(test)]
+mod exec_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::VecDeque;
 
 use fastvm_proto::api::{
-    ExecVmResponse, ImageList, OrgQuotaUsage, SnapshotObject, Uuid, VmInstance, parse_rfc3339,
+    ImageList, OrgQuotaUsage, SnapshotObject, Uuid, VmInstance, parse_rfc3339,
 };
 use fastvm_proto::socket::{EventKind, EventOp, SocketEvent, SocketResponse};
 use time::OffsetDateTime;
 
 use crate::client::{ClientEvent, Command, Purpose};
 use crate::console::ConsolePane;
+pub use exec::{ExecState, ExecView};
 pub use forms::{CreateForm, DEFAULT_IMAGE, FormField, TextInput};
 pub use table::{SNAPSHOT_COLUMNS, Sort, VM_COLUMNS};
 
@@ -101,19 +105,6 @@ pub struct Confirm {
     pub kind: ConfirmKind,
     /// The question.
     pub question: String,
-}
-
-/// The exec output pane: the command, then its answer once it arrives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExecView {
-    /// VM name, for the title.
-    pub vm_name: String,
-    /// The command line as typed.
-    pub command: String,
-    /// The answer; `None` while the command runs.
-    pub result: Option<Result<ExecVmResponse, String>>,
-    /// First shown output line.
-    pub scroll: u16,
 }
 
 /// The command palette: typed text and the highlighted entry.
@@ -217,6 +208,8 @@ pub struct App {
     pub quit: bool,
     /// Something changed since the last draw.
     pub dirty: bool,
+    /// Exec sessions started so far (the last one's number).
+    pub exec_sessions: u64,
 }
 
 impl App {
@@ -249,6 +242,7 @@ impl App {
             snapshot_table: Default::default(),
             quit: false,
             dirty: true,
+            exec_sessions: 0,
         }
     }
 
@@ -318,6 +312,10 @@ impl App {
                 if let Some(c) = &mut self.console {
                     c.feed(&bytes);
                 }
+                Vec::new()
+            }
+            ClientEvent::Exec { session, event } => {
+                self.on_exec_event(session, event);
                 Vec::new()
             }
             ClientEvent::ConsoleClosed(why) => {
@@ -436,18 +434,6 @@ impl App {
                     form.set_images(list.images.into_iter().map(|i| i.name).collect());
                 }
             }
-            Purpose::Exec => {
-                let result = serde_json::from_value::<ExecVmResponse>(resp.body)
-                    .map_err(|e| format!("unreadable exec answer: {e}"));
-                match (&mut self.mode, result) {
-                    (Mode::Exec(view), result) => view.result = Some(result),
-                    (_, Ok(r)) => self.info(format!(
-                        "exec finished (pane closed): exit {} in {} ms",
-                        r.exit_code, r.duration_ms
-                    )),
-                    (_, Err(e)) => self.error(e),
-                }
-            }
             Purpose::Created => {
                 if let Ok(vm) = serde_json::from_value::<VmInstance>(resp.body) {
                     self.info(format!("created VM {} ({})", vm.name, vm.status));
@@ -462,19 +448,12 @@ impl App {
         Vec::new()
     }
 
-    /// An error answer: shown on the status line (or in the exec pane).
+    /// An error answer: shown on the status line.
     fn on_failure(&mut self, purpose: Purpose, status: u16, msg: String) -> Vec<Command> {
         match purpose {
             Purpose::Watch => {
                 self.error(format!("watch ended ({status}): {msg}; re-listing"));
                 return vec![Command::Resync];
-            }
-            Purpose::Exec => {
-                let msg = format!("error {status}: {msg}");
-                match &mut self.mode {
-                    Mode::Exec(view) => view.result = Some(Err(msg)),
-                    _ => self.error(format!("exec: {msg}")),
-                }
             }
             Purpose::ListVms | Purpose::ListSnapshots | Purpose::Quotas => {
                 self.error(format!("cannot list ({status}): {msg}"));

@@ -12,11 +12,11 @@ use super::*;
 use crate::client::{ClientEvent, Command, Purpose};
 use crate::console::key_bytes;
 
-fn id(n: u8) -> Uuid {
+pub(super) fn id(n: u8) -> Uuid {
     Uuid::from_bytes([n; 16])
 }
 
-fn vm(n: u8, name: &str, status: VmStatus) -> VmInstance {
+pub(super) fn vm(n: u8, name: &str, status: VmStatus) -> VmInstance {
     VmInstance {
         id: id(n),
         name: name.into(),
@@ -66,7 +66,7 @@ fn vm_event(op: EventOp, v: &VmInstance) -> ClientEvent {
     })
 }
 
-fn loaded(vms: &[VmInstance]) -> App {
+pub(super) fn loaded(vms: &[VmInstance]) -> App {
     let mut app = App::new("/tmp/test.sock");
     app.on_client(ClientEvent::Connected);
     app.on_client(answer(Purpose::ListVms, 200, json!(vms)));
@@ -74,15 +74,15 @@ fn loaded(vms: &[VmInstance]) -> App {
     app
 }
 
-fn key(code: KeyCode) -> KeyEvent {
+pub(super) fn key(code: KeyCode) -> KeyEvent {
     KeyEvent::new(code, KeyModifiers::NONE)
 }
 
-fn ctrl(c: char) -> KeyEvent {
+pub(super) fn ctrl(c: char) -> KeyEvent {
     KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL)
 }
 
-fn type_text(app: &mut App, text: &str) -> Vec<Command> {
+pub(super) fn type_text(app: &mut App, text: &str) -> Vec<Command> {
     text.chars()
         .flat_map(|c| app.on_key(key(KeyCode::Char(c))))
         .collect()
@@ -421,75 +421,6 @@ fn without_a_list_of_images_the_form_offers_the_default_quietly() {
     app.on_client(images_answer(&["web"]));
     assert_eq!(app.mode, Mode::Normal);
     assert_eq!(app.status, None);
-}
-
-#[test]
-fn exec_prompt_sends_argv_and_shows_the_answer() {
-    let mut app = loaded(&[vm(1, "a", VmStatus::Running)]);
-    app.on_key(key(KeyCode::Char('e')));
-    type_text(&mut app, "echo 'a b' c");
-    let cmds = app.on_key(key(KeyCode::Enter));
-    let body = json!({"command": ["echo", "a b", "c"]});
-    assert_eq!(
-        cmds,
-        [Command::call(
-            Purpose::Exec,
-            Op::ExecVm,
-            Some(id(1).to_string()),
-            Some(body)
-        )]
-    );
-    assert!(matches!(&app.mode, Mode::Exec(e) if e.result.is_none()));
-    app.on_client(answer(
-        Purpose::Exec,
-        200,
-        json!({"exitCode": 3, "stdout": "a b c\n", "stderr": "", "timedOut": false,
-               "stdoutTruncated": true, "stderrTruncated": false, "durationMs": 12}),
-    ));
-    let Mode::Exec(view) = &app.mode else {
-        panic!("exec pane closed")
-    };
-    let r = view.result.clone().unwrap().unwrap();
-    assert_eq!(
-        (r.exit_code, r.stdout_truncated, r.duration_ms),
-        (3, true, 12)
-    );
-}
-
-#[test]
-fn exec_error_answer_shows_in_the_pane() {
-    let mut app = loaded(&[vm(1, "a", VmStatus::Running)]);
-    app.on_key(key(KeyCode::Char('e')));
-    type_text(&mut app, "x");
-    app.on_key(key(KeyCode::Enter));
-    app.on_client(answer(
-        Purpose::Exec,
-        409,
-        json!({"error": "VM is not running"}),
-    ));
-    assert!(
-        matches!(&app.mode, Mode::Exec(e) if e.result == Some(Err("error 409: VM is not running".into())))
-    );
-}
-
-#[test]
-fn an_exec_answer_after_the_pane_closed_goes_to_the_status_line() {
-    let mut app = loaded(&[vm(1, "a", VmStatus::Running)]);
-    app.on_key(key(KeyCode::Char('e')));
-    type_text(&mut app, "sleep 5000");
-    app.on_key(key(KeyCode::Enter));
-    app.on_key(key(KeyCode::Esc));
-    app.on_client(answer(
-        Purpose::Exec,
-        200,
-        json!({"exitCode": 0, "stdout": "", "stderr": "", "timedOut": false,
-               "stdoutTruncated": false, "stderrTruncated": false, "durationMs": 5001}),
-    ));
-    assert_eq!(app.mode, Mode::Normal);
-    assert_eq!(
-        app.status.clone().unwrap().text,
-        "exec finished (pane closed): exit 0 in 5001 ms"
-    );
 }
 
 #[test]

@@ -4,7 +4,10 @@
 //! One connection carries `watch`, the lists and every operation (answers
 //! are matched to requests by `id`); it is re-opened, and everything
 //! re-listed, when it drops or the watch ends. The console uses its own
-//! connection, switched to raw bytes by `attachConsole`.
+//! connection, switched to raw bytes by `attachConsole`, and so does the
+//! exec pane, switched to exec channel messages by `execStream` ([`exec`]).
+
+mod exec;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -34,8 +37,6 @@ pub enum Purpose {
     /// `listImages`: the images the open create form offers (a failure
     /// leaves only the default, quietly).
     ListImages,
-    /// `execVM`: fills the exec pane.
-    Exec,
     /// `createVM`: selects the new VM.
     Created,
     /// Any other operation: this message on success.
@@ -64,6 +65,25 @@ pub enum Command {
     ConsoleInput(Vec<u8>),
     /// Close the console connection.
     DetachConsole,
+    /// Run a command with `execStream` on a connection of its own (closing
+    /// any other exec session); its reports carry `session`.
+    StartExec {
+        /// Tags the session's reports.
+        session: u64,
+        /// The VM's id.
+        vm_id: String,
+        /// The `execStream` body.
+        body: Value,
+    },
+    /// One exec channel message for the running exec session.
+    ExecMessage {
+        /// The channel (e.g. [`fastvm_proto::exec_channel::SIGNAL`]).
+        channel: u8,
+        /// The message's bytes after the channel byte.
+        bytes: Vec<u8>,
+    },
+    /// Close the exec connection (which ends the command in the guest).
+    CloseExec,
 }
 
 impl Command {
@@ -100,7 +120,16 @@ pub enum ClientEvent {
     ConsoleOutput(Vec<u8>),
     /// The console connection ended (with an error message, if it failed).
     ConsoleClosed(Option<String>),
+    /// A report of the exec session `session`.
+    Exec {
+        /// The session, as [`Command::StartExec`] named it.
+        session: u64,
+        /// What happened.
+        event: ExecEvent,
+    },
 }
+
+pub use exec::ExecEvent;
 
 /// How long to wait before reconnecting.
 const RETRY: Duration = Duration::from_secs(1);
@@ -138,15 +167,28 @@ struct Console {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// The exec connection's input side (whole messages), while one is open.
+struct ExecConn {
+    input: UnboundedSender<(u8, Vec<u8>)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The connections beside the main one.
+#[derive(Default)]
+struct Streams {
+    console: Option<Console>,
+    exec: Option<ExecConn>,
+}
+
 /// The client's main loop: connect, watch, serve commands, reconnect.
 async fn run(socket: PathBuf, mut commands: UnboundedReceiver<Command>, reporter: Reporter) {
     let reporter = std::sync::Arc::new(reporter);
-    let mut console: Option<Console> = None;
+    let mut streams = Streams::default();
     loop {
         match UnixStream::connect(&socket).await {
             Ok(stream) => {
                 reporter.send(ClientEvent::Connected);
-                let why = serve(stream, &socket, &mut commands, &reporter, &mut console).await;
+                let why = serve(stream, &socket, &mut commands, &reporter, &mut streams).await;
                 match why {
                     Ended::Quit => return,
                     Ended::Resync => continue,
@@ -167,7 +209,7 @@ async fn run(socket: PathBuf, mut commands: UnboundedReceiver<Command>, reporter
                         let response = SocketResponse::error(0, 503, "not connected to the daemon");
                         reporter.send(ClientEvent::Answer { purpose, response });
                     }
-                    Some(other) => console_command(other, &socket, &reporter, &mut console),
+                    Some(other) => stream_command(other, &socket, &reporter, &mut streams),
                 },
             }
         }
@@ -191,15 +233,12 @@ async fn serve(
     socket: &Path,
     commands: &mut UnboundedReceiver<Command>,
     reporter: &std::sync::Arc<Reporter>,
-    console: &mut Option<Console>,
+    streams: &mut Streams,
 ) -> Ended {
     let mut pending: HashMap<u64, Purpose> = HashMap::new();
-    let ended = serve_requests(stream, socket, commands, reporter, console, &mut pending).await;
+    let ended = serve_requests(stream, socket, commands, reporter, streams, &mut pending).await;
     for (_, purpose) in pending {
-        if matches!(
-            purpose,
-            Purpose::Exec | Purpose::Created | Purpose::Action(_)
-        ) {
+        if matches!(purpose, Purpose::Created | Purpose::Action(_)) {
             let response = SocketResponse::error(
                 0,
                 503,
@@ -216,7 +255,7 @@ async fn serve_requests(
     socket: &Path,
     commands: &mut UnboundedReceiver<Command>,
     reporter: &std::sync::Arc<Reporter>,
-    console: &mut Option<Console>,
+    streams: &mut Streams,
     pending: &mut HashMap<u64, Purpose>,
 ) -> Ended {
     let (read, mut write) = stream.into_split();
@@ -273,7 +312,7 @@ async fn serve_requests(
                         return Ended::Dropped(e);
                     }
                 }
-                Some(other) => console_command(other, socket, reporter, console),
+                Some(other) => stream_command(other, socket, reporter, streams),
             },
         }
     }
@@ -302,13 +341,14 @@ async fn send(
     write.write_all(&bytes).await.map_err(|e| e.to_string())
 }
 
-/// Handles the console commands.
-fn console_command(
+/// Handles the console and exec commands.
+fn stream_command(
     cmd: Command,
     socket: &Path,
     reporter: &std::sync::Arc<Reporter>,
-    console: &mut Option<Console>,
+    streams: &mut Streams,
 ) {
+    let console = &mut streams.console;
     match cmd {
         Command::AttachConsole(vm_id) => {
             if let Some(old) = console.take() {
@@ -330,6 +370,35 @@ fn console_command(
         }
         Command::DetachConsole => {
             if let Some(old) = console.take() {
+                old.task.abort();
+            }
+        }
+        Command::StartExec {
+            session,
+            vm_id,
+            body,
+        } => {
+            if let Some(old) = streams.exec.take() {
+                old.task.abort();
+            }
+            let (input, rx) = unbounded_channel();
+            let task = tokio::spawn(exec::run_exec(
+                socket.to_path_buf(),
+                session,
+                vm_id,
+                body,
+                rx,
+                std::sync::Arc::clone(reporter),
+            ));
+            streams.exec = Some(ExecConn { input, task });
+        }
+        Command::ExecMessage { channel, bytes } => {
+            if let Some(e) = &streams.exec {
+                let _ = e.input.send((channel, bytes));
+            }
+        }
+        Command::CloseExec => {
+            if let Some(old) = streams.exec.take() {
                 old.task.abort();
             }
         }

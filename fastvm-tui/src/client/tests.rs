@@ -1,6 +1,7 @@
 //! The client against a scripted peer on a real Unix socket: the opening
 //! requests, routing of answers and events, frames split across reads,
-//! resync after a lost watch, and answers for requests cut off by it.
+//! resync after a lost watch, answers for requests cut off by it, and the
+//! console and exec connections.
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -132,7 +133,7 @@ async fn watch_lists_answers_events_and_resync() {
     // Answers are routed by id, in any order.
     commands
         .send(Command::call(
-            Purpose::Exec,
+            Purpose::Action("ran".into()),
             Op::ExecVm,
             Some("vm1".into()),
             None,
@@ -150,7 +151,7 @@ async fn watch_lists_answers_events_and_resync() {
     };
     assert_eq!((purpose, response.status), (Purpose::Created, 201));
 
-    // The watch ends (lagged): the unanswered exec gets an error answer and
+    // The watch ends (lagged): the unanswered call gets an error answer and
     // the client reconnects and re-lists.
     peer.send(json!({"id": 1, "status": 410, "body": {"error": "lagged"}}))
         .await;
@@ -161,7 +162,10 @@ async fn watch_lists_answers_events_and_resync() {
     let ClientEvent::Answer { purpose, response } = next(&rx).await else {
         panic!("the cut-off exec got no answer")
     };
-    assert_eq!((purpose, response.status), (Purpose::Exec, 503));
+    assert_eq!(
+        (purpose, response.status),
+        (Purpose::Action("ran".into()), 503)
+    );
     let mut peer2 = Peer::accept(&listener).await;
     assert_eq!(next(&rx).await, ClientEvent::Connected);
     assert_eq!(peer2.opening().await[0], "watch");
@@ -227,4 +231,146 @@ async fn console_attach_copies_bytes_both_ways() {
         next(&rx).await,
         ClientEvent::ConsoleClosed(Some("error 409: VM is not running".into()))
     );
+}
+
+/// A report of exec session `session`.
+fn exec_event(session: u64, event: ExecEvent) -> ClientEvent {
+    ClientEvent::Exec { session, event }
+}
+
+/// Reads one exec channel message (channel, bytes) from the peer.
+async fn read_message(peer: &mut Peer) -> (u8, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut len = [0u8; 4];
+    peer.lines.read_exact(&mut len).await.unwrap();
+    let mut message = vec![0u8; u32::from_le_bytes(len) as usize];
+    peer.lines.read_exact(&mut message).await.unwrap();
+    (message[0], message[1..].to_vec())
+}
+
+#[tokio::test]
+async fn exec_stream_relays_output_signals_and_the_status() {
+    use fastvm_proto::exec_channel::{CLOSE, SIGNAL, STATUS, STDERR, STDIN, STDOUT, frame};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let commands = spawn(path, tx, identity);
+    let mut main = Peer::accept(&listener).await;
+    assert_eq!(next(&rx).await, ClientEvent::Connected);
+    main.opening().await;
+
+    let body = json!({"command": ["tick", "3", "1000"]});
+    commands
+        .send(Command::StartExec {
+            session: 7,
+            vm_id: "vm1".into(),
+            body: body.clone(),
+        })
+        .unwrap();
+    let mut exec = Peer::accept(&listener).await;
+    let start = exec.request().await;
+    assert_eq!(
+        (
+            start.op.as_str(),
+            start.param_str("id"),
+            start.body.as_ref()
+        ),
+        ("execStream", Some("vm1"), Some(&body))
+    );
+    // The 101 answer and the first message arrive in one write; the next
+    // message is split across writes.
+    let mut bytes =
+        serde_json::to_vec(&json!({"id": start.id, "status": 101, "body": {}})).unwrap();
+    bytes.push(b'\n');
+    bytes.extend(frame(STDOUT, b"tick 1\n"));
+    exec.write.write_all(&bytes).await.unwrap();
+    assert_eq!(next(&rx).await, exec_event(7, ExecEvent::Started));
+    assert_eq!(
+        next(&rx).await,
+        exec_event(
+            7,
+            ExecEvent::Output {
+                stderr: false,
+                bytes: b"tick 1\n".to_vec()
+            }
+        )
+    );
+    assert_eq!(read_message(&mut exec).await, (CLOSE, vec![STDIN]));
+    let split = frame(STDERR, b"warn\n");
+    exec.write.write_all(&split[..3]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    exec.write.write_all(&split[3..]).await.unwrap();
+    assert_eq!(
+        next(&rx).await,
+        exec_event(
+            7,
+            ExecEvent::Output {
+                stderr: true,
+                bytes: b"warn\n".to_vec()
+            }
+        )
+    );
+
+    commands
+        .send(Command::ExecMessage {
+            channel: SIGNAL,
+            bytes: br#"{"Signal":2}"#.to_vec(),
+        })
+        .unwrap();
+    assert_eq!(
+        read_message(&mut exec).await,
+        (SIGNAL, br#"{"Signal":2}"#.to_vec())
+    );
+    let status = json!({"status": "Failure", "exitCode": 130, "timedOut": false});
+    exec.write
+        .write_all(&frame(STATUS, &serde_json::to_vec(&status).unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(next(&rx).await, exec_event(7, ExecEvent::Status(status)));
+
+    // A refused start reports the daemon's answer.
+    commands
+        .send(Command::StartExec {
+            session: 8,
+            vm_id: "vm2".into(),
+            body: json!({"command": ["x"]}),
+        })
+        .unwrap();
+    let mut exec = Peer::accept(&listener).await;
+    let start = exec.request().await;
+    exec.send(json!({"id": start.id, "status": 409, "body": {"error": "VM is not running"}}))
+        .await;
+    let ClientEvent::Exec {
+        session: 8,
+        event: ExecEvent::Refused(response),
+    } = next(&rx).await
+    else {
+        panic!("no refusal")
+    };
+    assert_eq!(response.status, 409);
+
+    // Closing the session closes its connection.
+    commands
+        .send(Command::StartExec {
+            session: 9,
+            vm_id: "vm1".into(),
+            body: json!({"command": ["sleep", "60000"]}),
+        })
+        .unwrap();
+    let mut exec = Peer::accept(&listener).await;
+    let start = exec.request().await;
+    exec.send(json!({"id": start.id, "status": 101, "body": {}}))
+        .await;
+    assert_eq!(next(&rx).await, exec_event(9, ExecEvent::Started));
+    assert_eq!(read_message(&mut exec).await, (CLOSE, vec![STDIN]));
+    commands.send(Command::CloseExec).unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read_to_end(&mut exec.lines, &mut rest),
+    )
+    .await
+    .expect("the connection closes");
+    assert_eq!(read.unwrap(), 0);
 }

@@ -3,6 +3,7 @@
 
 mod console;
 mod detail;
+mod exec;
 mod overlays;
 mod quotas;
 mod tables;
@@ -17,7 +18,8 @@ use crate::app::{App, ConnState, Mode, View};
 use crate::console::ESCAPE_KEY_LABEL;
 
 pub use console::draw_console;
-pub use overlays::{centered, exec_lines};
+pub use exec::{exec_header, exec_rows};
+pub use overlays::centered;
 pub use tables::column_spans;
 
 /// Column widths of the tables, for mouse hit-testing.
@@ -240,7 +242,12 @@ pub fn hints(app: &App) -> Vec<(&'static str, &'static str)> {
         ],
         Mode::Prompt(_) => vec![("Enter", "ok"), ("Esc", "cancel")],
         Mode::Confirm(_) => vec![("y", "yes"), ("n Esc", "no")],
-        Mode::Exec(_) => vec![("j k", "scroll"), ("Esc", "close")],
+        Mode::Exec(_) => vec![
+            ("j k PgUp PgDn", "scroll"),
+            ("G", "follow"),
+            ("Ctrl-C", "interrupt"),
+            ("Esc", "close"),
+        ],
         Mode::Firewall(_) => vec![("m", "toggle mode"), ("Esc", "close")],
         Mode::Normal => match app.view {
             View::Vms => vec![

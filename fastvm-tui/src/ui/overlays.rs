@@ -11,7 +11,7 @@ use ratatui::widgets::{Clear, Paragraph, Row, Table, Wrap};
 use super::titled;
 use crate::app::forms::Source;
 use crate::app::keys::{HELP, palette_matches};
-use crate::app::{App, CreateForm, ExecView, FormField, Mode, Palette, Prompt, TextInput};
+use crate::app::{App, CreateForm, FormField, Mode, Palette, Prompt, TextInput};
 
 /// A `width` x `height` rectangle centered in `area` (clamped to it).
 pub fn centered(area: Rect, width: u16, height: u16) -> Rect {
@@ -32,7 +32,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         Mode::Form(f) => form(frame, area, f),
         Mode::Prompt(p) => prompt(frame, area, p),
         Mode::Confirm(c) => confirm(frame, area, &c.question),
-        Mode::Exec(e) => exec(frame, area, e),
+        Mode::Exec(e) => super::exec::draw(frame, area, e),
         Mode::Firewall(id) => firewall(frame, area, app, *id),
         Mode::Normal | Mode::Filter | Mode::Console => {}
     }
@@ -227,73 +227,6 @@ fn confirm(frame: &mut Frame, area: Rect, question: &str) {
             .block(titled(" Confirm ".bold()).border_style(Style::new().fg(Color::Red))),
         r,
     );
-}
-
-fn flag(name: &str, on: bool) -> Span<'static> {
-    if on {
-        Span::styled(
-            format!("{name} "),
-            Style::new().fg(Color::Black).bg(Color::Yellow),
-        )
-    } else {
-        Span::styled(format!("{name}: no "), Style::new().fg(Color::DarkGray))
-    }
-}
-
-/// The lines of the exec pane (header, stdout, stderr).
-pub fn exec_lines(e: &ExecView) -> Vec<Line<'static>> {
-    let mut lines = vec![Line::from(vec![
-        Span::styled("$ ", Style::new().fg(Color::Yellow)),
-        Span::raw(e.command.clone()),
-    ])];
-    match &e.result {
-        None => lines.push(Line::from("running...".fg(Color::DarkGray))),
-        Some(Err(msg)) => lines.push(Line::from(msg.clone().fg(Color::Red).bold())),
-        Some(Ok(r)) => {
-            let code_color = if r.exit_code == 0 {
-                Color::Green
-            } else {
-                Color::Red
-            };
-            lines.push(Line::from(vec![
-                Span::styled(
-                    format!("exit {}", r.exit_code),
-                    Style::new().fg(code_color).bold(),
-                ),
-                Span::raw(format!("  {} ms  ", r.duration_ms)),
-                flag("timed out", r.timed_out),
-                flag("stdout truncated", r.stdout_truncated),
-                flag("stderr truncated", r.stderr_truncated),
-            ]));
-            lines.push(Line::from("── stdout".fg(Color::DarkGray)));
-            lines.extend(r.stdout.lines().map(|l| Line::from(l.to_string())));
-            if !r.stderr.is_empty() {
-                lines.push(Line::from("── stderr".fg(Color::DarkGray)));
-                lines.extend(
-                    r.stderr
-                        .lines()
-                        .map(|l| Line::from(l.to_string().fg(Color::Red))),
-                );
-            }
-        }
-    }
-    lines
-}
-
-fn exec(frame: &mut Frame, area: Rect, e: &ExecView) {
-    let r = centered(
-        area,
-        area.width.saturating_sub(8).max(40),
-        area.height.saturating_sub(6).max(8),
-    );
-    frame.render_widget(Clear, r);
-    let para = Paragraph::new(exec_lines(e))
-        .scroll((e.scroll, 0))
-        .wrap(Wrap { trim: false })
-        .block(titled(
-            format!(" exec in {} — Esc closes ", e.vm_name).bold(),
-        ));
-    frame.render_widget(para, r);
 }
 
 fn firewall(frame: &mut Frame, area: Rect, app: &App, id: fastvm_proto::api::Uuid) {

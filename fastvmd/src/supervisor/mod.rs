@@ -206,16 +206,7 @@ impl Supervisor {
         request: &ExecRequest,
         timeout: Duration,
     ) -> Result<ExecResult, SupervisorError> {
-        let dir = self.vm_dir(id);
-        let deadline = tokio::time::Instant::now() + AGENT_CONNECT_WAIT;
-        let conn = crate::agent_async::AsyncAgentConn::connect_when_ready(
-            &dir.join(VSOCK_SOCKET),
-            deadline,
-        )
-        .await?;
-        conn.ensure_monitor(&dir)
-            .map_err(|e| SupervisorError::Agent(AgentError::Io(e)))?;
-        Ok(conn.exec(request, timeout).await?)
+        Ok(self.agent(id).await?.exec(request, timeout).await?)
     }
 
     /// A connection of its own to VM `id`'s agent, for one stream; the
@@ -224,6 +215,12 @@ impl Supervisor {
         &self,
         id: &str,
     ) -> Result<crate::agent_stream::AgentStream, SupervisorError> {
+        Ok(self.agent(id).await?.into_stream()?)
+    }
+
+    /// A new connection to VM `id`'s agent, served by its monitor; the
+    /// agent gets [`AGENT_CONNECT_WAIT`] to listen.
+    async fn agent(&self, id: &str) -> Result<crate::agent_async::AsyncAgentConn, SupervisorError> {
         let dir = self.vm_dir(id);
         let deadline = tokio::time::Instant::now() + AGENT_CONNECT_WAIT;
         let conn = crate::agent_async::AsyncAgentConn::connect_when_ready(
@@ -233,7 +230,7 @@ impl Supervisor {
         .await?;
         conn.ensure_monitor(&dir)
             .map_err(|e| SupervisorError::Agent(AgentError::Io(e)))?;
-        Ok(conn.into_stream()?)
+        Ok(conn)
     }
 
     /// Stops the monitor of VM `id` (control `stop`, then SIGKILL if it
