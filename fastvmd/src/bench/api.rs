@@ -10,7 +10,7 @@ use crate::store::{NewVm, QuotaValues, Store, VmStatus};
 use super::boot::Row;
 use super::{BenchArgs, median, ms, p99};
 
-struct Daemon {
+pub(super) struct Daemon {
     child: Child,
     url: String,
     key: String,
@@ -34,7 +34,7 @@ impl Drop for Daemon {
 }
 
 impl Daemon {
-    fn start() -> Result<Daemon, String> {
+    pub(super) fn start() -> Result<Daemon, String> {
         let data = tempfile::tempdir().map_err(|e| e.to_string())?;
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let mut child = Command::new(exe)
@@ -83,6 +83,14 @@ impl Daemon {
         Ok(daemon)
     }
 
+    /// The daemon's local socket.
+    pub(super) fn socket(&self) -> std::path::PathBuf {
+        self.data
+            .path()
+            .join("home")
+            .join(crate::socket::SOCKET_FILE)
+    }
+
     fn store(&self) -> Result<Store, String> {
         Store::open(self.data.path().join("home/fastvm.db")).map_err(|e| e.to_string())
     }
@@ -112,7 +120,7 @@ impl Daemon {
         Ok((status, text))
     }
 
-    fn create_vm(&self) -> Result<String, String> {
+    pub(super) fn create_vm(&self) -> Result<String, String> {
         let (status, body) = self.request("POST", "/v1/vms", Some(r#"{"machineType":"c1m2"}"#))?;
         let vm: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
         if status != 201 || vm["status"] != "running" {

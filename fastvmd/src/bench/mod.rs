@@ -8,6 +8,7 @@ mod linux;
 mod nested;
 mod net;
 mod snapshot;
+mod streams;
 
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -64,6 +65,8 @@ pub enum BenchPart {
     Snapshot,
     Api,
     Net,
+    /// Streaming exec, files and forwards.
+    Streams,
 }
 
 /// Monitors run with `--no-jail` (bench `--no-jail`).
@@ -280,6 +283,9 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         }
         if wanted(BenchPart::Net) {
             rows.extend(net::measure(&args, &kernel)?);
+        }
+        if wanted(BenchPart::Streams) {
+            rows.extend(streams::measure()?);
         }
     }
     println!("| measurement | result | target |");

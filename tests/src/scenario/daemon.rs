@@ -133,6 +133,11 @@ impl Daemon {
     }
 
     /// The local socket's path.
+    /// The daemon's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn socket_path(&self) -> PathBuf {
         self.data_dir.join(fastvmd::socket::SOCKET_FILE)
     }

@@ -114,6 +114,46 @@ pub fn live_output(d: &Daemon, vm: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A client that goes away ends its command: the guest's process is gone
+/// within seconds of the connection closing.
+pub fn disconnect_kills(d: &Daemon, vm: &str) -> Result<(), String> {
+    let body = json!({"command": ["sh", "-c", "echo pid $$; exec sleep 600"]});
+    let mut s = Stream::start(d, vm, body)?;
+    let out = s.until("\n")?;
+    let pid: u32 = out
+        .trim()
+        .strip_prefix("pid ")
+        .and_then(|p| p.parse().ok())
+        .ok_or(format!("no pid in {out:?}"))?;
+    drop(s);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let alive = sh(
+            d,
+            vm,
+            &format!("kill -0 {pid} 2>/dev/null && echo alive || echo gone"),
+        )?;
+        if alive.trim() == "gone" {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "process {pid} still alive 20 s after its client left"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The daemon's peak resident memory so far (VmHWM), in KiB.
+fn peak_kib(d: &Daemon) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid()?)).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 /// `sh` on a terminal: its size, a resize, its tty, its exit status.
 pub fn tty_shell(d: &Daemon, vm: &str) -> Result<(), String> {
     let body = json!({"command": ["sh"], "tty": true, "cols": 80, "rows": 24});
@@ -172,6 +212,7 @@ pub fn file_round_trip(d: &Daemon, vm: &str, name: &str) -> Result<(), String> {
     let want = sha256_hex(&data);
     let socket = d.socket_path();
     let socket = socket.to_str().unwrap_or_default();
+    let peak_before = peak_kib(d);
     let started = Instant::now();
     fastvmd(&[
         "cp",
@@ -198,6 +239,15 @@ pub fn file_round_trip(d: &Daemon, vm: &str, name: &str) -> Result<(), String> {
     let got = sha256_hex(&std::fs::read(&back).map_err(|e| e.to_string())?);
     if got != want {
         return Err(format!("sha256 back {got}, sent {want}"));
+    }
+    // The file streamed through the daemon: its peak memory barely moved.
+    if let (Some(before), Some(after)) = (peak_before, peak_kib(d)) {
+        println!("info: daemon peak RSS {before} KiB before the copies, {after} KiB after");
+        if after > before + 32 * 1024 {
+            return Err(format!(
+                "the daemon's peak RSS grew from {before} to {after} KiB"
+            ));
+        }
     }
     let mib = FILE_MIB as f64;
     println!(
