@@ -148,7 +148,8 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
             if !crate::net::host::ipv6_forwarding() {
                 eprintln!(
                     "fastvmd: IPv6 forwarding is off (net.ipv6.conf.all.forwarding=0): VMs are \
-                     reachable from this host only"
+                     reachable from this host only and have no IPv6 egress (the daemon leaves it \
+                     off: turning it on stops a host taking router advertisements)"
                 );
             }
         }
