@@ -149,3 +149,42 @@ fn an_unreachable_daemon_and_completions() {
         );
     }
 }
+
+#[test]
+fn console_carries_keys_both_ways_and_ctrl_close_bracket_leaves() {
+    if !can_run_vms("console_carries_keys_both_ways_and_ctrl_close_bracket_leaves") {
+        return;
+    }
+    use std::io::{Read, Write};
+    let d = Daemon::start();
+    ok(&d, &["vm", "create", "--name", "tty"]);
+    let mut child = Command::new(common::fastvmd_bin())
+        .args(["console", "tty", "--socket"])
+        .arg(d.data_dir.join("fastvmd.sock"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    // The test guest's console echoes what it is sent.
+    stdin.write_all(b"typed-into-the-console").unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("typed-into-the-console") {
+        let n = stdout.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "the console ended early: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // Ctrl-] leaves; nothing after it reaches the guest.
+    stdin.write_all(b"\x1dafter").unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let out = fastvmd(&d, &["console", "nosuchvm"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+}

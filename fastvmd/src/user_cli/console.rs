@@ -78,8 +78,8 @@ fn console(args: &ConsoleArgs, socket: &Path) -> Result<(), Failure> {
             }
         }
     }
-    drop(raw);
-    if io::stdin().lock().read(&mut []).is_ok() {
+    if raw.is_some() {
+        drop(raw);
         eprintln!();
     }
     Ok(())
