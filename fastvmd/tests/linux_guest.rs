@@ -29,7 +29,9 @@ impl Serve {
         let tmp = tempfile::tempdir().unwrap();
         let data_dir = tmp.path().join("data");
         let mut child = Command::new(env!("CARGO_BIN_EXE_fastvmd"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            // No NAT table on the host: it would outlive this killed daemon.
+            .args(["serve", "--listen", "127.0.0.1:0", "--ipv4-range", "off"])
+            .arg("--data-dir")
             .arg(&data_dir)
             .env(image::CACHE_ENV, image_cache)
             .stdin(Stdio::null())
