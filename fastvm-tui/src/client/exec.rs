@@ -6,10 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use fastvm_proto::exec_channel::{self, CLOSE, MessageDecoder, STATUS, STDERR, STDIN, STDOUT};
-use fastvm_proto::socket::{Op, SocketRequest, SocketResponse, decode_frame, encode_frame};
+use fastvm_proto::socket::{Op, SocketRequest, SocketResponse};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::{ClientEvent, Reporter};
@@ -62,24 +61,9 @@ async fn exec_session(
     input: &mut UnboundedReceiver<(u8, Vec<u8>)>,
     report: &impl Fn(ExecEvent),
 ) -> Result<bool, String> {
-    let stream = UnixStream::connect(socket)
-        .await
-        .map_err(|e| format!("cannot connect to {}: {e}", socket.display()))?;
-    let (read, mut write) = stream.into_split();
     let mut req = SocketRequest::new(1, Op::ExecStream.name()).param("id", vm_id);
     req.body = Some(body);
-    let bytes = encode_frame(&req).map_err(|e| e.to_string())?;
-    write.write_all(&bytes).await.map_err(|e| e.to_string())?;
-    let mut reader = BufReader::new(read);
-    let mut line = Vec::new();
-    reader
-        .read_until(b'\n', &mut line)
-        .await
-        .map_err(|e| e.to_string())?;
-    if line.is_empty() {
-        return Err("the daemon closed the connection before answering".into());
-    }
-    let response: SocketResponse = decode_frame(&line).map_err(|e| e.to_string())?;
+    let (response, mut reader, mut write) = super::switch_over(socket, &req).await?;
     if response.status != 101 {
         report(ExecEvent::Refused(response));
         return Ok(true);

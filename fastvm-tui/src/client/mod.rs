@@ -21,6 +21,7 @@ use fastvm_proto::socket::{
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 /// What to do with an answer, decided when the request was sent.
@@ -424,20 +425,8 @@ async fn console_session(
     input: &mut UnboundedReceiver<Vec<u8>>,
     reporter: &Reporter,
 ) -> Result<(), String> {
-    let stream = UnixStream::connect(socket)
-        .await
-        .map_err(|e| format!("cannot connect to {}: {e}", socket.display()))?;
-    let (read, mut write) = stream.into_split();
     let req = SocketRequest::new(1, Op::AttachConsole.name()).param("id", vm_id);
-    let bytes = encode_frame(&req).map_err(|e| e.to_string())?;
-    write.write_all(&bytes).await.map_err(|e| e.to_string())?;
-    let mut reader = BufReader::new(read);
-    let mut line = Vec::new();
-    reader
-        .read_until(b'\n', &mut line)
-        .await
-        .map_err(|e| e.to_string())?;
-    let response: SocketResponse = decode_frame(&line).map_err(|e| e.to_string())?;
+    let (response, mut reader, mut write) = switch_over(socket, &req).await?;
     if !response.is_success() {
         let msg = response.error_message().unwrap_or("refused");
         return Err(format!("error {}: {msg}", response.status));
@@ -457,6 +446,32 @@ async fn console_session(
             },
         }
     }
+}
+
+/// Sends `req` (an op that switches the connection over to a stream once
+/// accepted) on a new connection to `socket`; its answer, and the
+/// connection's two halves for what follows.
+pub(super) async fn switch_over(
+    socket: &Path,
+    req: &SocketRequest,
+) -> Result<(SocketResponse, BufReader<OwnedReadHalf>, OwnedWriteHalf), String> {
+    let stream = UnixStream::connect(socket)
+        .await
+        .map_err(|e| format!("cannot connect to {}: {e}", socket.display()))?;
+    let (read, mut write) = stream.into_split();
+    let bytes = encode_frame(req).map_err(|e| e.to_string())?;
+    write.write_all(&bytes).await.map_err(|e| e.to_string())?;
+    let mut reader = BufReader::new(read);
+    let mut line = Vec::new();
+    reader
+        .read_until(b'\n', &mut line)
+        .await
+        .map_err(|e| e.to_string())?;
+    if line.is_empty() {
+        return Err("the daemon closed the connection before answering".into());
+    }
+    let response = decode_frame(&line).map_err(|e| e.to_string())?;
+    Ok((response, reader, write))
 }
 
 #[cfg(test)]

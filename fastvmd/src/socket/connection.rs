@@ -29,7 +29,7 @@ async fn send_bytes(writer: &Writer, bytes: &[u8]) -> bool {
 }
 
 /// Writes a response; one too large to encode becomes a 500 with its id.
-pub(super) async fn send_response(writer: &Writer, resp: &SocketResponse) -> bool {
+async fn send_response(writer: &Writer, resp: &SocketResponse) -> bool {
     let bytes = encode_frame(resp).or_else(|e| {
         encode_frame(&SocketResponse::error(
             resp.id,
@@ -41,6 +41,17 @@ pub(super) async fn send_response(writer: &Writer, resp: &SocketResponse) -> boo
         Ok(bytes) => send_bytes(writer, &bytes).await,
         Err(_) => false,
     }
+}
+
+/// Answers request `id` with 101 and `body`: the connection carries the
+/// operation's stream from here on. False once the client is gone.
+pub(super) async fn send_switched(writer: &Writer, id: u64, body: Value) -> bool {
+    let switched = SocketResponse {
+        id,
+        status: 101,
+        body,
+    };
+    send_response(writer, &switched).await
 }
 
 /// Reads the next line into `buf` (newline included); `Ok(false)` at a clean
@@ -229,12 +240,7 @@ async fn attach(
     mut reader: BufReader<&Stream>,
     writer: &Writer,
 ) {
-    let upgraded = SocketResponse {
-        id,
-        status: 101,
-        body: json!({}),
-    };
-    if !send_response(writer, &upgraded).await {
+    if !send_switched(writer, id, json!({})).await {
         return;
     }
     let guard = writer.lock().await;

@@ -3,12 +3,11 @@
 //! or the client closes.
 
 use fastvm_proto::exec_channel::{self, MessageDecoder, STATUS};
-use fastvm_proto::socket::SocketResponse;
 use interprocess::local_socket::tokio::Stream;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 
-use super::connection::{Writer, send_response};
+use super::connection::{Writer, send_switched};
 use crate::service::exec_stream::{ExecSession, InputError};
 
 /// Bytes read from the client at a time.
@@ -22,12 +21,7 @@ pub(super) async fn relay(
     mut reader: BufReader<&Stream>,
     writer: &Writer,
 ) {
-    let upgraded = SocketResponse {
-        id,
-        status: 101,
-        body: json!({}),
-    };
-    if !send_response(writer, &upgraded).await {
+    if !send_switched(writer, id, json!({})).await {
         return;
     }
     let guard = writer.lock().await;

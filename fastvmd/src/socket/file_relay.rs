@@ -6,12 +6,11 @@
 //! as any answer's, the body `{"path", "bytes"}` or `{"error"}`.
 
 use fastvm_proto::exec_channel::{self, CLOSE, MessageDecoder, STATUS, STDIN, STDOUT};
-use fastvm_proto::socket::SocketResponse;
 use interprocess::local_socket::tokio::Stream;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 
-use super::connection::{Writer, send_response};
+use super::connection::{Writer, send_switched};
 use crate::service::ServiceError;
 use crate::service::files::{FileDownload, FileUpload};
 
@@ -37,12 +36,7 @@ pub(super) async fn write(
     mut reader: BufReader<&Stream>,
     writer: &Writer,
 ) {
-    let accepted = SocketResponse {
-        id,
-        status: 101,
-        body: json!({}),
-    };
-    if !send_response(writer, &accepted).await {
+    if !send_switched(writer, id, json!({})).await {
         return;
     }
     let mut decoder = MessageDecoder::default();
@@ -81,12 +75,7 @@ pub(super) async fn write(
 /// Answers 101 with the file's size and mode, then sends its bytes and the
 /// status.
 pub(super) async fn read(mut download: FileDownload, id: u64, writer: &Writer) {
-    let accepted = SocketResponse {
-        id,
-        status: 101,
-        body: json!(download.info),
-    };
-    if !send_response(writer, &accepted).await {
+    if !send_switched(writer, id, json!(download.info)).await {
         return;
     }
     let guard = writer.lock().await;
