@@ -12,8 +12,10 @@ use std::sync::{Arc, Mutex};
 use fastvm_proto::agent::Frame;
 use fastvm_proto::agent_stream::{CHANNEL_IN, CHANNEL_OUT};
 use fastvm_proto::api::{ForwardInfo, ForwardList, ForwardRequest};
+use std::os::fd::{AsRawFd, RawFd};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
 use tokio::task::AbortHandle;
 
 use super::streams::{Opened, STREAM_ID, upstream};
@@ -35,6 +37,10 @@ struct Forward {
     host_address: String,
     connections: Arc<AtomicU64>,
     listener: AbortHandle,
+    /// The listening socket the task owns, shut down when the forward is
+    /// closed: connections are refused from then on, not once the
+    /// aborted task happens to be dropped.
+    listening: RawFd,
 }
 
 /// The daemon's forwards, by id.
@@ -44,6 +50,14 @@ pub struct Forwards {
 }
 
 impl Forward {
+    /// Stops listening at once, then ends the task and its connections.
+    fn stop(&self) {
+        // SAFETY: shutdown of the listening socket the task still owns
+        // (it ends only by the abort below, once).
+        unsafe { libc::shutdown(self.listening, libc::SHUT_RDWR) };
+        self.listener.abort();
+    }
+
     fn info(&self, id: &str) -> ForwardInfo {
         ForwardInfo {
             id: id.to_string(),
@@ -65,7 +79,7 @@ impl Forwards {
         self.lock().retain(|_, f| {
             let keep = f.vm_id != vm_id;
             if !keep {
-                f.listener.abort();
+                f.stop();
             }
             keep
         });
@@ -120,6 +134,7 @@ impl Service {
             .local_addr()
             .map_err(|e| ServiceError::Internal(format!("a listener without an address: {e}")))?
             .to_string();
+        let listening = listener.as_raw_fd();
         let forward_id = uuid::Uuid::new_v4().to_string();
         let connections = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn(accept(
@@ -137,6 +152,7 @@ impl Service {
             host_address,
             connections,
             listener: task.abort_handle(),
+            listening,
         };
         let info = forward.info(&forward_id);
         self.inner.forwards.lock().insert(forward_id, forward);
@@ -167,7 +183,7 @@ impl Service {
         match forwards.get(id) {
             Some(f) if f.org_id == caller.org_id => {
                 let f = forwards.remove(id).expect("just found");
-                f.listener.abort();
+                f.stop();
                 Ok(f.info(id))
             }
             _ => Err(ServiceError::NotFound(format!(
