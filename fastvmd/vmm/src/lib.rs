@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod console;
 pub mod control;
+pub mod crash_report;
 pub mod devices;
 pub mod exit;
 pub mod exit_record;

@@ -281,9 +281,11 @@ pub fn run(ctx: VcpuContext) {
                 None
             }
             Ok(VcpuExit::Hlt) => Some(ExitEvent::Guest(GuestRequest::PowerOff)),
-            Ok(VcpuExit::Shutdown) => Some(ExitEvent::Crashed(
-                "triple fault (KVM_EXIT_SHUTDOWN)".into(),
-            )),
+            Ok(VcpuExit::Shutdown) => Some(ExitEvent::Crashed(format!(
+                "triple fault (KVM_EXIT_SHUTDOWN) on vcpu{}: {}",
+                ctx.index,
+                crate::crash_report::vcpu_state(&vcpu)
+            ))),
             Ok(VcpuExit::SystemEvent(kind, _)) => match kind {
                 KVM_SYSTEM_EVENT_SHUTDOWN => Some(ExitEvent::Guest(GuestRequest::PowerOff)),
                 KVM_SYSTEM_EVENT_RESET => Some(ExitEvent::Guest(GuestRequest::Reboot)),

@@ -40,9 +40,13 @@ fn request(number: u64) -> u32 {
     u32::try_from(number).expect("ioctl request numbers fit in 32 bits")
 }
 
-/// What a vCPU thread may ask of KVM: to run its vCPU.
+/// What a vCPU thread may ask of KVM: to run its vCPU, and to read its
+/// registers for the report of a crash (`crate::crash_report`).
 pub fn vcpu() -> Vec<u32> {
-    vec![request(KVM_RUN())]
+    [KVM_RUN(), KVM_GET_REGS(), KVM_GET_SREGS()]
+        .into_iter()
+        .map(request)
+        .collect()
 }
 
 /// What a snapshot (on a control thread) reads from KVM, and the reflink
