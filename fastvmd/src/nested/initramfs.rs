@@ -89,6 +89,19 @@ impl Initramfs {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).map_err(io(&path))
     }
 
+    /// Copies the dynamically linked program `src` to `dst` with every
+    /// shared library it needs at its host path
+    /// ([`super::linked::libraries`]).
+    pub fn add_linked_binary(&self, src: &Path, dst: &str) -> Result<(), NestedError> {
+        for lib in super::linked::libraries(src)? {
+            let dst = lib.to_string_lossy().into_owned();
+            if !self.dest(&dst)?.exists() {
+                self.add_file(&lib, &dst, 0o755)?;
+            }
+        }
+        self.add_file(src, dst, 0o755)
+    }
+
     /// Adds a copy of the ext4 image `src` shrunk to its contents plus
     /// `spare_mib` (`resize2fs -M`), so L1 does not carry empty blocks.
     pub fn add_shrunk_ext4(

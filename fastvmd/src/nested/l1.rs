@@ -21,6 +21,14 @@ pub const DEMO_SPARE_MIB: u64 = 8;
 /// agent grows it to the VM's disk at boot).
 pub const USERLAND_SPARE_MIB: u64 = 32;
 
+/// Host programs L1 carries, with their packages and where they go in L1:
+/// `nft` for `fastvmd`'s NAT, iproute2's `ip` (ahead of busybox's on
+/// `PATH`) for the namespace that stands for the internet.
+pub const NETWORK_TOOLS: &[(&str, &str, &str)] = &[
+    ("nft", "nftables", "/usr/sbin/nft"),
+    ("ip", "iproute2", "/bin/ip"),
+];
+
 /// The built guest image, from `$FASTVM_IMAGE_CACHE` or the default data
 /// directory's cache.
 pub fn guest_image() -> Result<Image, NestedError> {
@@ -61,6 +69,14 @@ pub fn prepare(
     tree.add_binary(monitor, L1_MONITOR)?;
     for (src, dst) in extra {
         tree.add_binary(src, dst)?;
+    }
+    for (program, package, dst) in NETWORK_TOOLS {
+        let src = super::which(program).ok_or_else(|| {
+            NestedError::Missing(format!(
+                "{program} not found: install it with `apt-get install {package}`"
+            ))
+        })?;
+        tree.add_linked_binary(&src, dst)?;
     }
     let current = format!("{L1_IMAGE_CACHE}/{}", image::CURRENT);
     tree.add_file(

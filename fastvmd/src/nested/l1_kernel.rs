@@ -17,8 +17,27 @@ use super::{NestedError, run};
 
 /// The meta package whose dependency names the current kernel package.
 pub const META_PACKAGE: &str = "linux-image-amd64";
-/// Modules L1 loads, in order: KVM for AMD SVM and the tap device.
-pub const MODULES: &[&str] = &["irqbypass", "kvm", "ccp", "kvm-amd", "tun"];
+/// Modules L1 loads, in order (each after those it depends on): KVM for
+/// AMD SVM, the tap device, veth (the link to a namespace standing for the
+/// internet) and what `fastvmd`'s NAT table needs of netfilter.
+pub const MODULES: &[&str] = &[
+    "irqbypass",
+    "kvm",
+    "ccp",
+    "kvm-amd",
+    "tun",
+    "veth",
+    "crc32c_generic",
+    "libcrc32c",
+    "nfnetlink",
+    "nf_tables",
+    "nf_defrag_ipv4",
+    "nf_defrag_ipv6",
+    "nf_conntrack",
+    "nf_nat",
+    "nft_chain_nat",
+    "nft_masq",
+];
 
 /// A cached L1 kernel.
 #[derive(Debug, Clone)]
@@ -132,6 +151,10 @@ pub fn fetch(cache: &Path, progress: &dyn Fn(&str)) -> Result<L1Kernel, NestedEr
     )?;
     let staged = work.path().join("kernel");
     stage(&tree, &staged)?;
+    if dir.exists() {
+        // Staged by an older build with fewer modules.
+        std::fs::remove_dir_all(&dir).map_err(|e| NestedError::step("L1 kernel cache", e))?;
+    }
     match std::fs::rename(&staged, &dir) {
         Ok(()) => {}
         // Another run unpacked the same kernel meanwhile.

@@ -15,6 +15,7 @@ pub mod demo_image;
 pub mod initramfs;
 pub mod l1;
 pub mod l1_kernel;
+pub mod linked;
 pub mod qemu;
 
 use std::path::{Path, PathBuf};

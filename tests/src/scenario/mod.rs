@@ -5,6 +5,7 @@
 //! of every VM's console and monitor log as details.
 
 mod daemon;
+mod egress;
 mod jail;
 mod steps;
 mod streams;

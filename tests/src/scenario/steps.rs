@@ -78,7 +78,7 @@ fn root_fs_reaches(d: &Daemon, id: &str, disk_gib: u64, wait: Duration) -> Resul
 
 /// VM `vm` has the IPv4 /32 of its MAC, the gateway on its link and the
 /// default route through it, and reaches the gateway (the tap in L1).
-fn ipv4_is_up(d: &Daemon, vm: &Vm) -> Result<(), String> {
+fn ipv4_is_up(d: &Daemon, vm: &Vm) -> Result<std::net::Ipv4Addr, String> {
     let range: fastvmd::vmm::net::addr4::Ipv4Range = fastvmd::vmm::net::addr4::DEFAULT_RANGE
         .parse()
         .map_err(|e| format!("{e}"))?;
@@ -105,7 +105,7 @@ fn ipv4_is_up(d: &Daemon, vm: &Vm) -> Result<(), String> {
         format!("ping {gateway}: {ping}")
     })?;
     println!("info: IPv4 {want}/32 via {gateway}");
-    Ok(())
+    Ok(want)
 }
 
 /// eth0 of VM `vm` is up, has its address, and L1 reaches it.
@@ -164,8 +164,16 @@ pub(super) fn run_all(r: &mut Runner) {
         mac_a = network_is_up(&d, &a)?;
         Ok(())
     });
-    r.step("ipv4", || ipv4_is_up(&d, &a));
+    let mut v4 = None;
+    r.step("ipv4", || {
+        v4 = Some(ipv4_is_up(&d, &a)?);
+        Ok(())
+    });
     r.step("firewall", || firewall(&d, &a));
+    r.step("egress", || {
+        let v4 = v4.ok_or("no IPv4 address")?;
+        super::egress::egress(&d, &a.id, &a.addr, &v4.to_string())
+    });
     r.step("guest-kernel-log", || {
         let log = sh(&d, &a.id, "dmesg")?;
         for line in log.lines().filter(|l| l.contains("x86/fpu")) {
