@@ -292,6 +292,18 @@ pub enum FrameError {
     TooLarge(usize),
     /// The payload is not a valid JSON [`Frame`].
     Payload(String),
+    /// A whole frame arrived but its payload is not one this side knows (a
+    /// frame type from a newer peer, say); the decoder has moved past it,
+    /// so the connection is still in step.
+    Skipped(String),
+}
+
+impl FrameError {
+    /// Whether the stream is still in step after this error: the next
+    /// frame can be read.
+    pub fn in_step(&self) -> bool {
+        matches!(self, FrameError::Skipped(_))
+    }
 }
 
 impl fmt::Display for FrameError {
@@ -306,6 +318,7 @@ impl fmt::Display for FrameError {
                 write!(f, "frame of {n} bytes exceeds the {MAX_PAYLOAD}-byte limit")
             }
             FrameError::Payload(e) => write!(f, "malformed frame payload: {e}"),
+            FrameError::Skipped(e) => write!(f, "frame not understood (skipped): {e}"),
         }
     }
 }
@@ -411,13 +424,11 @@ impl Decoder {
         }
         let payload = &self.buf[HEADER_LEN..HEADER_LEN + len];
         let frame = match kind {
-            KIND_DATA => decode_data_payload(payload)
-                .map(Frame::Data)
-                .map_err(FrameError::Payload),
-            _ => decode_payload(payload),
+            KIND_DATA => decode_data_payload(payload).map(Frame::Data),
+            _ => serde_json::from_slice(payload).map_err(|e| e.to_string()),
         };
         self.buf.drain(..HEADER_LEN + len);
-        frame.map(Some)
+        frame.map(Some).map_err(FrameError::Skipped)
     }
 }
 
@@ -568,5 +579,33 @@ mod tests {
     fn missing_optional_fields_take_defaults() {
         let frame = decode_payload(br#"{"type":"exec","argv":["x"]}"#).unwrap();
         assert_eq!(frame, Frame::Exec(ExecRequest::new(["x"])));
+    }
+
+    /// A frame whose payload is `json`, under a valid header.
+    fn raw_frame(json: &str) -> Vec<u8> {
+        let mut out = encode(&Frame::Ping { nonce: 0 }).unwrap()[..HEADER_LEN].to_vec();
+        out[8..12].copy_from_slice(&(json.len() as u32).to_le_bytes());
+        out.extend_from_slice(json.as_bytes());
+        out
+    }
+
+    #[test]
+    fn a_frame_of_an_unknown_type_is_skipped_and_the_next_one_read() {
+        let mut dec = Decoder::new();
+        dec.push(&raw_frame(r#"{"type":"fromTheFuture","x":1}"#));
+        dec.push(&encode(&Frame::Ping { nonce: 7 }).unwrap());
+        let err = dec.next_frame().unwrap_err();
+        assert!(err.in_step(), "{err:?}");
+        assert!(err.to_string().contains("fromTheFuture"), "{err}");
+        assert_eq!(dec.next_frame().unwrap(), Some(Frame::Ping { nonce: 7 }));
+        assert_eq!(dec.pending(), 0);
+    }
+
+    #[test]
+    fn a_bad_header_is_out_of_step() {
+        let mut dec = Decoder::new();
+        dec.push(b"GET / HTTP/1.1\r\n\r\n");
+        let err = dec.next_frame().unwrap_err();
+        assert!(!err.in_step(), "{err:?}");
     }
 }

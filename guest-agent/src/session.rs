@@ -109,6 +109,12 @@ pub fn serve<S: Read + Write + AsFd>(stream: S, opts: Options) -> io::Result<()>
         let frame = match inbox.next_frame()? {
             Next::Frame(frame) => frame,
             Next::Closed => return Ok(()),
+            Next::Bad(e) if e.in_step() => {
+                // A frame this agent does not know (from a newer host, say):
+                // say so and go on with the next.
+                send(&writer, &error_frame(&e))?;
+                continue;
+            }
             Next::Bad(e) => {
                 // The stream is out of step: say why and close.
                 let _ = send(&writer, &error_frame(&e));

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use fastvm_proto::agent::{Decoder, ExecRequest, ExecResult, Frame, encode};
+use fastvm_proto::agent::{Decoder, ExecRequest, ExecResult, Frame, HEADER_LEN, encode};
 
 /// A running `guest-agent --unix` in its own temp dir.
 struct Agent {
@@ -158,6 +158,23 @@ fn ready_and_ping() {
         other => panic!("{other:?}"),
     }
     assert!(std::time::SystemTime::now() > std::time::UNIX_EPOCH + Duration::from_secs(1 << 30));
+}
+
+#[test]
+fn a_frame_of_an_unknown_type_is_answered_with_an_error_and_the_connection_goes_on() {
+    let agent = Agent::start();
+    let mut client = agent.connect();
+    let json = br#"{"type":"fromTheFuture","nonce":1}"#;
+    let mut frame = encode(&Frame::Ping { nonce: 0 }).unwrap()[..HEADER_LEN].to_vec();
+    frame[8..12].copy_from_slice(&(json.len() as u32).to_le_bytes());
+    frame.extend_from_slice(json);
+    client.stream.write_all(&frame).unwrap();
+    match client.recv() {
+        Frame::Error { message } => assert!(message.contains("fromTheFuture"), "{message}"),
+        other => panic!("expected an error, got {other:?}"),
+    }
+    client.send(&Frame::Ping { nonce: 9 });
+    assert_eq!(client.recv(), Frame::Pong { nonce: 9 });
 }
 
 #[test]
