@@ -21,6 +21,9 @@ use crate::ui;
 /// How often ages are refreshed when nothing else happens.
 pub const TICK: Duration = Duration::from_secs(1);
 
+/// Longest wait on exit for the client's tasks to be dropped.
+const SHUTDOWN_WAIT: Duration = Duration::from_millis(500);
+
 /// Why the dashboard could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -83,7 +86,9 @@ pub fn run(socket: PathBuf) -> Result<(), RunError> {
     let _ = commands.send(Command::DetachConsole);
     let _ = execute!(io::stdout(), DisableMouseCapture);
     ratatui::restore();
-    runtime.shutdown_background();
+    // Dropping the client's tasks ends a running copy as a cancel does
+    // (a download's partial file removed); the wait is bounded.
+    runtime.shutdown_timeout(SHUTDOWN_WAIT);
     result
 }
 
@@ -235,6 +240,14 @@ impl App {
                 text.chars()
                     .filter(|c| !c.is_control())
                     .for_each(|c| p.input.insert(c));
+                Vec::new()
+            }
+            Mode::CopyForm(form) => {
+                if let Some(input) = form.focused_input() {
+                    text.chars()
+                        .filter(|c| !c.is_control())
+                        .for_each(|c| input.insert(c));
+                }
                 Vec::new()
             }
             _ => Vec::new(),

@@ -355,6 +355,132 @@ fn create_exec_console_delete_in_tmux() {
     drop(daemon);
 }
 
+/// Bytes that are not all alike (a reordered chunk shows).
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+/// Opens the copy form on the selected VM, switched to a download when
+/// `out`; the local path field has the focus after it.
+fn open_copy_form(tui: &Tmux, vm: &str, out: bool) {
+    let t = Duration::from_secs(20);
+    tui.keys(&["t"]);
+    tui.wait_for("the copy form", t, |s| {
+        s.contains(&format!("Copy a file — {vm}"))
+    });
+    if out {
+        tui.keys(&["Up", "Space"]);
+        tui.wait_for("the download direction", t, |s| s.contains("out of the VM"));
+        tui.keys(&["Tab"]);
+    }
+}
+
+#[test]
+fn copy_a_file_in_and_out_in_tmux() {
+    let test = "copy_a_file_in_and_out_in_tmux";
+    let Some(fastvmd) = prerequisites(test, true) else {
+        return;
+    };
+    let daemon = Daemon::start(&fastvmd);
+    let socket = daemon.socket.to_str().unwrap().to_string();
+    let work = tempfile::tempdir().unwrap();
+    let data = pattern(3 << 20);
+    let source = work.path().join("payload.bin");
+    std::fs::write(&source, &data).unwrap();
+    let out_dir = work.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let tui = Tmux::start(&["sh", "-c", &wrapped(&socket)], 160, 40);
+    let t = Duration::from_secs(20);
+    tui.wait_for("the live dashboard", t, |s| {
+        s.contains("● live") && s.contains("VMs (0)")
+    });
+    tui.keys(&["c"]);
+    tui.wait_for("the create form", t, |s| s.contains("Create VM"));
+    tui.type_text("cp-vm");
+    tui.keys(&["Enter"]);
+    let screen = tui.wait_for("the VM to be listed", t, |s| {
+        row(s, "cp-vm").is_some() || s.contains("error 503")
+    });
+    if screen.contains("error 503") {
+        eprintln!("SKIP {test}: the daemon cannot run VMs on this host (503)");
+        return;
+    }
+    tui.wait_for("the VM to run", t, |s| {
+        row(s, "cp-vm").is_some_and(|r| r.contains("running"))
+    });
+
+    // A relative VM path is refused in the form, with why.
+    open_copy_form(&tui, "cp-vm", false);
+    tui.type_text(source.to_str().unwrap());
+    tui.keys(&["Tab"]);
+    tui.type_text("tmp/payload.bin");
+    tui.keys(&["Enter"]);
+    tui.wait_for("the form's error", t, |s| {
+        s.contains("is not absolute; it must start with /")
+    });
+
+    // Into the VM: the guest holds every byte.
+    tui.keys(&["C-a"]);
+    tui.type_text("/");
+    tui.keys(&["Enter"]);
+    let done = format!("copied {} into cp-vm:/tmp/payload.bin", source.display());
+    let screen = tui.wait_for("the upload's success", t, |s| {
+        s.contains(&done) || s.contains("failed")
+    });
+    assert!(screen.contains("(3145728 bytes) in "), "{screen}");
+    tui.keys(&["e"]);
+    tui.wait_for("the exec prompt", t, |s| s.contains("exec in cp-vm"));
+    tui.type_text("file-size /tmp/payload.bin");
+    tui.keys(&["Enter"]);
+    let screen = tui.wait_for("the guest's file size", t, |s| s.contains("exit "));
+    assert!(
+        screen.contains("│3145728") && screen.contains("exit 0"),
+        "the guest does not hold the file:\n{screen}"
+    );
+    tui.keys(&["Escape"]);
+    tui.wait_for("the exec pane to close", t, |s| !s.contains("exit 0"));
+
+    // Out of the VM into a directory: the file takes its name in the VM.
+    open_copy_form(&tui, "cp-vm", true);
+    tui.type_text(out_dir.to_str().unwrap());
+    tui.keys(&["Tab"]);
+    tui.type_text("/tmp/payload.bin");
+    tui.keys(&["Enter"]);
+    let copied = out_dir.join("payload.bin");
+    let done = format!(
+        "copied out of cp-vm:/tmp/payload.bin to {}",
+        copied.display()
+    );
+    let screen = tui.wait_for("the download's success", t, |s| {
+        s.contains(&done) || s.contains("failed")
+    });
+    assert!(screen.contains("(3145728 bytes) in "), "{screen}");
+    let back = std::fs::read(&copied).expect("the downloaded file");
+    assert!(
+        back == data,
+        "the bytes copied out differ from those copied in"
+    );
+
+    // A missing file: the daemon's error, and nothing written here.
+    open_copy_form(&tui, "cp-vm", true);
+    tui.type_text(out_dir.to_str().unwrap());
+    tui.keys(&["Tab"]);
+    tui.type_text("/tmp/missing.bin");
+    tui.keys(&["Enter"]);
+    tui.wait_for("the daemon's error", t, |s| {
+        s.contains("copy out of cp-vm:/tmp/missing.bin failed: error 404")
+    });
+    let left: Vec<_> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["payload.bin"], "files left behind");
+
+    tui.keys(&["q"]);
+    assert_restored(&tui);
+    drop(daemon);
+}
+
 #[test]
 fn sigterm_restores_the_terminal() {
     let Some(fastvmd) = prerequisites("sigterm_restores_the_terminal", false) else {

@@ -9,9 +9,9 @@ use fastvm_proto::api::{
 };
 use fastvm_proto::exec_channel::exit_status;
 use fastvm_proto::socket::SocketResponse;
-use fastvm_tui::app::{App, ExecView, Mode, View};
+use fastvm_tui::app::{App, CopyView, ExecView, Mode, View};
 use fastvm_tui::client::ExecEvent;
-use fastvm_tui::client::{ClientEvent, Purpose};
+use fastvm_tui::client::{ClientEvent, CopyDirection, CopyRequest, Purpose};
 use fastvm_tui::console::ConsolePane;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
@@ -255,6 +255,47 @@ fn exec_output_pane() {
     });
     view.on_event(ExecEvent::Status(exit_status(0, false)));
     app.mode = Mode::Exec(view);
+    insta::assert_snapshot!(render(&mut app, 100, 20));
+}
+
+#[test]
+fn copy_form_with_an_error() {
+    let mut app = fixture();
+    key(&mut app, KeyCode::Char('G')); // web, the running one
+    key(&mut app, KeyCode::Char('t'));
+    for c in "./build/app.tar".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    key(&mut app, KeyCode::Tab);
+    for c in "srv/app.tar".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    key(&mut app, KeyCode::Enter);
+    insta::assert_snapshot!(render(&mut app, 100, 24));
+}
+
+#[test]
+fn copy_progress() {
+    let mut app = fixture();
+    app.mode = Mode::Copy(CopyView {
+        session: 1,
+        vm_name: "web".into(),
+        request: CopyRequest {
+            direction: CopyDirection::Download,
+            vm_id: id(1).to_string(),
+            local: "./logs/app.log".into(),
+            guest: "/var/log/app.log".into(),
+        },
+        started: true,
+        total: Some(8 << 20),
+        bytes: 3 << 20,
+        elapsed: std::time::Duration::from_millis(1500),
+    });
+    for w in 1..80 {
+        for h in 0..12 {
+            render(&mut app, w, h);
+        }
+    }
     insta::assert_snapshot!(render(&mut app, 100, 20));
 }
 

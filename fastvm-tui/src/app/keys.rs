@@ -35,6 +35,8 @@ pub enum Action {
     Snapshot,
     /// Run a command in the selected VM.
     Exec,
+    /// Copy a file into or out of the selected VM.
+    Copy,
     /// Open the selected VM's console.
     Console,
     /// Show the selected VM's firewall.
@@ -61,6 +63,11 @@ pub const PALETTE: &[(&str, &str, Action)] = &[
     ("delete", "delete the selection", Action::Delete),
     ("snapshot", "snapshot the selected VM", Action::Snapshot),
     ("exec", "run a command in the selected VM", Action::Exec),
+    (
+        "copy",
+        "copy a file into or out of the selected VM",
+        Action::Copy,
+    ),
     ("console", "open the selected VM's console", Action::Console),
     (
         "firewall",
@@ -91,6 +98,7 @@ pub const HELP: &[(&str, &str, &str)] = &[
     ("VMs", "s", "snapshot"),
     ("VMs", "e", "exec a command (output live)"),
     ("Exec", "Ctrl-c / Esc", "interrupt (SIGINT) / close"),
+    ("VMs", "t", "copy a file in or out (Esc cancels)"),
     ("VMs", "Enter / o", "open the console (Ctrl-] leaves)"),
     ("VMs", "f", "firewall (m toggles the mode)"),
     ("Snapshots", "c", "create a VM from the snapshot"),
@@ -137,7 +145,7 @@ impl App {
         }
         self.dirty = true;
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
-        let keeps_ctrl_c = matches!(self.mode, Mode::Console | Mode::Exec(_));
+        let keeps_ctrl_c = matches!(self.mode, Mode::Console | Mode::Exec(_) | Mode::Copy(_));
         if ctrl && key.code == KeyCode::Char('c') && !keeps_ctrl_c {
             self.quit = true;
             return Vec::new();
@@ -170,6 +178,8 @@ impl App {
             Mode::Prompt(p) => self.prompt_key(p, key),
             Mode::Confirm(c) => self.confirm_key(c, key),
             Mode::Exec(view) => self.exec_key(view, key),
+            Mode::CopyForm(form) => self.copy_form_key(form, key),
+            Mode::Copy(view) => self.copy_key(view, key),
             Mode::Firewall(id) => match key.code {
                 KeyCode::Char('m') => {
                     self.mode = Mode::Firewall(id);
@@ -212,6 +222,7 @@ impl App {
             KeyCode::Char('d') | KeyCode::Delete => Action::Delete,
             KeyCode::Char('s') => Action::Snapshot,
             KeyCode::Char('e') => Action::Exec,
+            KeyCode::Char('t') => Action::Copy,
             KeyCode::Char('o') | KeyCode::Enter => Action::Console,
             KeyCode::Char('f') => Action::Firewall,
             KeyCode::Down | KeyCode::Char('j') => return self.moved(1),
@@ -287,6 +298,7 @@ impl App {
                     });
                 }
             }
+            Action::Copy => self.open_copy_form(),
             Action::Console => return self.open_console(),
             Action::Firewall => {
                 if let Some(vm) = self.vm_for_action() {
@@ -298,7 +310,7 @@ impl App {
     }
 
     /// The selected VM's id and name, or an error on the status line.
-    fn vm_for_action(&mut self) -> Option<(fastvm_proto::api::Uuid, String)> {
+    pub(super) fn vm_for_action(&mut self) -> Option<(fastvm_proto::api::Uuid, String)> {
         if self.view != View::Vms {
             self.error("select a VM in the VMs view first");
             return None;

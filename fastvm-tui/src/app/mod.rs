@@ -4,12 +4,15 @@
 //! line. Input handling lives in [`keys`] and [`mouse`]; it turns keys into
 //! state changes and [`Command`]s for the socket client.
 
+pub mod copy;
 pub mod exec;
 pub mod forms;
 pub mod keys;
 pub mod mouse;
 pub mod table;
 
+#[cfg(test)]
+mod copy_tests;
 #[cfg(test)]
 mod exec_tests;
 #[cfg(test)]
@@ -25,6 +28,7 @@ use time::OffsetDateTime;
 
 use crate::client::{ClientEvent, Command, Purpose};
 use crate::console::ConsolePane;
+pub use copy::{CopyField, CopyForm, CopyView};
 pub use exec::{ExecState, ExecView};
 pub use forms::{CreateForm, DEFAULT_IMAGE, FormField, TextInput};
 pub use table::{SNAPSHOT_COLUMNS, Sort, VM_COLUMNS};
@@ -135,6 +139,10 @@ pub enum Mode {
     Confirm(Confirm),
     /// The exec output pane.
     Exec(ExecView),
+    /// The file-copy form.
+    CopyForm(CopyForm),
+    /// A file copy running, with its progress.
+    Copy(CopyView),
     /// The firewall of the VM with this id.
     Firewall(Uuid),
     /// Keys go raw to the console pane.
@@ -210,6 +218,8 @@ pub struct App {
     pub dirty: bool,
     /// Exec sessions started so far (the last one's number).
     pub exec_sessions: u64,
+    /// File copies started so far (the last one's number).
+    pub copy_sessions: u64,
 }
 
 impl App {
@@ -243,6 +253,7 @@ impl App {
             quit: false,
             dirty: true,
             exec_sessions: 0,
+            copy_sessions: 0,
         }
     }
 
@@ -316,6 +327,10 @@ impl App {
             }
             ClientEvent::Exec { session, event } => {
                 self.on_exec_event(session, event);
+                Vec::new()
+            }
+            ClientEvent::Copy { session, event } => {
+                self.on_copy_event(session, event);
                 Vec::new()
             }
             ClientEvent::ConsoleClosed(why) => {

@@ -5,9 +5,12 @@
 //! are matched to requests by `id`); it is re-opened, and everything
 //! re-listed, when it drops or the watch ends. The console uses its own
 //! connection, switched to raw bytes by `attachConsole`, and so does the
-//! exec pane, switched to exec channel messages by `execStream` ([`exec`]).
+//! exec pane, switched to exec channel messages by `execStream` ([`exec`]),
+//! and a file copy, switched over by `writeFile` / `readFile` ([`copy`]).
 
+mod copy;
 mod exec;
+mod local_file;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -85,6 +88,17 @@ pub enum Command {
     },
     /// Close the exec connection (which ends the command in the guest).
     CloseExec,
+    /// Copy a file into or out of a VM on a connection of its own (closing
+    /// any other copy); its reports carry `session`.
+    StartCopy {
+        /// Tags the copy's reports.
+        session: u64,
+        /// What to copy where.
+        request: CopyRequest,
+    },
+    /// Close the copy's connection: nothing is written in the guest, and a
+    /// download's partial file is removed.
+    CancelCopy,
 }
 
 impl Command {
@@ -128,9 +142,18 @@ pub enum ClientEvent {
         /// What happened.
         event: ExecEvent,
     },
+    /// A report of the file copy `session`.
+    Copy {
+        /// The copy, as [`Command::StartCopy`] named it.
+        session: u64,
+        /// What happened.
+        event: CopyEvent,
+    },
 }
 
+pub use copy::{CopyDirection, CopyEvent, CopyRequest};
 pub use exec::ExecEvent;
+pub use local_file::{destination, partial_name};
 
 /// How long to wait before reconnecting.
 const RETRY: Duration = Duration::from_secs(1);
@@ -179,6 +202,7 @@ struct ExecConn {
 struct Streams {
     console: Option<Console>,
     exec: Option<ExecConn>,
+    copy: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The client's main loop: connect, watch, serve commands, reconnect.
@@ -342,7 +366,7 @@ async fn send(
     write.write_all(&bytes).await.map_err(|e| e.to_string())
 }
 
-/// Handles the console and exec commands.
+/// Handles the console, exec and copy commands.
 fn stream_command(
     cmd: Command,
     socket: &Path,
@@ -401,6 +425,22 @@ fn stream_command(
         Command::CloseExec => {
             if let Some(old) = streams.exec.take() {
                 old.task.abort();
+            }
+        }
+        Command::StartCopy { session, request } => {
+            if let Some(old) = streams.copy.take() {
+                old.abort();
+            }
+            streams.copy = Some(tokio::spawn(copy::run_copy(
+                socket.to_path_buf(),
+                session,
+                request,
+                std::sync::Arc::clone(reporter),
+            )));
+        }
+        Command::CancelCopy => {
+            if let Some(old) = streams.copy.take() {
+                old.abort();
             }
         }
         Command::Call { .. } | Command::Resync => {}
@@ -474,5 +514,7 @@ pub(super) async fn switch_over(
     Ok((response, reader, write))
 }
 
+#[cfg(test)]
+mod copy_tests;
 #[cfg(test)]
 mod tests;

@@ -14,12 +14,12 @@ use tokio::net::{UnixListener, UnixStream};
 
 use super::*;
 
-fn identity(e: ClientEvent) -> ClientEvent {
+pub(super) fn identity(e: ClientEvent) -> ClientEvent {
     e
 }
 
 /// Waits (without blocking the runtime) for the next report.
-async fn next(rx: &mpsc::Receiver<ClientEvent>) -> ClientEvent {
+pub(super) async fn next(rx: &mpsc::Receiver<ClientEvent>) -> ClientEvent {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match rx.try_recv() {
@@ -33,13 +33,13 @@ async fn next(rx: &mpsc::Receiver<ClientEvent>) -> ClientEvent {
 }
 
 /// The peer's side of one connection.
-struct Peer {
-    lines: BufReader<OwnedReadHalf>,
-    write: OwnedWriteHalf,
+pub(super) struct Peer {
+    pub(super) lines: BufReader<OwnedReadHalf>,
+    pub(super) write: OwnedWriteHalf,
 }
 
 impl Peer {
-    async fn accept(listener: &UnixListener) -> Peer {
+    pub(super) async fn accept(listener: &UnixListener) -> Peer {
         let (stream, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
             .await
             .expect("the client connects")
@@ -51,20 +51,20 @@ impl Peer {
         }
     }
 
-    async fn request(&mut self) -> SocketRequest {
+    pub(super) async fn request(&mut self) -> SocketRequest {
         let mut line = String::new();
         self.lines.read_line(&mut line).await.unwrap();
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
     }
 
-    async fn send(&mut self, frame: Value) {
+    pub(super) async fn send(&mut self, frame: Value) {
         let mut bytes = serde_json::to_vec(&frame).unwrap();
         bytes.push(b'\n');
         self.write.write_all(&bytes).await.unwrap();
     }
 
     /// Reads the four opening requests; returns their ops.
-    async fn opening(&mut self) -> Vec<String> {
+    pub(super) async fn opening(&mut self) -> Vec<String> {
         let mut ops = Vec::new();
         for _ in 0..4 {
             ops.push(self.request().await.op);
@@ -239,7 +239,7 @@ fn exec_event(session: u64, event: ExecEvent) -> ClientEvent {
 }
 
 /// Reads one exec channel message (channel, bytes) from the peer.
-async fn read_message(peer: &mut Peer) -> (u8, Vec<u8>) {
+pub(super) async fn read_message(peer: &mut Peer) -> (u8, Vec<u8>) {
     use tokio::io::AsyncReadExt;
     let mut len = [0u8; 4];
     peer.lines.read_exact(&mut len).await.unwrap();

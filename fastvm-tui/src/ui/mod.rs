@@ -2,6 +2,7 @@
 //! layout is computed by [`layout`], which mouse handling uses too.
 
 mod console;
+mod copy;
 mod detail;
 mod exec;
 mod overlays;
@@ -248,6 +249,13 @@ pub fn hints(app: &App) -> Vec<(&'static str, &'static str)> {
             ("Ctrl-C", "interrupt"),
             ("Esc", "close"),
         ],
+        Mode::CopyForm(_) => vec![
+            ("Tab", "next field"),
+            ("←→", "direction"),
+            ("Enter", "copy"),
+            ("Esc", "cancel"),
+        ],
+        Mode::Copy(_) => vec![("Esc", "cancel the copy")],
         Mode::Firewall(_) => vec![("m", "toggle mode"), ("Esc", "close")],
         Mode::Normal => match app.view {
             View::Vms => vec![

@@ -1,5 +1,6 @@
 //! Centered overlays: help, command palette, create form, prompts,
-//! confirmations, the exec output pane and the firewall view.
+//! confirmations, the exec output pane, the file-copy form and progress,
+//! and the firewall view.
 
 use fastvm_proto::api::FirewallMode;
 use ratatui::Frame;
@@ -33,6 +34,8 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         Mode::Prompt(p) => prompt(frame, area, p),
         Mode::Confirm(c) => confirm(frame, area, &c.question),
         Mode::Exec(e) => super::exec::draw(frame, area, e),
+        Mode::CopyForm(f) => super::copy::draw_form(frame, area, f),
+        Mode::Copy(v) => super::copy::draw_progress(frame, area, v),
         Mode::Firewall(id) => firewall(frame, area, app, *id),
         Mode::Normal | Mode::Filter | Mode::Console => {}
     }
@@ -65,7 +68,7 @@ fn help(frame: &mut Frame, area: Rect) {
 }
 
 /// The text of `input` with a block cursor.
-fn input_line(input: &TextInput, focused: bool) -> Line<'static> {
+pub(super) fn input_line(input: &TextInput, focused: bool) -> Line<'static> {
     let chars: Vec<char> = input.text.chars().collect();
     let before: String = chars[..input.cursor.min(chars.len())].iter().collect();
     let at: String = chars
@@ -85,7 +88,7 @@ fn input_line(input: &TextInput, focused: bool) -> Line<'static> {
 }
 
 /// `first` followed by the spans of `rest`.
-fn prefixed(first: Span<'static>, rest: Line<'static>) -> Line<'static> {
+pub(super) fn prefixed(first: Span<'static>, rest: Line<'static>) -> Line<'static> {
     let mut spans = vec![first];
     spans.extend(rest.spans);
     Line::from(spans)
