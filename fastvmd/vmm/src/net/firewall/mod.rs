@@ -42,6 +42,7 @@
 
 mod clock;
 mod egress;
+pub mod flow_cost;
 mod flow_key;
 pub mod flows;
 #[cfg(test)]
@@ -55,7 +56,6 @@ mod ipv4;
 mod ipv4_tests;
 mod live;
 mod packet;
-#[cfg(test)]
 pub mod test_frames;
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,7 @@
-//! Ethernet frames for the flow, IPv4 and device tests: TCP, UDP, ICMP
-//! echo and ICMP errors over IPv4 or IPv6 (the family follows the
-//! addresses), between a guest and remote hosts.
+//! Ethernet frames for the flow, IPv4 and device tests and the flow
+//! benchmark ([`super::flow_cost`]): TCP, UDP, ICMP echo and ICMP errors
+//! over IPv4 or IPv6 (the family follows the addresses), between a guest
+//! and remote hosts. The monitor program never calls them.
 
 use std::net::IpAddr;
 
