@@ -14,32 +14,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::tests::{Peer, identity, next};
+use super::tests::{Peer, client, next};
 use super::*;
 
 /// Bytes that are not all alike (a reordered chunk shows).
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
-}
-
-/// A client with its main connection open; the listener, the commands,
-/// the reports.
-async fn client(
-    dir: &Path,
-) -> (
-    UnixListener,
-    UnboundedSender<Command>,
-    mpsc::Receiver<ClientEvent>,
-    Peer,
-) {
-    let path = dir.join("d.sock");
-    let listener = UnixListener::bind(&path).unwrap();
-    let (tx, rx) = mpsc::channel();
-    let commands = spawn(path, tx, identity);
-    let mut main = Peer::accept(&listener).await;
-    assert_eq!(next(&rx).await, ClientEvent::Connected);
-    main.opening().await;
-    (listener, commands, rx, main)
 }
 
 fn start(commands: &UnboundedSender<Command>, session: u64, request: CopyRequest) {
@@ -69,6 +49,31 @@ async fn milestone(rx: &mpsc::Receiver<ClientEvent>, session: u64) -> CopyEvent 
             other => panic!("not a report of copy {session}: {other:?}"),
         }
     }
+}
+
+/// Starts download `session` of `/big` (`size` bytes) into `target`: the
+/// peer accepts it and sends its first 5 bytes.
+async fn download_begun(
+    listener: &UnixListener,
+    commands: &UnboundedSender<Command>,
+    session: u64,
+    target: &Path,
+    size: u64,
+) -> Peer {
+    start(
+        commands,
+        session,
+        request(CopyDirection::Download, target.to_path_buf(), "/big"),
+    );
+    let mut peer = Peer::accept(listener).await;
+    let req = peer.request().await;
+    peer.send(json!({"id": req.id, "status": 101, "body": {"size": size, "mode": 420}}))
+        .await;
+    peer.write
+        .write_all(&frame(STDOUT, b"12345"))
+        .await
+        .unwrap();
+    peer
 }
 
 /// The next exec channel message from the client, within ten seconds.
@@ -256,19 +261,7 @@ async fn a_failed_download_leaves_nothing_behind() {
     );
 
     // Failed mid-way: the partial file goes, the target never appears.
-    start(
-        &commands,
-        2,
-        request(CopyDirection::Download, target.clone(), "/big"),
-    );
-    let mut peer = Peer::accept(&listener).await;
-    let req = peer.request().await;
-    peer.send(json!({"id": req.id, "status": 101, "body": {"size": 10, "mode": 420}}))
-        .await;
-    peer.write
-        .write_all(&frame(STDOUT, b"12345"))
-        .await
-        .unwrap();
+    let mut peer = download_begun(&listener, &commands, 2, &target, 10).await;
     send_status(
         &mut peer,
         json!({"status": 502, "body": {"error": "the agent went away"}}),
@@ -281,19 +274,7 @@ async fn a_failed_download_leaves_nothing_behind() {
     );
 
     // The connection ends before the status: a failure too.
-    start(
-        &commands,
-        3,
-        request(CopyDirection::Download, target.clone(), "/big"),
-    );
-    let mut peer = Peer::accept(&listener).await;
-    let req = peer.request().await;
-    peer.send(json!({"id": req.id, "status": 101, "body": {"size": 10, "mode": 420}}))
-        .await;
-    peer.write
-        .write_all(&frame(STDOUT, b"12345"))
-        .await
-        .unwrap();
+    let peer = download_begun(&listener, &commands, 3, &target, 10).await;
     drop(peer);
     assert!(matches!(milestone(&rx, 3).await, CopyEvent::Started { .. }));
     let CopyEvent::Failed(why) = milestone(&rx, 3).await else {
@@ -313,19 +294,7 @@ async fn cancel_closes_the_connection_and_removes_the_partial_file() {
     let (listener, commands, rx, _main) = client(dir.path()).await;
     let target = dir.path().join("x");
 
-    start(
-        &commands,
-        1,
-        request(CopyDirection::Download, target.clone(), "/big"),
-    );
-    let mut peer = Peer::accept(&listener).await;
-    let req = peer.request().await;
-    peer.send(json!({"id": req.id, "status": 101, "body": {"size": 1000000, "mode": 420}}))
-        .await;
-    peer.write
-        .write_all(&frame(STDOUT, b"12345"))
-        .await
-        .unwrap();
+    let mut peer = download_begun(&listener, &commands, 1, &target, 1000000).await;
     assert!(matches!(milestone(&rx, 1).await, CopyEvent::Started { .. }));
     let partial = partial_name(&target);
     eventually("the partial file", || {

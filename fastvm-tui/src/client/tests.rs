@@ -184,13 +184,7 @@ async fn watch_lists_answers_events_and_resync() {
 #[tokio::test]
 async fn console_attach_copies_bytes_both_ways() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("d.sock");
-    let listener = UnixListener::bind(&path).unwrap();
-    let (tx, rx) = mpsc::channel();
-    let commands = spawn(path, tx, identity);
-    let mut main = Peer::accept(&listener).await;
-    assert_eq!(next(&rx).await, ClientEvent::Connected);
-    main.opening().await;
+    let (listener, commands, rx, _main) = client(dir.path()).await;
 
     commands.send(Command::AttachConsole("vm1".into())).unwrap();
     let mut console = Peer::accept(&listener).await;
@@ -238,6 +232,26 @@ fn exec_event(session: u64, event: ExecEvent) -> ClientEvent {
     ClientEvent::Exec { session, event }
 }
 
+/// A client with its main connection open; the listener, the commands,
+/// the reports.
+pub(super) async fn client(
+    dir: &Path,
+) -> (
+    UnixListener,
+    UnboundedSender<Command>,
+    mpsc::Receiver<ClientEvent>,
+    Peer,
+) {
+    let path = dir.join("d.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let commands = spawn(path, tx, identity);
+    let mut main = Peer::accept(&listener).await;
+    assert_eq!(next(&rx).await, ClientEvent::Connected);
+    main.opening().await;
+    (listener, commands, rx, main)
+}
+
 /// Reads one exec channel message (channel, bytes) from the peer.
 pub(super) async fn read_message(peer: &mut Peer) -> (u8, Vec<u8>) {
     use tokio::io::AsyncReadExt;
@@ -252,13 +266,7 @@ pub(super) async fn read_message(peer: &mut Peer) -> (u8, Vec<u8>) {
 async fn exec_stream_relays_output_signals_and_the_status() {
     use fastvm_proto::exec_channel::{CLOSE, SIGNAL, STATUS, STDERR, STDIN, STDOUT, frame};
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("d.sock");
-    let listener = UnixListener::bind(&path).unwrap();
-    let (tx, rx) = mpsc::channel();
-    let commands = spawn(path, tx, identity);
-    let mut main = Peer::accept(&listener).await;
-    assert_eq!(next(&rx).await, ClientEvent::Connected);
-    main.opening().await;
+    let (listener, commands, rx, _main) = client(dir.path()).await;
 
     let body = json!({"command": ["tick", "3", "1000"]});
     commands
