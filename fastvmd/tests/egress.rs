@@ -146,4 +146,27 @@ fn a_restricted_vm_reaches_the_internet_over_ipv4_nat_and_ipv6() {
         counters.flows_live >= 2 && counters.rx_replies > 0 && counters.rx_dropped > 0,
         "{counters:?}"
     );
+
+    // A clone takes its own IPv4 address (sent in setNetwork; its command
+    // line is the original's): with the original gone, its fetch comes back
+    // to it, which it could not at the original's address.
+    let (status, snap) = c.call(json!({"op": "createSnapshot", "body": {"vmId": id}}));
+    assert_eq!(status, 201, "{snap}");
+    let (status, clone) = c.call(json!({"op": "createVM", "body":
+        {"snapshotId": snap["id"]}}));
+    assert_eq!(status, 201, "{clone}");
+    let (status, gone) = c.call(json!({"op": "deleteVM", "params": {"id": id}}));
+    assert_eq!(status, 200, "{gone}");
+    let clone_id = clone["id"].as_str().unwrap();
+    let v4 = exec(&mut c, clone_id, &["net-fetch", SERVER4, &PORT.to_string()]);
+    assert!(
+        v4["stdout"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("hello from the internet to {HOST4}")),
+        "a clone over IPv4: {v4}; daemon log: {}",
+        std::fs::read_to_string(d.stderr_path()).unwrap_or_default()
+    );
+    let log = std::fs::read_to_string(d.stderr_path()).unwrap_or_default();
+    assert!(!log.contains("refused the network"), "{log}");
 }

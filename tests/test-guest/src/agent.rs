@@ -5,7 +5,8 @@
 //! credit lets them go, so large outputs, files and streams go out in
 //! chunks while the main loop keeps serving everything else.
 
-use alloc::string::ToString;
+use alloc::format;
+use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use fastvm_proto::agent::{AGENT_PORT, DATA_CHUNK, Decoder, Frame};
@@ -360,6 +361,18 @@ fn handle(
                 // read-only, so the monitor ignores the write (and warns).
                 unsafe { core::ptr::write_volatile(base as *mut u32, 0) };
             }
+        }
+        Effect::Network { nonce, config } => {
+            let applied = match ctx.net.as_deref_mut() {
+                Some(net) => net.reconfigure(config),
+                None => Err(String::from("no network device")),
+            };
+            conn.session.answer(match applied {
+                Ok(()) => Frame::Pong { nonce },
+                Err(why) => Frame::Error {
+                    message: format!("test-guest: setNetwork: {why}"),
+                },
+            });
         }
         Effect::PowerOff => {
             // Its exit goes out with everything queued before it; nothing after.

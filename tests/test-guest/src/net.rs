@@ -267,14 +267,47 @@ impl Net {
             return;
         }
         self.mac = mac;
+        self.rebuild();
+        println!("net: new mac {}, address {}", mac_text(mac), self.address());
+    }
+
+    /// Takes a new identity: every connection is dropped and the interface
+    /// made again for the MAC and configuration now in use.
+    fn rebuild(&mut self) {
         for (_, handle, _) in &self.tcp {
             self.sockets.get_mut::<tcp::Socket>(*handle).abort();
         }
         self.lose_clients();
         let at = self.now();
-        self.iface = new_iface(&mut self.phy, mac, &self.config, at);
+        self.iface = new_iface(&mut self.phy, self.mac, &self.config, at);
         self.listen_all();
-        println!("net: new mac {}, address {}", mac_text(mac), self.address());
+    }
+
+    /// Moves to `config` (a `setNetwork`'s) unless it is the one in use
+    /// (the IPv6 address compared as this MAC makes it).
+    pub(crate) fn apply(&mut self, config: NetConfig) {
+        let effective = |c: &NetConfig| {
+            (
+                netcfg::address_for_mac(c.addr, self.mac),
+                c.prefix_len,
+                c.gateway,
+                c.ipv4,
+            )
+        };
+        if effective(&config) == effective(&self.config) {
+            return;
+        }
+        self.config = config;
+        self.rebuild();
+        match config.ipv4 {
+            Some(v4) => println!(
+                "net: now {} and {}/{}",
+                self.address(),
+                v4.addr,
+                v4.prefix_len
+            ),
+            None => println!("net: now {}", self.address()),
+        }
     }
 }
 

@@ -4,9 +4,9 @@
 //!
 //! The IPv6 address's interface id is the modified EUI-64 of the NIC's
 //! MAC, so when a clone gets a new MAC its address is the same /64 with the
-//! new MAC's id. The IPv4 address has nothing to derive from the MAC and a
-//! restored guest's command line cannot change, so a clone keeps the IPv4
-//! address of the command line it booted with.
+//! new MAC's id. A restored guest's command line cannot change: the daemon
+//! sends a clone its addresses in `setNetwork` ([`from_setting`], the same
+//! words as the command line), which is how a clone gets its own IPv4.
 //!
 //! An IPv4 /32 has no on-link peers, yet the gateway must be reached over
 //! the link. The stack (smoltcp) only takes ARP from addresses inside one
@@ -73,6 +73,28 @@ pub fn parse(cmdline: &str) -> Result<NetConfig, String> {
         gateway,
         ipv4,
     })
+}
+
+/// The configuration of a `setNetwork` frame: the command line's values,
+/// checked the same way.
+pub fn from_setting(
+    ip6: &str,
+    gw6: &str,
+    ip4: Option<&str>,
+    gw4: Option<&str>,
+) -> Result<NetConfig, String> {
+    let mut line = format!("fastvm.ip6={ip6} fastvm.gw6={gw6}");
+    for (key, value) in [("fastvm.ip4", ip4), ("fastvm.gw4", gw4)] {
+        if let Some(value) = value {
+            line.push_str(&format!(" {key}={value}"));
+        }
+    }
+    if line.split_ascii_whitespace().count()
+        != 2 + usize::from(ip4.is_some()) + usize::from(gw4.is_some())
+    {
+        return Err(format!("setNetwork with a space in a value: {line}"));
+    }
+    parse(&line)
 }
 
 fn bad(word: &str) -> String {

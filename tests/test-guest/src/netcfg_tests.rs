@@ -115,3 +115,24 @@ fn a_new_mac_gives_the_same_prefix_with_its_id() {
         "fe80::12:34ff:fe56:789a".parse::<Ipv6Addr>().unwrap()
     );
 }
+
+#[test]
+fn a_setting_is_read_as_the_command_line_is() {
+    let line =
+        "fastvm.ip6=fd00::12/128 fastvm.gw6=fe80::1 fastvm.ip4=100.64.3.4/32 fastvm.gw4=100.64.0.1";
+    let set = from_setting(
+        "fd00::12/128",
+        "fe80::1",
+        Some("100.64.3.4/32"),
+        Some("100.64.0.1"),
+    );
+    assert_eq!(set, parse(line));
+    assert_eq!(set.unwrap().ipv4.unwrap().addr, v4("100.64.3.4"));
+    let v6_only = from_setting("fd00::12/128", "fe80::1", None, None).unwrap();
+    assert_eq!(v6_only.ipv4, None);
+    assert!(from_setting("fd00::12/128", "fe80::1", Some("100.64.3.4/32"), None).is_err());
+    assert!(from_setting("nonsense", "fe80::1", None, None).is_err());
+    // A value cannot smuggle in another key.
+    let smuggled = from_setting("fd00::12/128 fastvm.ip4=1.2.3.4/32", "fe80::1", None, None);
+    assert!(smuggled.is_err(), "{smuggled:?}");
+}

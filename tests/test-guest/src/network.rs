@@ -33,6 +33,12 @@ pub trait Network {
         let _ = ping;
         false
     }
+    /// Moves to the addresses and gateways of `config` (a clone's, sent in
+    /// `setNetwork`); nothing changes when they are the ones in use.
+    fn reconfigure(&mut self, config: crate::netcfg::NetConfig) -> Result<(), String> {
+        let _ = config;
+        Err(String::from("this network cannot be reconfigured"))
+    }
 }
 
 /// Where a TCP connection stands.

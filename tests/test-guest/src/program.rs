@@ -45,6 +45,12 @@ pub enum Effect {
     Crash,
     /// Make this many bad MMIO writes (`mmio-spam`).
     BadMmio(u32),
+    /// Apply the network of a `setNetwork` with `nonce`, then answer it
+    /// ([`crate::session::Session::answer`]).
+    Network {
+        nonce: u64,
+        config: crate::netcfg::NetConfig,
+    },
 }
 
 /// How a built-in started.

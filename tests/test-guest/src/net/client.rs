@@ -16,6 +16,7 @@ use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
     Icmpv4Message, Icmpv4Packet, Icmpv4Repr, Icmpv6Message, Icmpv6Packet, Icmpv6Repr, IpAddress,
 };
+use test_guest::netcfg::NetConfig;
 use test_guest::network::{Handle, Network, Owner, TcpState};
 
 use super::{Net, tcp_socket};
@@ -287,6 +288,11 @@ impl Network for Net {
     fn ping_replied(&mut self, handle: &Handle) -> bool {
         let ping = self.clients.pings.get(handle.id()).and_then(Option::as_ref);
         ping.is_some_and(|p| p.replied)
+    }
+
+    fn reconfigure(&mut self, config: NetConfig) -> Result<(), String> {
+        self.apply(config);
+        Ok(())
     }
 }
 

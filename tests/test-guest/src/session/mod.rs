@@ -78,6 +78,19 @@ impl Session {
     pub fn handle(&mut self, frame: Frame, env: &mut Env<'_>, clock: &dyn Fn() -> u64) -> Effect {
         match frame {
             Frame::Ping { nonce } => self.control.push_back(Frame::Pong { nonce }),
+            Frame::SetNetwork {
+                nonce,
+                ip6,
+                gw6,
+                ip4,
+                gw4,
+                ..
+            } => match crate::netcfg::from_setting(&ip6, &gw6, ip4.as_deref(), gw4.as_deref()) {
+                Ok(config) => return Effect::Network { nonce, config },
+                Err(e) => self.control.push_back(Frame::Error {
+                    message: format!("test-guest: setNetwork: {e}"),
+                }),
+            },
             Frame::Exec(req) => return self.exec(&req, env, clock),
             Frame::ExecStart(start) => return self.exec_start(start, env, clock),
             Frame::FileWrite { id, path, mode } if self.may_open(id) => {
@@ -136,6 +149,12 @@ impl Session {
             }
         }
         Effect::None
+    }
+
+    /// Queues the answer to a frame whose work the agent did (a
+    /// `setNetwork`'s pong or error).
+    pub fn answer(&mut self, frame: Frame) {
+        self.control.push_back(frame);
     }
 
     /// Whether stream `id` may open; if not, its refusal is queued.

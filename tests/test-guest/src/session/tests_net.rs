@@ -7,6 +7,7 @@ use fastvm_proto::agent::{ExecRequest, ExecResult, Frame};
 use super::tests::{Harness, data, exit};
 use crate::fake_net::FakeNet;
 use crate::network::TcpState;
+use crate::program::Effect;
 
 #[test]
 fn a_buffered_and_a_streamed_fetch_run_side_by_side() {
@@ -80,4 +81,42 @@ fn a_signal_or_a_timeout_lets_the_connection_go() {
         ]
     );
     assert!(net.conn().owner.released());
+}
+
+#[test]
+fn set_network_asks_the_agent_to_apply_it_and_a_bad_one_is_refused() {
+    let mut h = Harness::new();
+    let set = |ip4: Option<&str>| Frame::SetNetwork {
+        nonce: 9,
+        mac: "02:00:00:00:00:01".into(),
+        ip6: "fd00::12/128".into(),
+        gw6: "fe80::1".into(),
+        ip4: ip4.map(Into::into),
+        gw4: Some("100.64.0.1".into()),
+    };
+    match h.send(set(Some("100.64.3.4/32"))) {
+        Effect::Network { nonce, config } => {
+            assert_eq!(nonce, 9);
+            let v4 = config.ipv4.expect("an IPv4 address");
+            assert_eq!(
+                v4.addr,
+                "100.64.3.4".parse::<core::net::Ipv4Addr>().unwrap()
+            );
+            assert_eq!(
+                config.addr,
+                "fd00::12".parse::<core::net::Ipv6Addr>().unwrap()
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // The agent answers once it applied it; nothing is queued before.
+    assert!(h.frames().is_empty());
+    h.session.answer(Frame::Pong { nonce: 9 });
+    assert_eq!(h.frames(), [Frame::Pong { nonce: 9 }]);
+    // A gateway without an address is refused at once.
+    assert_eq!(h.send(set(None)), Effect::None);
+    assert!(
+        matches!(&h.frames()[..], [Frame::Error { message }] if message.contains("fastvm.gw4")),
+        "a bad setting answered otherwise"
+    );
 }
