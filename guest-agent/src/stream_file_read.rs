@@ -4,6 +4,12 @@
 //! at the host's pace: a blocked write is the backpressure), then
 //! `StreamEnd`. Only regular files: a directory, a FIFO or a device is
 //! `invalid`.
+//!
+//! The read stops at the size announced: a file that grows meanwhile (a
+//! log being written) comes out as it was when opened, as `tar` copies
+//! it. A file that reads as more than its size of 0 (`/proc`, `/sys`) is
+//! `invalid`, with a hint to read it with a command instead: its length is
+//! not known before it is read.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
@@ -60,7 +66,7 @@ pub fn start(ctx: &StreamCtx, id: u64, path: String) -> io::Result<()> {
 fn open(path: &str) -> Result<(File, u64, u32), Failure> {
     let failed = |e: io::Error| io_failure(&e, "reading", path);
     // Non-blocking: opening a FIFO must not wait for a writer.
-    let file = OpenOptions::new()
+    let mut file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
@@ -75,7 +81,29 @@ fn open(path: &str) -> Result<(File, u64, u32), Failure> {
             format!("{path} is not a regular file"),
         ));
     }
+    if meta.len() == 0 && reads_more_than_nothing(&mut file) {
+        return Err((
+            StreamErrorKind::Invalid,
+            format!(
+                "{path} has no size to announce (a /proc or /sys file?): read it with a \
+                 command instead, e.g. `cat {path}`"
+            ),
+        ));
+    }
     Ok((file, meta.len(), meta.mode() & 0o7777))
+}
+
+/// Whether a file whose size is 0 still has bytes to read (a pseudo file).
+/// Reading it moves nothing that matters: it is not read again.
+fn reads_more_than_nothing(file: &mut File) -> bool {
+    let mut byte = [0u8; 1];
+    loop {
+        match file.read(&mut byte) {
+            Ok(n) => return n > 0,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
 }
 
 fn send_file(ctx: &StreamCtx, id: u64, path: &str, stream: &FileReadStream) {
@@ -91,11 +119,13 @@ fn send_file(ctx: &StreamCtx, id: u64, path: &str, stream: &FileReadStream) {
         return;
     }
     let mut buf = vec![0u8; DATA_CHUNK];
-    loop {
+    let mut left = size;
+    while left > 0 {
         if stream.hung_up.load(Ordering::SeqCst) {
             return;
         }
-        let n = match file.read(&mut buf) {
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = match file.read(&mut buf[..want]) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -105,6 +135,7 @@ fn send_file(ctx: &StreamCtx, id: u64, path: &str, stream: &FileReadStream) {
                 return;
             }
         };
+        left -= n as u64;
         if ctx.data(id, CHANNEL_OUT, &buf[..n]).is_err() {
             ctx.streams.remove(id);
             return;

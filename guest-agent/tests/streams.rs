@@ -540,6 +540,83 @@ fn a_file_written_in_chunks_reads_back_equal() {
     assert_eq!(mode & 0o7777, 0o644);
 }
 
+/// The data of file-read stream `id` until its end.
+fn read_stream(client: &mut Client, id: u64) -> Vec<u8> {
+    let mut read = Vec::new();
+    loop {
+        match client.recv() {
+            Frame::Data(d) if d.id == id && d.channel == 1 => read.extend(d.bytes),
+            Frame::StreamEnd {
+                id: end,
+                channel: 1,
+            } if end == id => return read,
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_file_that_grows_while_read_comes_out_as_it_was_when_opened() {
+    let agent = Agent::start();
+    let mut client = agent.connect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.log");
+    let content: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
+    std::fs::write(&path, &content).unwrap();
+    client.send(&Frame::FileRead {
+        id: 50,
+        path: path.display().to_string(),
+    });
+    let size = match client.recv() {
+        Frame::FileInfo { id: 50, size, .. } => size,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(size, content.len() as u64);
+    // The agent waits on the socket long before it has read 8 MiB; the
+    // file grows meanwhile.
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    log.write_all(&vec![b'+'; 1 << 20]).unwrap();
+    let read = read_stream(&mut client, 50);
+    assert_eq!(read.len(), content.len(), "not the size announced");
+    assert!(
+        read == content,
+        "the bytes read differ from the file at open"
+    );
+}
+
+#[test]
+fn a_pseudo_file_is_refused_with_a_hint() {
+    let agent = Agent::start();
+    let mut client = agent.connect();
+    client.send(&Frame::FileRead {
+        id: 51,
+        path: "/proc/self/status".into(),
+    });
+    let e = client.stream_error(51);
+    assert_eq!(e.kind, StreamErrorKind::Invalid, "{e:?}");
+    assert!(e.message.contains("cat /proc/self/status"), "{e:?}");
+    // An empty regular file is read as one.
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "").unwrap();
+    client.send(&Frame::FileRead {
+        id: 52,
+        path: empty.display().to_string(),
+    });
+    assert!(matches!(
+        client.recv(),
+        Frame::FileInfo {
+            id: 52,
+            size: 0,
+            ..
+        }
+    ));
+    assert!(read_stream(&mut client, 52).is_empty());
+}
+
 #[test]
 fn bad_file_paths_are_refused_by_kind() {
     let agent = Agent::start();
