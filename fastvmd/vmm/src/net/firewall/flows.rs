@@ -131,6 +131,8 @@ pub struct FlowTable {
     free: Vec<u32>,
     lists: [List; 3],
     stats: FlowStats,
+    /// Datagrams whose later fragments may pass.
+    pub fragments: super::fragments::Fragments,
 }
 
 impl std::fmt::Debug for FlowTable {
@@ -170,6 +172,7 @@ impl FlowTable {
         self.slots.clear();
         self.free.clear();
         self.lists = Default::default();
+        self.fragments.clear();
     }
 
     /// Slots allocated: never more than [`MAX_FLOWS`].

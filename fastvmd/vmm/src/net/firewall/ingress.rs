@@ -10,11 +10,12 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use super::flows::{FlowKey, FlowProtocol, FlowTable};
+use super::fragments::DatagramKey;
 use super::ipv4::{
     ETHERTYPE_ARP, ETHERTYPE_IPV4, ICMP_HEADER_LEN, icmp, is_ipv4_ethernet_arp, parse_ipv4,
     parse_quoted_ipv4,
 };
-use super::packet::{Upper, parse_ipv6, proto};
+use super::packet::{FragmentOf, Upper, parse_ipv6, proto};
 use super::{
     DropReason, ETHERNET_HEADER_LEN, ETHERTYPE_IPV6, Filter, ICMPV6_ECHO_REPLY, ICMPV6_ERRORS,
     ICMPV6_NDP, Verdict,
@@ -33,12 +34,21 @@ enum FlowQuery {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Judgement {
     Final(Verdict),
-    /// Passes when `query` finds a live flow, else gets `otherwise`.
+    /// Passes when `query` finds a live flow, else gets `otherwise`; when
+    /// it passes and is the first fragment of `datagram`, the datagram's
+    /// later fragments may follow.
     AskFlows {
         query: FlowQuery,
         otherwise: Verdict,
+        datagram: Option<DatagramKey>,
+    },
+    /// A later fragment of `datagram`: passes when its first one did.
+    LaterFragment {
+        datagram: DatagramKey,
     },
 }
+
+const FRAGMENT: Verdict = Verdict::Drop(DropReason::Fragment);
 
 const NO_RULE: Judgement = Judgement::Final(Verdict::Drop(DropReason::NoRule));
 
@@ -48,17 +58,32 @@ impl Judgement {
         match self {
             Judgement::Final(v) => v,
             Judgement::AskFlows { otherwise, .. } => otherwise,
+            Judgement::LaterFragment { .. } => FRAGMENT,
         }
     }
 
-    /// The verdict with the flows of `flows`; `now` is read only when a
-    /// flow is looked up.
+    /// The verdict with the flows (and admitted datagrams) of `flows`;
+    /// `now` is read only when one is looked up or recorded.
     fn with_flows(self, flows: &mut FlowTable, now: impl FnOnce() -> Instant) -> Verdict {
-        let (query, otherwise) = match self {
+        let (query, otherwise, datagram) = match self {
             Judgement::Final(v) => return v,
-            Judgement::AskFlows { query, otherwise } => (query, otherwise),
+            Judgement::LaterFragment { datagram } => {
+                if flows.fragments.is_empty() {
+                    return FRAGMENT;
+                }
+                return if flows.fragments.admits_later(&datagram, now()) {
+                    Verdict::Pass
+                } else {
+                    FRAGMENT
+                };
+            }
+            Judgement::AskFlows {
+                query,
+                otherwise,
+                datagram,
+            } => (query, otherwise, datagram),
         };
-        if flows.is_empty() {
+        if flows.is_empty() && (datagram.is_none() || otherwise != Verdict::Pass) {
             return otherwise;
         }
         let now = now();
@@ -66,7 +91,11 @@ impl Judgement {
             FlowQuery::Reply { key, tcp_flags } => flows.admit_reply(&key, tcp_flags, now),
             FlowQuery::Error { key } => flows.admit_error(&key, now),
         };
-        if admitted { Verdict::Pass } else { otherwise }
+        let verdict = if admitted { Verdict::Pass } else { otherwise };
+        if let (Verdict::Pass, Some(datagram)) = (verdict, datagram) {
+            flows.fragments.admit_first(datagram, now);
+        }
+        verdict
     }
 }
 
@@ -155,6 +184,7 @@ impl Filter {
             Err(e) => return Judgement::Final(Verdict::Drop(DropReason::Malformed(e))),
         };
         let (src, dst) = (IpAddr::V6(summary.src), IpAddr::V6(summary.dst));
+        let datagram = datagram_of(src, dst, summary.fragment);
         match summary.upper {
             Upper::Icmp { kind, .. } if ICMPV6_ERRORS.contains(&kind) => {
                 Judgement::Final(Verdict::Pass)
@@ -173,6 +203,7 @@ impl Filter {
             } => Judgement::AskFlows {
                 query: echo_reply(src, dst, id),
                 otherwise: Verdict::Drop(DropReason::NoRule),
+                datagram,
             },
             Upper::Ports {
                 protocol,
@@ -191,11 +222,11 @@ impl Filter {
                     } else {
                         Verdict::Drop(DropReason::NoRule)
                     },
+                    datagram,
                 }
             }
-            Upper::LaterFragment | Upper::ShortFirstFragment => {
-                Judgement::Final(Verdict::Drop(DropReason::Fragment))
-            }
+            Upper::LaterFragment => later_fragment(datagram),
+            Upper::ShortFirstFragment => Judgement::Final(FRAGMENT),
             _ => NO_RULE,
         }
     }
@@ -208,6 +239,7 @@ fn judge_ipv4(pkt: &[u8]) -> Judgement {
         Err(e) => return Judgement::Final(Verdict::Drop(DropReason::Malformed(e))),
     };
     let (src, dst) = (IpAddr::V4(summary.src), IpAddr::V4(summary.dst));
+    let datagram = datagram_of(src, dst, summary.fragment);
     let query = match summary.upper {
         Upper::Ports {
             protocol,
@@ -251,13 +283,31 @@ fn judge_ipv4(pkt: &[u8]) -> Judgement {
                 },
             }
         }
-        Upper::LaterFragment | Upper::ShortFirstFragment => {
-            return Judgement::Final(Verdict::Drop(DropReason::Fragment));
-        }
+        Upper::LaterFragment => return later_fragment(datagram),
+        Upper::ShortFirstFragment => return Judgement::Final(FRAGMENT),
         _ => return NO_RULE,
     };
     Judgement::AskFlows {
         query,
         otherwise: Verdict::Drop(DropReason::NoRule),
+        datagram,
+    }
+}
+
+/// The datagram of a fragment from `src` to `dst`, if it is one.
+fn datagram_of(src: IpAddr, dst: IpAddr, fragment: Option<FragmentOf>) -> Option<DatagramKey> {
+    fragment.map(|f| DatagramKey {
+        src,
+        dst,
+        protocol: f.protocol,
+        id: f.id,
+    })
+}
+
+/// A later fragment: judged by its datagram's first fragment.
+fn later_fragment(datagram: Option<DatagramKey>) -> Judgement {
+    match datagram {
+        Some(datagram) => Judgement::LaterFragment { datagram },
+        None => Judgement::Final(FRAGMENT),
     }
 }

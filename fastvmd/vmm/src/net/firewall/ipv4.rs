@@ -6,7 +6,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::packet::{Malformed, Upper, parse_transport, proto};
+use super::packet::{FragmentOf, Malformed, Upper, parse_transport, proto};
 
 /// Ethertype of IPv4.
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
@@ -36,6 +36,8 @@ pub struct Ipv4Summary {
     pub ttl: u8,
     /// More fragments follow, or this is not the first one.
     pub fragmented: bool,
+    /// The datagram this fragment is part of, when it is one.
+    pub fragment: Option<FragmentOf>,
     pub upper: Upper,
     /// Where the transport header starts (the header length).
     pub upper_at: usize,
@@ -77,6 +79,10 @@ pub fn parse_ipv4(pkt: &[u8]) -> Result<Ipv4Summary, Malformed> {
         dst: ipv4_at(pkt, 16),
         ttl: pkt[8],
         fragmented: more_fragments || offset != 0,
+        fragment: (more_fragments || offset != 0).then(|| FragmentOf {
+            id: u32::from(u16::from_be_bytes([pkt[4], pkt[5]])),
+            protocol: pkt[9],
+        }),
         upper,
         upper_at: header_len,
         total_len,

@@ -18,8 +18,10 @@
 //!   extension headers) is dropped; IPv6 extension headers (hop-by-hop,
 //!   routing, destination options, fragment, AH) are walked to the
 //!   upper-layer header, IPv4 options are skipped by the header length;
-//! - later fragments and first fragments without the whole transport
-//!   header are dropped (their ports are unknown);
+//! - first fragments without the whole transport header are dropped
+//!   (their ports are unknown); a later fragment passes only when the
+//!   first fragment of its datagram passed shortly before (see
+//!   [`fragments`]), else it is dropped;
 //! - a reply to a live flow passes and refreshes it: TCP or UDP from the
 //!   flow's remote address and port to the guest's address and port, and
 //!   ICMP/ICMPv6 echo replies to a recorded echo identifier;
@@ -49,6 +51,9 @@ pub mod flows;
 mod flows_stress_tests;
 #[cfg(test)]
 mod flows_tests;
+pub mod fragments;
+#[cfg(test)]
+mod fragments_tests;
 mod fuzz;
 mod ingress;
 mod ipv4;
@@ -68,7 +73,7 @@ pub use ipv4::{
     ETHERTYPE_ARP, ETHERTYPE_IPV4, Ipv4Summary, QuotedIpv4, parse_ipv4, parse_quoted_ipv4,
 };
 pub use live::{FlowCounts, FrameCounters, LivePolicy};
-pub use packet::{Ipv6Summary, Malformed, Upper, parse_ipv6, proto};
+pub use packet::{FragmentOf, Ipv6Summary, Malformed, Upper, parse_ipv6, proto};
 
 use fastvm_proto::api::{FirewallMode, FirewallPolicy, FirewallProtocol, Ipv6Cidr};
 

@@ -88,7 +88,18 @@ pub struct Ipv6Summary {
     pub hop_limit: u8,
     /// A Fragment header was present (first fragment or later).
     pub fragmented: bool,
+    /// The datagram this fragment is part of, when it is one.
+    pub fragment: Option<FragmentOf>,
     pub upper: Upper,
+}
+
+/// The datagram a fragment (first or later) is part of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FragmentOf {
+    /// The IPv4 identification or the IPv6 Fragment header's.
+    pub id: u32,
+    /// The upper-layer protocol.
+    pub protocol: u8,
 }
 
 /// Parses the IPv6 packet at the start of `pkt` (trailing bytes beyond the
@@ -114,6 +125,7 @@ pub fn parse_ipv6(pkt: &[u8]) -> Result<Ipv6Summary, Malformed> {
         dst: ipv6_at(pkt, 24),
         hop_limit: pkt[7],
         fragmented: false,
+        fragment: None,
         upper: Upper::Opaque {
             protocol: proto::NO_NEXT_HEADER,
         },
@@ -155,6 +167,12 @@ pub fn parse_ipv6(pkt: &[u8]) -> Result<Ipv6Summary, Malformed> {
                 let offset = u16::from_be_bytes([rest[2], rest[3]]) >> 3;
                 let more = rest[3] & 1 == 1;
                 summary.fragmented = summary.fragmented || offset != 0 || more;
+                if offset != 0 || more {
+                    summary.fragment = Some(FragmentOf {
+                        id: u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]),
+                        protocol: rest[0],
+                    });
+                }
                 if offset != 0 {
                     summary.upper = Upper::LaterFragment;
                     return Ok(summary);
