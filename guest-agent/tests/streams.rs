@@ -462,6 +462,25 @@ fn names(dir: &Path) -> Vec<String> {
     names
 }
 
+/// The data of file-read stream `id` until its end, in frames of at most
+/// `DATA_CHUNK`.
+fn read_stream(client: &mut Client, id: u64) -> Vec<u8> {
+    let mut read = Vec::new();
+    loop {
+        match client.recv() {
+            Frame::Data(d) if d.id == id && d.channel == 1 => {
+                assert!(d.bytes.len() <= DATA_CHUNK);
+                read.extend(d.bytes);
+            }
+            Frame::StreamEnd {
+                id: end,
+                channel: 1,
+            } if end == id => return read,
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
 #[test]
 fn a_file_written_in_chunks_reads_back_equal() {
     let agent = Agent::start();
@@ -509,17 +528,7 @@ fn a_file_written_in_chunks_reads_back_equal() {
             mode: 0o640
         }
     );
-    let mut read = Vec::new();
-    loop {
-        match client.recv() {
-            Frame::Data(d) if d.id == 31 && d.channel == 1 => {
-                assert!(d.bytes.len() <= DATA_CHUNK);
-                read.extend(d.bytes);
-            }
-            Frame::StreamEnd { id: 31, channel: 1 } => break,
-            other => panic!("{other:?}"),
-        }
-    }
+    let read = read_stream(&mut client, 31);
     assert!(read == content, "the file read back differs");
     let after = agent.peak_rss_kib();
     assert!(
@@ -538,21 +547,6 @@ fn a_file_written_in_chunks_reads_back_equal() {
     assert_eq!(std::fs::read(&path).unwrap(), b"short");
     let mode = std::fs::metadata(&path).unwrap().permissions().mode();
     assert_eq!(mode & 0o7777, 0o644);
-}
-
-/// The data of file-read stream `id` until its end.
-fn read_stream(client: &mut Client, id: u64) -> Vec<u8> {
-    let mut read = Vec::new();
-    loop {
-        match client.recv() {
-            Frame::Data(d) if d.id == id && d.channel == 1 => read.extend(d.bytes),
-            Frame::StreamEnd {
-                id: end,
-                channel: 1,
-            } if end == id => return read,
-            other => panic!("{other:?}"),
-        }
-    }
 }
 
 #[test]
