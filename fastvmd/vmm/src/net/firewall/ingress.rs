@@ -12,8 +12,8 @@ use std::time::Instant;
 use super::flows::{FlowKey, FlowProtocol, FlowTable};
 use super::fragments::DatagramKey;
 use super::ipv4::{
-    ETHERTYPE_ARP, ETHERTYPE_IPV4, ICMP_HEADER_LEN, icmp, is_ipv4_ethernet_arp, parse_ipv4,
-    parse_quoted_ipv4,
+    ETHERTYPE_ARP, ETHERTYPE_IPV4, ICMP_HEADER_LEN, fragment_of, icmp, is_ipv4_ethernet_arp,
+    parse_ipv4, parse_quoted_ipv4,
 };
 use super::packet::{FragmentOf, Upper, parse_ipv6, proto};
 use super::{
@@ -35,12 +35,14 @@ enum FlowQuery {
 enum Judgement {
     Final(Verdict),
     /// Passes when `query` finds a live flow, else gets `otherwise`; when
-    /// it passes and is the first fragment of `datagram`, the datagram's
-    /// later fragments may follow.
+    /// it passes as the first `fragment` of a datagram, the datagram's
+    /// later fragments may follow (only the fragment's id and protocol
+    /// are kept: the addresses are the query's, and the enum stays small
+    /// for the frames that are no fragment at all).
     AskFlows {
         query: FlowQuery,
         otherwise: Verdict,
-        datagram: Option<DatagramKey>,
+        fragment: Option<FragmentOf>,
     },
     /// A later fragment of `datagram`: passes when its first one did.
     LaterFragment {
@@ -65,7 +67,7 @@ impl Judgement {
     /// The verdict with the flows (and admitted datagrams) of `flows`;
     /// `now` is read only when one is looked up or recorded.
     fn with_flows(self, flows: &mut FlowTable, now: impl FnOnce() -> Instant) -> Verdict {
-        let (query, otherwise, datagram) = match self {
+        let (query, otherwise, fragment) = match self {
             Judgement::Final(v) => return v,
             Judgement::LaterFragment { datagram } => {
                 if flows.fragments.is_empty() {
@@ -80,10 +82,10 @@ impl Judgement {
             Judgement::AskFlows {
                 query,
                 otherwise,
-                datagram,
-            } => (query, otherwise, datagram),
+                fragment,
+            } => (query, otherwise, fragment),
         };
-        if flows.is_empty() && (datagram.is_none() || otherwise != Verdict::Pass) {
+        if flows.is_empty() && (fragment.is_none() || otherwise != Verdict::Pass) {
             return otherwise;
         }
         let now = now();
@@ -92,7 +94,15 @@ impl Judgement {
             FlowQuery::Error { key } => flows.admit_error(&key, now),
         };
         let verdict = if admitted { Verdict::Pass } else { otherwise };
-        if let (Verdict::Pass, Some(datagram)) = (verdict, datagram) {
+        if let (Verdict::Pass, Some(fragment), FlowQuery::Reply { key, .. }) =
+            (verdict, fragment, query)
+        {
+            let datagram = DatagramKey {
+                src: key.remote,
+                dst: key.guest,
+                protocol: fragment.protocol,
+                id: fragment.id,
+            };
             flows.fragments.admit_first(datagram, now);
         }
         verdict
@@ -184,7 +194,7 @@ impl Filter {
             Err(e) => return Judgement::Final(Verdict::Drop(DropReason::Malformed(e))),
         };
         let (src, dst) = (IpAddr::V6(summary.src), IpAddr::V6(summary.dst));
-        let datagram = datagram_of(src, dst, summary.fragment);
+        let fragment = summary.fragment;
         match summary.upper {
             Upper::Icmp { kind, .. } if ICMPV6_ERRORS.contains(&kind) => {
                 Judgement::Final(Verdict::Pass)
@@ -203,7 +213,7 @@ impl Filter {
             } => Judgement::AskFlows {
                 query: echo_reply(src, dst, id),
                 otherwise: Verdict::Drop(DropReason::NoRule),
-                datagram,
+                fragment,
             },
             Upper::Ports {
                 protocol,
@@ -222,10 +232,10 @@ impl Filter {
                     } else {
                         Verdict::Drop(DropReason::NoRule)
                     },
-                    datagram,
+                    fragment,
                 }
             }
-            Upper::LaterFragment => later_fragment(datagram),
+            Upper::LaterFragment => later_fragment(src, dst, fragment),
             Upper::ShortFirstFragment => Judgement::Final(FRAGMENT),
             _ => NO_RULE,
         }
@@ -239,7 +249,7 @@ fn judge_ipv4(pkt: &[u8]) -> Judgement {
         Err(e) => return Judgement::Final(Verdict::Drop(DropReason::Malformed(e))),
     };
     let (src, dst) = (IpAddr::V4(summary.src), IpAddr::V4(summary.dst));
-    let datagram = datagram_of(src, dst, summary.fragment);
+    let fragment = fragment_of(pkt, &summary);
     let query = match summary.upper {
         Upper::Ports {
             protocol,
@@ -283,31 +293,29 @@ fn judge_ipv4(pkt: &[u8]) -> Judgement {
                 },
             }
         }
-        Upper::LaterFragment => return later_fragment(datagram),
+        Upper::LaterFragment => return later_fragment(src, dst, fragment),
         Upper::ShortFirstFragment => return Judgement::Final(FRAGMENT),
         _ => return NO_RULE,
     };
     Judgement::AskFlows {
         query,
         otherwise: Verdict::Drop(DropReason::NoRule),
-        datagram,
+        fragment,
     }
 }
 
-/// The datagram of a fragment from `src` to `dst`, if it is one.
-fn datagram_of(src: IpAddr, dst: IpAddr, fragment: Option<FragmentOf>) -> Option<DatagramKey> {
-    fragment.map(|f| DatagramKey {
-        src,
-        dst,
-        protocol: f.protocol,
-        id: f.id,
-    })
-}
-
-/// A later fragment: judged by its datagram's first fragment.
-fn later_fragment(datagram: Option<DatagramKey>) -> Judgement {
-    match datagram {
-        Some(datagram) => Judgement::LaterFragment { datagram },
+/// A later fragment from `src` to `dst`: judged by its datagram's first
+/// fragment.
+fn later_fragment(src: IpAddr, dst: IpAddr, fragment: Option<FragmentOf>) -> Judgement {
+    match fragment {
+        Some(f) => Judgement::LaterFragment {
+            datagram: DatagramKey {
+                src,
+                dst,
+                protocol: f.protocol,
+                id: f.id,
+            },
+        },
         None => Judgement::Final(FRAGMENT),
     }
 }

@@ -36,8 +36,6 @@ pub struct Ipv4Summary {
     pub ttl: u8,
     /// More fragments follow, or this is not the first one.
     pub fragmented: bool,
-    /// The datagram this fragment is part of, when it is one.
-    pub fragment: Option<FragmentOf>,
     pub upper: Upper,
     /// Where the transport header starts (the header length).
     pub upper_at: usize,
@@ -79,13 +77,23 @@ pub fn parse_ipv4(pkt: &[u8]) -> Result<Ipv4Summary, Malformed> {
         dst: ipv4_at(pkt, 16),
         ttl: pkt[8],
         fragmented: more_fragments || offset != 0,
-        fragment: (more_fragments || offset != 0).then(|| FragmentOf {
-            id: u32::from(u16::from_be_bytes([pkt[4], pkt[5]])),
-            protocol: pkt[9],
-        }),
         upper,
         upper_at: header_len,
         total_len,
+    })
+}
+
+/// The datagram of the IPv4 packet `pkt` (parsed as `summary`), when it
+/// is a fragment: its identification and protocol. Read here rather than
+/// in [`parse_ipv4`], which every frame the guest sends goes through.
+pub fn fragment_of(pkt: &[u8], summary: &Ipv4Summary) -> Option<FragmentOf> {
+    if !summary.fragmented {
+        return None;
+    }
+    let id = pkt.get(4..6)?;
+    Some(FragmentOf {
+        id: u32::from(u16::from_be_bytes([id[0], id[1]])),
+        protocol: *pkt.get(9)?,
     })
 }
 
