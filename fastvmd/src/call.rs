@@ -71,6 +71,27 @@ pub enum CallError {
     /// Copying console or output bytes failed.
     #[error("{0}")]
     Io(#[from] io::Error),
+    /// The daemon answered with an error (or, to an operation that
+    /// switches the connection over, with anything but 101).
+    #[error("error {status}: {message}")]
+    Refused {
+        /// The answer's status.
+        status: u16,
+        /// Its error message, else its whole body.
+        message: String,
+    },
+}
+
+impl CallError {
+    /// The answer `resp`, as an error.
+    pub fn refused(resp: &SocketResponse) -> CallError {
+        CallError::Refused {
+            status: resp.status,
+            message: resp
+                .error_message()
+                .map_or_else(|| resp.body.to_string(), str::to_string),
+        }
+    }
 }
 
 /// The request for `op` with the JSON argument (see [`HELP`] for its forms).
@@ -145,6 +166,17 @@ pub fn open(socket: &Path, req: &SocketRequest) -> Result<Answered, CallError> {
     send(socket, req)
 }
 
+/// [`open`] for an operation that switches the connection over
+/// (`execStream`, `writeFile`, `attachConsole`, ...): an answer other
+/// than 101 is [`CallError::Refused`].
+pub fn open_switched(socket: &Path, req: &SocketRequest) -> Result<Answered, CallError> {
+    let answered = send(socket, req)?;
+    if answered.0.status != 101 {
+        return Err(CallError::refused(&answered.0));
+    }
+    Ok(answered)
+}
+
 /// Sends `req` on a new connection to `socket` and reads its answer.
 fn send(socket: &Path, req: &SocketRequest) -> Result<Answered, CallError> {
     let stream = UnixStream::connect(socket).map_err(|source| CallError::Connect {
@@ -170,10 +202,7 @@ pub fn request(socket: &Path, req: &SocketRequest) -> Result<SocketResponse, Cal
 
 /// Prints an error answer to stderr; exit status 1.
 fn fail(resp: &SocketResponse) -> ExitCode {
-    match resp.error_message() {
-        Some(msg) => eprintln!("error {}: {msg}", resp.status),
-        None => eprintln!("error {}: {}", resp.status, resp.body),
-    }
+    eprintln!("{}", CallError::refused(resp));
     ExitCode::from(1)
 }
 

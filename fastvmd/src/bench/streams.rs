@@ -3,13 +3,14 @@
 //! out of the guest, and TCP through a port forward (the guest's echo
 //! service on port 7).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use fastvm_proto::exec_channel::{self, CLOSE, MessageDecoder, STATUS, STDIN, STDOUT};
+use fastvm_proto::socket::SocketRequest;
 use serde_json::{Value, json};
 
 use super::api::Daemon;
@@ -23,21 +24,20 @@ const FILE_BYTES: usize = 12 << 20;
 /// Bytes sent through the forward (and echoed back).
 const FORWARD_BYTES: usize = 32 << 20;
 
-/// Sends `req` on a new socket connection; the connection once answered
-/// 101, with the answer's body.
-fn open(socket: &Path, req: Value) -> Result<(UnixStream, BufReader<UnixStream>, Value), String> {
-    let conn = UnixStream::connect(socket).map_err(|e| format!("socket: {e}"))?;
+/// Sends `op` on VM `id` with `body` on a new socket connection
+/// ([`crate::call::open_switched`]); the connection once answered 101.
+fn open(
+    socket: &Path,
+    op: &str,
+    id: &str,
+    body: Value,
+) -> Result<(UnixStream, BufReader<UnixStream>), String> {
+    let req = SocketRequest::new(1, op).param("id", id).body(body);
+    let (_, conn, reader, _) =
+        crate::call::open_switched(socket, &req).map_err(|e| format!("{op}: {e}"))?;
     conn.set_read_timeout(Some(Duration::from_secs(60)))
         .map_err(|e| e.to_string())?;
-    writeln!(&conn, "{req}").map_err(|e| e.to_string())?;
-    let mut reader = BufReader::new(conn.try_clone().map_err(|e| e.to_string())?);
-    let mut line = String::new();
-    reader.read_line(&mut line).map_err(|e| e.to_string())?;
-    let answer: Value = serde_json::from_str(&line).map_err(|e| format!("{e}: {line}"))?;
-    if answer["status"] != 101 {
-        return Err(format!("{} answered {answer}", req["op"]));
-    }
-    Ok((conn, reader, answer["body"].clone()))
+    Ok((conn, reader))
 }
 
 /// Messages until the status: (bytes on STDOUT, the status).
@@ -82,10 +82,9 @@ pub fn measure() -> Result<Vec<Row>, String> {
     eprintln!("streaming exec first byte: {FIRST_BYTES}");
     let mut firsts = Vec::new();
     for _ in 0..FIRST_BYTES {
-        let req = json!({"id": 1, "op": "execStream", "params": {"id": id},
-            "body": {"command": ["echo", "bench"]}});
         let t = Instant::now();
-        let (_conn, mut reader, _) = open(&socket, req)?;
+        let body = json!({"command": ["echo", "bench"]});
+        let (_conn, mut reader) = open(&socket, "execStream", &id, body)?;
         let mut first = None;
         drain(&mut reader, || first = Some(t.elapsed()))?;
         firsts.push(first.ok_or("no output")?);
@@ -93,10 +92,8 @@ pub fn measure() -> Result<Vec<Row>, String> {
 
     eprintln!("files: {} MiB each way", FILE_BYTES >> 20);
     let data: Vec<u8> = (0..FILE_BYTES).map(|i| (i % 251) as u8).collect();
-    let req = json!({"id": 1, "op": "writeFile", "params": {"id": id},
-        "body": {"path": "/bench.bin"}});
     let t = Instant::now();
-    let (conn, mut reader, _) = open(&socket, req)?;
+    let (conn, mut reader) = open(&socket, "writeFile", &id, json!({"path": "/bench.bin"}))?;
     for chunk in data.chunks(256 << 10) {
         (&conn)
             .write_all(&exec_channel::frame(STDIN, chunk))
@@ -110,10 +107,8 @@ pub fn measure() -> Result<Vec<Row>, String> {
     if status["status"] != 200 {
         return Err(format!("writeFile: {status}"));
     }
-    let req = json!({"id": 1, "op": "readFile", "params": {"id": id},
-        "body": {"path": "/bench.bin"}});
     let t = Instant::now();
-    let (_conn, mut reader, _) = open(&socket, req)?;
+    let (_conn, mut reader) = open(&socket, "readFile", &id, json!({"path": "/bench.bin"}))?;
     let (got, status) = drain(&mut reader, || {})?;
     let out_of = t.elapsed();
     if status["status"] != 200 || got != FILE_BYTES {
@@ -121,17 +116,13 @@ pub fn measure() -> Result<Vec<Row>, String> {
     }
 
     eprintln!("forward: {} MiB echoed", FORWARD_BYTES >> 20);
-    let conn = UnixStream::connect(&socket).map_err(|e| e.to_string())?;
-    let req = json!({"id": 1, "op": "forwardPort", "params": {"id": id}, "body": {"guestPort": 7}});
-    writeln!(&conn, "{req}").map_err(|e| e.to_string())?;
-    let mut line = String::new();
-    BufReader::new(&conn)
-        .read_line(&mut line)
-        .map_err(|e| e.to_string())?;
-    let answer: Value = serde_json::from_str(&line).map_err(|e| e.to_string())?;
-    let addr = answer["body"]["hostAddress"]
+    let req = SocketRequest::new(1, "forwardPort")
+        .param("id", id.as_str())
+        .body(json!({"guestPort": 7}));
+    let answer = crate::call::request(&socket, &req).map_err(|e| e.to_string())?;
+    let addr = answer.body["hostAddress"]
         .as_str()
-        .ok_or(format!("forwardPort: {answer}"))?
+        .ok_or(format!("forwardPort: {} {}", answer.status, answer.body))?
         .to_string();
     let mut tcp = TcpStream::connect(&addr).map_err(|e| e.to_string())?;
     let mut writer = tcp.try_clone().map_err(|e| e.to_string())?;

@@ -32,15 +32,7 @@ fn console(args: &ConsoleArgs, socket: &Path) -> Result<(), Failure> {
     let all = vms(socket)?;
     let vm = resolve::resolve(&all, &args.vm, "VM").map_err(Failure::Said)?;
     let req = SocketRequest::new(1, "attachConsole").param("id", vm.id.to_string());
-    let (resp, stream, mut reader, _) =
-        crate::call::open(socket, &req).map_err(|e| Failure::Unreachable(e.to_string()))?;
-    if resp.status != 101 {
-        return Err(Failure::Said(format!(
-            "error {}: {}",
-            resp.status,
-            resp.error_message().unwrap_or_default()
-        )));
-    }
+    let (_, stream, mut reader, _) = crate::call::open_switched(socket, &req)?;
     let raw = RawMode::enter();
     if raw.is_some() {
         eprint!("Connected to {}'s console; Ctrl-] leaves.\r\n", vm.name);

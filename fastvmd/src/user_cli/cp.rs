@@ -72,16 +72,8 @@ fn said(e: impl std::fmt::Display) -> Failure {
 
 /// Opens `req` on the socket; the connection once answered 101.
 fn open(socket: &Path, req: &SocketRequest) -> Result<(Value, crate::call::Answered), Failure> {
-    let answered =
-        crate::call::open(socket, req).map_err(|e| Failure::Unreachable(e.to_string()))?;
-    let resp = &answered.0;
-    if resp.status != 101 {
-        return Err(Failure::Said(match resp.error_message() {
-            Some(msg) => format!("error {}: {msg}", resp.status),
-            None => format!("error {}: {}", resp.status, resp.body),
-        }));
-    }
-    Ok((resp.body.clone(), answered))
+    let answered = crate::call::open_switched(socket, req)?;
+    Ok((answered.0.body.clone(), answered))
 }
 
 /// The id of the VM `wanted` names.

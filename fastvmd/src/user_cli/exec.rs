@@ -86,13 +86,8 @@ fn exec(args: ExecArgs, socket: &Path) -> Result<ExitCode, String> {
     let req = SocketRequest::new(1, "execStream")
         .param("id", vm.id.to_string())
         .body(body);
-    let (resp, stream, reader, _) = crate::call::open(socket, &req).map_err(|e| e.to_string())?;
-    if resp.status != 101 {
-        return Err(match resp.error_message() {
-            Some(msg) => format!("error {}: {msg}", resp.status),
-            None => format!("error {}: {}", resp.status, resp.body),
-        });
-    }
+    let (_, stream, reader, _) =
+        crate::call::open_switched(socket, &req).map_err(|e| e.to_string())?;
     let _raw = if tty { RawMode::enter() } else { None };
     let sender = stream.try_clone().map_err(|e| e.to_string())?;
     if args.interactive {

@@ -128,6 +128,17 @@ enum Failure {
     Unreachable(String),
 }
 
+impl From<crate::call::CallError> for Failure {
+    /// An error answer is the daemon's say; anything else, that it could
+    /// not be asked.
+    fn from(e: crate::call::CallError) -> Failure {
+        match e {
+            crate::call::CallError::Refused { .. } => Failure::Said(e.to_string()),
+            other => Failure::Unreachable(other.to_string()),
+        }
+    }
+}
+
 impl Failure {
     /// What went wrong, in words.
     fn text(self) -> String {

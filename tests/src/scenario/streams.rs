@@ -4,12 +4,13 @@
 //! both sides (`fastvmd cp`), and a port forward to a `busybox httpd` the
 //! guest serves on its loopback only.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fastvm_proto::exec_channel::{self, MessageDecoder, RESIZE, STATUS, STDIN};
+use fastvm_proto::socket::SocketRequest;
 use serde_json::{Value, json};
 use sha2::Digest;
 
@@ -28,18 +29,13 @@ struct Stream {
 
 impl Stream {
     fn start(d: &Daemon, vm: &str, body: Value) -> Result<Stream, String> {
-        let conn = UnixStream::connect(d.socket_path()).map_err(|e| format!("socket: {e}"))?;
+        let req = SocketRequest::new(1, "execStream")
+            .param("id", vm)
+            .body(body);
+        let (_, conn, reader, _) = fastvmd::call::open_switched(&d.socket_path(), &req)
+            .map_err(|e| format!("execStream: {e}"))?;
         conn.set_read_timeout(Some(Duration::from_secs(120)))
             .map_err(|e| e.to_string())?;
-        let req = json!({"id": 1, "op": "execStream", "params": {"id": vm}, "body": body});
-        writeln!(&conn, "{req}").map_err(|e| e.to_string())?;
-        let mut reader = BufReader::new(conn.try_clone().map_err(|e| e.to_string())?);
-        let mut line = String::new();
-        reader.read_line(&mut line).map_err(|e| e.to_string())?;
-        let answer: Value = serde_json::from_str(&line).map_err(|e| format!("{e}: {line}"))?;
-        if answer["status"] != 101 {
-            return Err(format!("execStream answered {answer}"));
-        }
         Ok(Stream {
             conn,
             reader,
@@ -266,19 +262,16 @@ pub fn forward(d: &Daemon, vm: &str) -> Result<(), String> {
         "mkdir -p /root/www && echo forwarded-page > /root/www/index.html && \
          busybox httpd -p 127.0.0.1:8080 -h /root/www",
     )?;
-    let socket = d.socket_path();
-    let mut conn = UnixStream::connect(&socket).map_err(|e| e.to_string())?;
-    let req =
-        json!({"id": 1, "op": "forwardPort", "params": {"id": vm}, "body": {"guestPort": 8080}});
-    writeln!(conn, "{req}").map_err(|e| e.to_string())?;
-    let mut line = String::new();
-    BufReader::new(&conn)
-        .read_line(&mut line)
-        .map_err(|e| e.to_string())?;
-    let answer: Value = serde_json::from_str(&line).map_err(|e| format!("{e}: {line}"))?;
-    let addr = answer["body"]["hostAddress"]
+    let req = SocketRequest::new(1, "forwardPort")
+        .param("id", vm)
+        .body(json!({"guestPort": 8080}));
+    let answer = fastvmd::call::request(&d.socket_path(), &req).map_err(|e| e.to_string())?;
+    let addr = answer.body["hostAddress"]
         .as_str()
-        .ok_or(format!("forwardPort answered {answer}"))?
+        .ok_or(format!(
+            "forwardPort answered {} {}",
+            answer.status, answer.body
+        ))?
         .to_string();
     let mut tcp = std::net::TcpStream::connect(&addr).map_err(|e| format!("{addr}: {e}"))?;
     tcp.set_read_timeout(Some(Duration::from_secs(60)))

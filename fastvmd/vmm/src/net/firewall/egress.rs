@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use super::flows::{FlowKey, FlowProtocol};
 use super::ipv4::{ETHERTYPE_IPV4, icmp, parse_ipv4};
-use super::packet::{Upper, parse_ipv6, proto};
+use super::packet::{Upper, parse_ipv6};
 use super::{ETHERNET_HEADER_LEN, ETHERTYPE_IPV6, ICMPV6_ECHO_REQUEST};
 
 /// The flow of the Ethernet `frame` the guest sent, and its TCP flags (0
@@ -42,14 +42,12 @@ pub fn egress_flow(frame: &[u8]) -> Option<(FlowKey, u8)> {
             src_port,
             dst_port,
             tcp_flags,
-        } => {
-            let protocol = if protocol == proto::TCP {
-                FlowProtocol::Tcp
-            } else {
-                FlowProtocol::Udp
-            };
-            (protocol, src_port, dst_port, tcp_flags)
-        }
+        } => (
+            FlowProtocol::of_ports(protocol),
+            src_port,
+            dst_port,
+            tcp_flags,
+        ),
         Upper::Icmp {
             kind,
             echo_id: Some(id),

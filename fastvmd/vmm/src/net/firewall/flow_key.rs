@@ -23,6 +23,17 @@ pub enum FlowProtocol {
     IcmpEcho,
 }
 
+impl FlowProtocol {
+    /// The flow protocol of an `Upper::Ports` packet: TCP, else UDP.
+    pub fn of_ports(protocol: u8) -> FlowProtocol {
+        if protocol == super::packet::proto::TCP {
+            FlowProtocol::Tcp
+        } else {
+            FlowProtocol::Udp
+        }
+    }
+}
+
 /// One flow, as seen from the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlowKey {

@@ -15,8 +15,9 @@ use super::{ETHERNET_HEADER_LEN, Filter, FlowTable, MAX_FLOWS, Verdict, egress_f
 /// Steps per input.
 const MAX_STEPS: usize = 256;
 
-/// A restricted policy with rules of each kind, compiled once.
-fn restricted() -> &'static Filter {
+/// A restricted policy with rules of each kind, compiled once (the NIC's
+/// fuzz target judges with it too).
+pub fn restricted() -> &'static Filter {
     static FILTER: OnceLock<Filter> = OnceLock::new();
     FILTER.get_or_init(|| {
         let policy: FirewallPolicy = serde_json::from_str(

@@ -112,14 +112,9 @@ impl Judgement {
 /// A TCP or UDP frame from `src` to the guest at `dst`, as a reply;
 /// `ports` are its (source, destination) ports.
 fn reply(protocol: u8, src: IpAddr, dst: IpAddr, ports: (u16, u16), tcp_flags: u8) -> FlowQuery {
-    let protocol = if protocol == proto::TCP {
-        FlowProtocol::Tcp
-    } else {
-        FlowProtocol::Udp
-    };
     FlowQuery::Reply {
         key: FlowKey {
-            protocol,
+            protocol: FlowProtocol::of_ports(protocol),
             guest: dst,
             guest_port: ports.1,
             remote: src,

@@ -68,7 +68,7 @@ mod tests;
 pub use clock::BatchClock;
 pub use egress::egress_flow;
 pub use flows::{FlowKey, FlowProtocol, FlowStats, FlowTable, MAX_FLOWS};
-pub use fuzz::fuzz_frames;
+pub use fuzz::{fuzz_frames, restricted as fuzz_filter};
 pub use ipv4::{
     ETHERTYPE_ARP, ETHERTYPE_IPV4, Ipv4Summary, QuotedIpv4, parse_ipv4, parse_quoted_ipv4,
 };

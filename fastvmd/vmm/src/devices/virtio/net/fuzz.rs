@@ -8,31 +8,14 @@
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixDatagram;
-use std::sync::OnceLock;
 
 use super::rxtx::{Queues, RxBuffer, process_rx, process_tx};
 use crate::devices::virtio::fuzz_queues::{guest_memory, interrupt, queue};
-use crate::net::firewall::{Filter, FlowTable, FrameCounters, MAX_FLOWS};
+use crate::net::firewall::{Filter, FlowTable, FrameCounters, MAX_FLOWS, fuzz_filter};
 use crate::net::tap::Tap;
 
 /// Steps per input.
 const MAX_OPS: usize = 64;
-
-/// A restricted policy with rules of each kind, compiled once.
-fn restricted() -> &'static Filter {
-    static FILTER: OnceLock<Filter> = OnceLock::new();
-    FILTER.get_or_init(|| {
-        let policy = serde_json::from_str(
-            r#"{"mode":"restricted","ingress":[
-                {"protocol":"tcp","portStart":22},
-                {"protocol":"udp","portStart":5000,"portEnd":5100,"sourceCidrs":["fd00::/8"]},
-                {"protocol":"tcp","portStart":8000,"sourceCidrs":["2001:db8::1"]}
-            ]}"#,
-        )
-        .expect("a valid policy");
-        Filter::compile(&policy).expect("a valid policy")
-    })
-}
 
 /// Two connected seqpacket sockets: the device's "tap" end and the wire.
 pub(super) fn frame_pair() -> Option<(OwnedFd, OwnedFd)> {
@@ -70,7 +53,7 @@ pub fn virtio_net(data: &[u8]) {
     let wire = UnixDatagram::from(wire_end);
     let open_filter = Filter::open();
     let filter = if open % 2 == 0 {
-        restricted()
+        fuzz_filter()
     } else {
         &open_filter
     };

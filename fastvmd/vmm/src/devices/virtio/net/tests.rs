@@ -202,6 +202,34 @@ fn in_own_netns(test: &'static str, f: impl FnOnce() + Send + 'static) {
     }
 }
 
+/// Activates `net` on queues in `mem`, the RX queue holding
+/// `RX_BUFFERS` buffers of `BUF_LEN`: the RX and TX mocks and the interrupt.
+fn activated<'a>(
+    net: &mut Net,
+    mem: &'a GuestMemory,
+) -> (
+    MockSplitQueue<'a, GuestMemory>,
+    MockSplitQueue<'a, GuestMemory>,
+    Arc<Interrupt>,
+) {
+    let rx_mock = MockSplitQueue::create(mem, GuestAddress(RX_QUEUE), 16);
+    let tx_mock = MockSplitQueue::create(mem, GuestAddress(TX_QUEUE), 16);
+    let rx_descs: Vec<RawDescriptor> = (0..RX_BUFFERS)
+        .map(|i| {
+            let addr = BUFFERS + u64::from(i) * 0x1000;
+            SplitDescriptor::new(addr, BUF_LEN, VRING_DESC_F_WRITE as u16, 0).into()
+        })
+        .collect();
+    rx_mock.add_desc_chains(&rx_descs, 0).unwrap();
+    let irq = Arc::new(Interrupt::new(EventFd::new(EFD_NONBLOCK).unwrap()));
+    let queues: Vec<Queue> = vec![
+        rx_mock.create_queue().unwrap(),
+        tx_mock.create_queue().unwrap(),
+    ];
+    net.activate(mem.clone(), queues, irq.clone(), 0).unwrap();
+    (rx_mock, tx_mock, irq)
+}
+
 #[test]
 fn receive_path_enforces_the_live_policy_and_tx_reaches_the_tap() {
     in_own_netns(
@@ -219,21 +247,7 @@ fn receive_path_enforces_the_live_policy_and_tx_reaches_the_tap() {
             assert_eq!(u16::from_le_bytes([config[6], config[7]]), 1, "link up");
 
             let mem = GuestMemory::from_ranges(&[(GuestAddress(0), 0x20_0000)]).unwrap();
-            let rx_mock = MockSplitQueue::create(&mem, GuestAddress(RX_QUEUE), 16);
-            let tx_mock = MockSplitQueue::create(&mem, GuestAddress(TX_QUEUE), 16);
-            let rx_descs: Vec<RawDescriptor> = (0..RX_BUFFERS)
-                .map(|i| {
-                    let addr = BUFFERS + u64::from(i) * 0x1000;
-                    SplitDescriptor::new(addr, BUF_LEN, VRING_DESC_F_WRITE as u16, 0).into()
-                })
-                .collect();
-            rx_mock.add_desc_chains(&rx_descs, 0).unwrap();
-            let irq = Arc::new(Interrupt::new(EventFd::new(EFD_NONBLOCK).unwrap()));
-            let queues: Vec<Queue> = vec![
-                rx_mock.create_queue().unwrap(),
-                tx_mock.create_queue().unwrap(),
-            ];
-            net.activate(mem.clone(), queues, irq.clone(), 0).unwrap();
+            let (rx_mock, tx_mock, irq) = activated(&mut net, &mem);
             let counters = net.handle().counters;
 
             // Blocked: TCP 23, an ARP frame; allowed: TCP 22.
@@ -350,21 +364,7 @@ fn a_reply_passes_only_after_the_guest_sent_what_it_answers() {
     let policy = LivePolicy::new(FirewallPolicy::default()).unwrap();
     let mut net = Net::new(mac, Some(tap), policy).unwrap();
     let mem = GuestMemory::from_ranges(&[(GuestAddress(0), 0x20_0000)]).unwrap();
-    let rx_mock = MockSplitQueue::create(&mem, GuestAddress(RX_QUEUE), 16);
-    let tx_mock = MockSplitQueue::create(&mem, GuestAddress(TX_QUEUE), 16);
-    let rx_descs: Vec<RawDescriptor> = (0..RX_BUFFERS)
-        .map(|i| {
-            let addr = BUFFERS + u64::from(i) * 0x1000;
-            SplitDescriptor::new(addr, BUF_LEN, VRING_DESC_F_WRITE as u16, 0).into()
-        })
-        .collect();
-    rx_mock.add_desc_chains(&rx_descs, 0).unwrap();
-    let irq = Arc::new(Interrupt::new(EventFd::new(EFD_NONBLOCK).unwrap()));
-    let queues = vec![
-        rx_mock.create_queue().unwrap(),
-        tx_mock.create_queue().unwrap(),
-    ];
-    net.activate(mem.clone(), queues, irq, 0).unwrap();
+    let (rx_mock, tx_mock, _irq) = activated(&mut net, &mem);
     let counters = net.handle().counters;
     let syn = with_vnet_header(&tcp((GUEST4, 40000), (REMOTE4, 443), 0x02));
     let syn_ack = with_vnet_header(&tcp((REMOTE4, 443), (GUEST4, 40000), 0x12));
